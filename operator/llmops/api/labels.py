@@ -1,0 +1,20 @@
+"""The label and annotation vocabulary. Every key is a constant with who writes / who reads it."""
+
+from __future__ import annotations
+
+PREFIX = "llmops.dev"
+
+# --- labels on every child object -------------------------------------------------------------
+MANAGED_BY = "app.kubernetes.io/managed-by"  # operator writes "llmops-operator"; prune selects on it
+MANAGED_BY_VALUE = "llmops-operator"
+PART_OF = f"{PREFIX}/owner-kind"  # operator writes the owning kind; prune and admins read it
+OWNER_NAME = f"{PREFIX}/owner-name"  # operator writes the owner's name; selectors read it
+JOB_NAME = f"{PREFIX}/job-name"  # operator writes on worker pods; Service selector and kubectl -l read it
+ATTEMPT = f"{PREFIX}/attempt"  # operator writes the restart attempt on pods; status/observe read it
+NODE_RANK = f"{PREFIX}/node-rank"  # operator writes the worker index on pods; observe reads it
+ROLE = f"{PREFIX}/role"  # operator writes "worker"/"server"; selectors read it
+
+# --- annotations -------------------------------------------------------------------------------
+PROGRESS_ANNOTATION = f"{PREFIX}/progress"  # rank 0 writes ProgressReport JSON on the Lease; operator reads it
+KOPF_PROGRESS_PREFIX = PREFIX  # Kopf's per-handler progress storage prefix (not kopf.zalando.org)
+KOPF_DIFFBASE_KEY = f"{PREFIX}/last-handled-configuration"  # Kopf's diff-base annotation, spec only

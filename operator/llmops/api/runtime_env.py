@@ -1,0 +1,71 @@
+"""The operator -> pod contract: every environment variable and exit code, named once.
+
+The operator's builders write these variables into worker pods; ``llmops_runtime`` reads
+them. Nothing else may spell these names. Users may not set any reserved name in their own
+``env`` (rejected at admission), because a user value would silently break rendezvous or
+resume.
+"""
+
+from __future__ import annotations
+
+import enum
+
+# --- rendezvous (written by the TrainingJob builder, read by llmops_runtime.launch) -----------
+MASTER_ADDR = "MASTER_ADDR"  # DNS name of rank 0's pod via the headless Service
+MASTER_PORT = "MASTER_PORT"  # TCP port of the c10d store on rank 0
+NNODES = "LLMOPS_NNODES"  # number of worker pods in the gang
+NODE_RANK = "LLMOPS_NODE_RANK"  # this pod's index in the gang, 0..NNODES-1
+NPROC_PER_NODE = "LLMOPS_NPROC_PER_NODE"  # processes started per pod (one per GPU)
+LAUNCHER = "LLMOPS_LAUNCHER"  # "torchrun" or "deepspeed"
+
+# --- identity ---------------------------------------------------------------------------------
+JOB_NAME = "LLMOPS_JOB_NAME"  # TrainingJob name
+NAMESPACE = "LLMOPS_NAMESPACE"  # TrainingJob namespace
+RUN_ID = "LLMOPS_RUN_ID"  # TrainingJob uid: checkpoints of another run are never resumed
+ATTEMPT = "LLMOPS_ATTEMPT"  # gang restart attempt, 0 for the first start
+POD_NAME = "LLMOPS_POD_NAME"  # downward API metadata.name
+
+# --- checkpointing ----------------------------------------------------------------------------
+CHECKPOINT_URI = "LLMOPS_CHECKPOINT_URI"  # s3://bucket/prefix or a local/PVC directory
+CHECKPOINT_EVERY_STEPS = "LLMOPS_CHECKPOINT_EVERY_STEPS"  # 0 = not step-triggered
+CHECKPOINT_EVERY_SECONDS = "LLMOPS_CHECKPOINT_EVERY_SECONDS"  # 0 = not time-triggered
+CHECKPOINT_KEEP = "LLMOPS_CHECKPOINT_KEEP"  # keep-last-K retention
+CHECKPOINT_MAX_AGE_SECONDS = "LLMOPS_CHECKPOINT_MAX_AGE_SECONDS"  # storage errors tolerated while the last good checkpoint is younger
+RESUME_FROM = "LLMOPS_RESUME_FROM"  # checkpoint id the operator saw committed (hint; verified by the runtime)
+
+# --- progress channel -------------------------------------------------------------------------
+PROGRESS_LEASE = "LLMOPS_PROGRESS_LEASE"  # coordination.k8s.io Lease rank 0 renews with progress
+TOTAL_STEPS = "LLMOPS_TOTAL_STEPS"  # declared total steps, for ETA (0 = unknown)
+
+#: Names a user may not set in spec.template.env (exact names) ...
+RESERVED_NAMES = frozenset(
+    {
+        MASTER_ADDR,
+        MASTER_PORT,
+        "RANK",
+        "LOCAL_RANK",
+        "WORLD_SIZE",
+        "LOCAL_WORLD_SIZE",
+        "NODE_RANK",
+        "GROUP_RANK",
+        "ROLE_RANK",
+    }
+)
+#: ... nor any name with these prefixes.
+RESERVED_PREFIXES = ("LLMOPS_", "TORCHELASTIC_", "PET_")
+
+
+def is_reserved(name: str) -> bool:
+    """True when a user-supplied env name collides with the operator/runtime contract."""
+    return name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES)
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of llmops_runtime processes; the failure classifier maps them to actions."""
+
+    OK = 0
+    USER_ERROR = 1  # an exception in user code: restart the gang (counted)
+    CONFIG_ERROR = 78  # bad configuration (EX_CONFIG): fail now, no restart budget burned
+    NON_FINITE_LOSS = 79  # loss was NaN/Inf: nothing committed; roll back once, then fail
+    CHECKPOINT_UNRECOVERABLE = 80  # no usable checkpoint and storage failing past its max age
+    TERMINATED = 81  # SIGTERM received; a final checkpoint was committed (or none was due)

@@ -1,0 +1,1 @@
+"""Code that runs inside the workload pods (trainer and server images). Never imports kopf."""

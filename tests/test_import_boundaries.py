@@ -1,0 +1,56 @@
+"""Import boundaries of the architecture, checked on the source text (AST, every import).
+
+- the pure layers (api, builders, status, autoscaling, crdgen) import no kopf/kubernetes/boto3;
+- the controller package ``llmops`` imports no torch/vllm/deepspeed (it runs in a slim image);
+- the in-pod package ``llmops_runtime`` imports no kopf;
+- no ``__init__.py`` in operator/ (a package named ``operator`` would shadow the stdlib).
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+SRC = pathlib.Path(__file__).resolve().parents[1] / "operator"
+
+RULES = [
+    ("llmops/api", {"kopf", "kubernetes", "boto3", "torch", "vllm", "deepspeed"}),
+    ("llmops/builders", {"kopf", "kubernetes", "boto3", "torch", "vllm", "deepspeed"}),
+    ("llmops/status", {"kopf", "kubernetes", "boto3", "torch", "vllm", "deepspeed"}),
+    ("llmops/autoscaling", {"kopf", "kubernetes", "boto3", "torch", "vllm", "deepspeed"}),
+    ("llmops/crdgen", {"kopf", "kubernetes", "boto3", "torch", "vllm", "deepspeed"}),
+    ("llmops", {"torch", "vllm", "deepspeed", "transformers", "peft"}),
+    ("llmops_runtime", {"kopf"}),
+]
+
+
+def imported_roots(path: pathlib.Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize(("package", "forbidden"), RULES, ids=[r[0] for r in RULES])
+def test_layer_imports(package: str, forbidden: set[str]) -> None:
+    violations = []
+    for path in sorted((SRC / package).rglob("*.py")):
+        bad = imported_roots(path) & forbidden
+        if bad:
+            violations.append(f"{path.relative_to(SRC)} imports {sorted(bad)}")
+    assert not violations, "\n".join(violations)
+
+
+def test_boundary_checker_catches_a_violation(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "x.py"
+    bad.write_text("import kopf\nfrom torch.nn import Linear\n")
+    assert {"kopf", "torch"} <= imported_roots(bad)
+
+
+def test_operator_dir_is_not_a_package() -> None:
+    assert not (SRC / "__init__.py").exists()
