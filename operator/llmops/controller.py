@@ -1,0 +1,229 @@
+"""Wiring of the operator process: Kopf for watching/peering/login/probes, our work queue for
+reconciles, one reconcile function per kind.
+
+Flow: Kopf `on.event` handlers (for our CRs and for owned children such as pods and progress
+Leases) only enqueue the owner's key; worker threads take keys from the queue and call the
+kind's reconcile function, which reads the world fresh (level-triggered), applies, prunes,
+writes status once, and returns when it wants to be called again. See kube/workqueue.py for
+why Kopf's timers/daemons are not used (they add finalizers to every CR).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import kopf
+
+from llmops import GROUP, VERSION
+from llmops.api import labels
+from llmops.kube.client import Kube, load_api_client
+from llmops.kube.peering import PeeringGuard
+from llmops.kube.workqueue import WorkQueue, run_workers
+from llmops.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]  # (kind, namespace, name)
+#: reconcile(ctx, namespace, name) -> seconds until it wants to run again, or None
+ReconcileFn = Callable[["Context", str, str], "float | None"]
+
+
+@dataclass
+class Context:
+    """What a reconcile function gets: the API seam, metrics, and the operator's options."""
+
+    kube: Kube
+    metrics: Metrics
+    served: set[str] = field(default_factory=set)  # "group/version/plural" served, for gang auto
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class KindRegistration:
+    kind: str
+    plural: str
+    reconcile: ReconcileFn
+
+
+#: Child resources whose events wake their owner: (group, version, plural)
+CHILD_WATCHES = [
+    ("", "v1", "pods"),
+    ("coordination.k8s.io", "v1", "leases"),
+    ("apps", "v1", "deployments"),
+    ("llmops.dev", "v1alpha1", "trainingjobs"),  # FinetuneJob children
+]
+
+#: Kinds the operator may need to know are served, for `gang.backend: auto`.
+DISCOVERED = [
+    ("scheduling.k8s.io/v1alpha2", "podgroups"),
+    ("scheduling.volcano.sh/v1beta1", "podgroups"),
+    ("scheduling.x-k8s.io/v1alpha1", "podgroups"),
+    ("kueue.x-k8s.io/v1beta1", "workloads"),
+    ("monitoring.coreos.com/v1", "podmonitors"),
+]
+
+
+class Controller:
+    def __init__(
+        self,
+        kubeconfig: str | None = None,
+        *,
+        namespaces: list[str] | None = None,
+        peering_name: str | None = None,
+        priority: int = 0,
+        workers: int = 2,
+        liveness_endpoint: str | None = None,
+        metrics: Metrics | None = None,
+        identity: str | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.api_client = load_api_client(kubeconfig)
+        self.kube = Kube(self.api_client)
+        self.metrics = metrics or Metrics()
+        self.queue = WorkQueue()
+        self.namespaces = namespaces or []
+        self.peering_name = peering_name
+        self.priority = priority
+        self.workers = workers
+        self.liveness_endpoint = liveness_endpoint
+        self.identity = identity or f"llmops-{uuid.uuid4().hex[:8]}"
+        self.kinds: dict[str, KindRegistration] = {}
+        self.registry = kopf.OperatorRegistry()
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.ctx = Context(kube=self.kube, metrics=self.metrics)
+        self._thread: threading.Thread | None = None
+        self._enqueued_at: dict[Key, float] = {}
+
+    # --- registration ---------------------------------------------------------------------
+    def register(self, kind: str, plural: str, reconcile: ReconcileFn) -> None:
+        self.kinds[kind] = KindRegistration(kind, plural, reconcile)
+
+    def enqueue(self, key: Key, after: float = 0.0) -> None:
+        self._enqueued_at.setdefault(key, time.monotonic() + after)
+        self.queue.add(key, after)
+
+    def _wire_kopf(self) -> None:
+        registry = self.registry
+        config = self.api_client.configuration
+
+        @kopf.on.login(registry=registry)
+        def login(**_: object) -> kopf.ConnectionInfo:
+            token = config.api_key.get("BearerToken") or config.api_key.get("authorization")
+            scheme, _, value = (token or "").partition(" ")
+            if token and not value:
+                scheme, value = "Bearer", token
+            return kopf.ConnectionInfo(
+                server=config.host,
+                ca_path=config.ssl_ca_cert,
+                insecure=not config.verify_ssl,
+                scheme=scheme or None,
+                token=value or None,
+                certificate_path=config.cert_file,
+                private_key_path=config.key_file,
+            )
+
+        for reg in self.kinds.values():
+            kind = reg.kind
+
+            @kopf.on.event(GROUP, VERSION, reg.plural, registry=registry, id=f"enqueue-{kind}")
+            def on_owner(name: str, namespace: str, _kind: str = kind, **_: object) -> None:
+                self.enqueue((_kind, namespace, name))
+
+        for group, version, plural in CHILD_WATCHES:
+            @kopf.on.event(group, version, plural, registry=registry, id=f"wake-owner-{plural}",
+                           labels={labels.MANAGED_BY: labels.MANAGED_BY_VALUE})
+            def on_child(meta: dict, namespace: str, **_: object) -> None:
+                child_labels = meta.get("labels") or {}
+                owner_kind = child_labels.get(labels.PART_OF)
+                owner = child_labels.get(labels.OWNER_NAME)
+                if owner_kind in self.kinds and owner:
+                    self.enqueue((owner_kind, namespace, owner))
+
+        @kopf.on.startup(registry=registry)
+        def configure(settings: kopf.OperatorSettings, **_: object) -> None:
+            settings.posting.level = logging.WARNING  # our own Events: one per transition
+            settings.watching.reconnect_backoff = 1.0
+            settings.networking.error_backoffs = [0.5, 1, 2, 5, 10]
+            # Kopf's own annotations (only written if change-handlers are ever added):
+            # under our prefix, and the diff-base keeps no copy of the whole spec.
+            settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=labels.PREFIX)
+            settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+                prefix=labels.PREFIX, key="last-handled-configuration")
+            settings.persistence.finalizer = f"{labels.PREFIX}/finalizer"
+            if self.peering_name:
+                settings.peering.name = self.peering_name
+                settings.peering.mandatory = True
+                settings.peering.priority = self.priority
+            else:
+                settings.peering.standalone = True
+
+    # --- running ---------------------------------------------------------------------------
+    def _discover(self) -> None:
+        served = set()
+        for group_version, plural in DISCOVERED:
+            try:
+                if plural in self.kube.served(group_version):
+                    served.add(f"{group_version}/{plural}")
+            except Exception:  # discovery of optional groups must not block startup
+                logger.warning("discovery of %s failed", group_version, exc_info=True)
+        self.ctx.served = served
+
+    def _reconcile_key(self, key: Key) -> float | None:
+        kind, namespace, name = key
+        reg = self.kinds[kind]
+        enqueued = self._enqueued_at.pop(key, None)
+        if enqueued is not None:
+            self.metrics.queue_wait_seconds.labels(kind).observe(max(0.0, time.monotonic() - enqueued))
+        start = time.perf_counter()
+        try:
+            after = reg.reconcile(self.ctx, namespace, name)
+        except Exception:
+            self.metrics.reconciles.labels(kind, "error").inc()
+            raise
+        finally:
+            self.metrics.reconcile_seconds.labels(kind).observe(time.perf_counter() - start)
+        self.metrics.reconciles.labels(kind, "ok").inc()
+        return after
+
+    def run(self) -> None:
+        """Blocking: run workers and Kopf until stop() (or a signal, when in the main thread)."""
+        self._wire_kopf()
+        self._discover()
+        guard = PeeringGuard(self.kube if self.peering_name else None, self.peering_name,
+                             self.identity, self.priority,
+                             namespace=self.namespaces[0] if self.namespaces else None)
+        run_workers(self.queue, self._reconcile_key, self.stop_flag, workers=self.workers,
+                    is_active=guard.active)
+        asyncio.run(kopf.operator(
+            registry=self.registry,
+            clusterwide=not self.namespaces,
+            namespaces=self.namespaces,
+            identity=self.identity,
+            standalone=None if self.peering_name else True,
+            peering_name=self.peering_name,
+            priority=self.priority,
+            liveness_endpoint=self.liveness_endpoint,
+            stop_flag=self.stop_flag,
+            ready_flag=self.ready_flag,
+        ))
+
+    def start(self, timeout: float = 30.0) -> "Controller":
+        """Run in a background thread (tests, the sandbox); returns once Kopf is ready."""
+        self._thread = threading.Thread(target=self.run, name="llmops-operator", daemon=True)
+        self._thread.start()
+        if not self.ready_flag.wait(timeout):
+            raise TimeoutError("operator did not become ready")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_flag.set()
+        self.queue.close()
+        if self._thread:
+            self._thread.join(timeout)

@@ -1,0 +1,89 @@
+"""Apply desired children and prune the rest: the operator's one write path for children.
+
+Every child the operator owns carries the managed-by and owner labels and a controller
+ownerReference to its parent's uid. Apply = server-side apply with one field manager (never
+create-if-absent, so a child edited by hand converges back). Prune = delete owned children
+that are no longer desired, guarded by the child's uid so a same-named successor is safe.
+
+A child with our name but another controller (another uid, or none) is never adopted or
+overwritten: it is reported back so status can say so (the user decides what to do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from llmops.api import labels
+from llmops.kube.client import Kube
+
+
+def controller_uid(obj: dict) -> str | None:
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def owner_selector(owner_kind: str, owner_name: str) -> str:
+    return (
+        f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},"
+        f"{labels.PART_OF}={owner_kind},{labels.OWNER_NAME}={owner_name}"
+    )
+
+
+def _key(obj: dict) -> tuple[str, str, str]:
+    return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
+
+
+@dataclass
+class SyncResult:
+    applied: list[tuple[str, str, str]] = field(default_factory=list)
+    pruned: list[tuple[str, str, str]] = field(default_factory=list)
+    foreign: list[tuple[str, str, str]] = field(default_factory=list)  # name taken by another owner
+
+
+def list_owned(kube: Kube, owner: dict, kinds: Iterable[tuple[str, str]]) -> dict[tuple[str, str, str], dict]:
+    """Children of `owner` (by labels, then confirmed by controller uid), keyed by identity."""
+    meta = owner["metadata"]
+    selector = owner_selector(owner["kind"], meta["name"])
+    found = {}
+    for api_version, kind in kinds:
+        for obj in kube.list(api_version, kind, meta["namespace"], selector):
+            obj.setdefault("apiVersion", api_version)
+            obj.setdefault("kind", kind)
+            if controller_uid(obj) == meta["uid"]:
+                found[_key(obj)] = obj
+    return found
+
+
+def sync_children(
+    kube: Kube,
+    owner: dict,
+    desired: list[dict],
+    observed: dict[tuple[str, str, str], dict],
+    prunable_kinds: Iterable[tuple[str, str]],
+) -> SyncResult:
+    """Apply `desired`, prune owned children of `prunable_kinds` that are not desired."""
+    result = SyncResult()
+    uid = owner["metadata"]["uid"]
+    ns = owner["metadata"]["namespace"]
+    for obj in desired:
+        key = _key(obj)
+        if key not in observed:
+            existing = kube.get(obj["apiVersion"], obj["kind"], ns, obj["metadata"]["name"])
+            if existing is not None and controller_uid(existing) != uid:
+                result.foreign.append(key)
+                continue
+        kube.apply(obj)
+        result.applied.append(key)
+    wanted = {_key(o) for o in desired}
+    prunable = set(prunable_kinds)
+    for key, obj in sorted(observed.items()):
+        if key in wanted or (key[0], key[1]) not in prunable:
+            continue
+        if obj["metadata"].get("deletionTimestamp"):
+            continue
+        kube.delete(key[0], key[1], ns, key[2], uid=obj["metadata"].get("uid"))
+        result.pruned.append(key)
+    return result

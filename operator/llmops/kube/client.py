@@ -1,0 +1,237 @@
+"""A small, generic, dict-in/dict-out layer over the `kubernetes` client.
+
+Why not the typed client: the operator builds plain dicts (builders are pure and must render
+for `llmops render` without a cluster) and applies them with server-side apply under one field
+manager. Going through typed models would mean converting twice and losing fields the client
+does not know (CRDs, PodGroups of several schedulers). So this module turns
+(apiVersion, kind, namespace, name) into a URL and speaks JSON, using the `kubernetes`
+ApiClient for configuration, auth, TLS and connection pooling.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+FIELD_MANAGER = "llmops-operator"
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server, with its Status reason."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+def load_api_client(kubeconfig: str | None = None) -> ApiClient:
+    """In-cluster config when running in a pod, else the given or default kubeconfig.
+
+    Never touches the `kubernetes` package's global default configuration, so several
+    clients (tests, the sandbox) can coexist in one process.
+    """
+    configuration = kubernetes.client.Configuration()
+    if kubeconfig is None:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+            return ApiClient(configuration)
+        except kubernetes.config.ConfigException:
+            pass
+    kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return ApiClient(configuration)
+
+
+# Built-in kinds the operator touches: kind -> (plural, namespaced). CRDs and anything else
+# are resolved through discovery once and cached.
+_BUILTIN = {
+    ("v1", "Pod"): ("pods", True),
+    ("v1", "Service"): ("services", True),
+    ("v1", "ConfigMap"): ("configmaps", True),
+    ("v1", "Secret"): ("secrets", True),
+    ("v1", "Event"): ("events", True),
+    ("v1", "Node"): ("nodes", False),
+    ("v1", "Namespace"): ("namespaces", False),
+    ("v1", "ServiceAccount"): ("serviceaccounts", True),
+    ("v1", "PersistentVolumeClaim"): ("persistentvolumeclaims", True),
+    ("apps/v1", "Deployment"): ("deployments", True),
+    ("coordination.k8s.io/v1", "Lease"): ("leases", True),
+    ("policy/v1", "PodDisruptionBudget"): ("poddisruptionbudgets", True),
+    ("rbac.authorization.k8s.io/v1", "Role"): ("roles", True),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rolebindings", True),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): ("horizontalpodautoscalers", True),
+    ("events.k8s.io/v1", "Event"): ("events", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("networkpolicies", True),
+}
+
+
+class Kube:
+    """Generic verbs on plain dicts. One field manager for every write."""
+
+    def __init__(self, api_client: ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+        self.api = api_client
+        self.field_manager = field_manager
+        self._resources: dict[tuple[str, str], tuple[str, bool]] = dict(_BUILTIN)
+        self._lock = threading.Lock()
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Iterable[tuple[str, Any]] = (),
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            response = self.api.call_api(
+                path,
+                method,
+                query_params=list(query),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=30,
+            )
+        except ApiException as exc:
+            reason, message = "Unknown", exc.body or exc.reason
+            try:
+                status = json.loads(exc.body)
+                reason, message = status.get("reason", reason), status.get("message", message)
+            except (TypeError, ValueError):
+                pass
+            raise ApiError(exc.status or 0, str(reason), str(message)) from None
+        data = response.data
+        return json.loads(data) if data else None
+
+    def _discover(self, api_version: str, kind: str) -> tuple[str, bool]:
+        with self._lock:
+            if (api_version, kind) in self._resources:
+                return self._resources[(api_version, kind)]
+        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        listing = self._request("GET", prefix)
+        found = None
+        for res in listing.get("resources", []):
+            if "/" in res["name"]:
+                continue
+            with self._lock:
+                self._resources[(api_version, res["kind"])] = (res["name"], res["namespaced"])
+            if res["kind"] == kind:
+                found = (res["name"], res["namespaced"])
+        if found is None:
+            raise ApiError(404, "NotFound", f"{kind} is not served at {api_version}")
+        return found
+
+    def path(self, api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+        plural, namespaced = self._discover(api_version, kind)
+        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        parts = [prefix]
+        if namespaced and namespace:
+            parts.append(f"namespaces/{namespace}")
+        parts.append(plural)
+        if name:
+            parts.append(name)
+        return "/".join(parts)
+
+    # --- verbs ------------------------------------------------------------------------------
+    def served(self, group_version: str) -> set[str]:
+        """Resource plurals served at a group/version ('' set when the group is absent)."""
+        prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        try:
+            listing = self._request("GET", prefix)
+        except ApiError as exc:
+            if exc.status == 404:
+                return set()
+            raise
+        return {r["name"] for r in listing.get("resources", []) if "/" not in r["name"]}
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict | None:
+        try:
+            return self._request("GET", self.path(api_version, kind, namespace, name))
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        try:
+            result = self._request("GET", self.path(api_version, kind, namespace), query=query)
+        except ApiError as exc:
+            if exc.not_found:
+                return []
+            raise
+        return result.get("items", [])
+
+    def apply(self, obj: dict) -> dict:
+        """Server-side apply with our single field manager (creates when absent)."""
+        meta = obj["metadata"]
+        path = self.path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        return self._request(
+            "PATCH",
+            path,
+            query=[("fieldManager", self.field_manager), ("force", "true")],
+            body=obj,
+            content_type="application/apply-patch+yaml",
+        )
+
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        *,
+        uid: str | None = None,
+        grace_seconds: int | None = None,
+        propagation: str = "Background",
+    ) -> bool:
+        """Delete (guarded by uid when given). False when it was already gone."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
+        try:
+            self._request("DELETE", self.path(api_version, kind, namespace, name), body=body)
+            return True
+        except ApiError as exc:
+            if exc.not_found or exc.conflict:  # gone, or a different object now holds the name
+                return False
+            raise
+
+    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: dict) -> dict:
+        """JSON merge patch of the status subresource (status is ours alone: no conflicts)."""
+        path = self.path(api_version, kind, namespace, name) + "/status"
+        return self._request(
+            "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+        )
+
+    def patch(self, api_version: str, kind: str, namespace: str | None, name: str, patch: dict,
+              subresource: str | None = None) -> dict:
+        path = self.path(api_version, kind, namespace, name) + (f"/{subresource}" if subresource else "")
+        return self._request("PATCH", path, body=patch, content_type="application/merge-patch+json")
+
+    def create(self, obj: dict) -> dict:
+        meta = obj["metadata"]
+        return self._request("POST", self.path(obj["apiVersion"], obj["kind"], meta.get("namespace")), body=obj)

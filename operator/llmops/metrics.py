@@ -1,0 +1,51 @@
+"""The operator's Prometheus metrics: stable names and units (documented in docs/metrics.md).
+
+One registry object for the operator so tests can read values without global state leaking
+between operator instances.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+NAMESPACE = "llmops"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.reconciles = Counter(
+            "reconcile", "Reconciles run, by kind and result (ok|error).",
+            ["kind", "result"], namespace=NAMESPACE, registry=r)
+        self.reconcile_seconds = Histogram(
+            "reconcile_duration_seconds", "Wall time of one reconcile.",
+            ["kind"], namespace=NAMESPACE, registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.queue_wait_seconds = Histogram(
+            "queue_wait_seconds", "Time a due key waited in the work queue before a worker took it.",
+            ["kind"], namespace=NAMESPACE, registry=r,
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
+        self.jobs = Gauge(
+            "jobs", "Jobs by kind and condition that is True (Queued, Running, Restarting, Succeeded, ...).",
+            ["kind", "condition"], namespace=NAMESPACE, registry=r)
+        self.restarts = Counter(
+            "job_restarts", "Gang restarts by cause (OOMKilled, Preempted, NodeLost, Hang, ...).",
+            ["namespace", "job", "cause"], namespace=NAMESPACE, registry=r)
+        self.time_to_first_step = Histogram(
+            "time_to_first_step_seconds", "From attempt start (pods created) to the first completed step.",
+            ["kind"], namespace=NAMESPACE, registry=r,
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600))
+        self.goodput = Gauge(
+            "job_goodput_ratio", "Useful step time / wall time since the job started (0..1).",
+            ["namespace", "job"], namespace=NAMESPACE, registry=r)
+        self.checkpoint_age = Gauge(
+            "checkpoint_age_seconds", "Age of the newest committed checkpoint of a running job.",
+            ["namespace", "job"], namespace=NAMESPACE, registry=r)
+        self.scale_decisions = Counter(
+            "autoscaler_decisions", "Autoscaler decisions that changed replicas, by direction and reason.",
+            ["namespace", "service", "direction", "reason"], namespace=NAMESPACE, registry=r)
+        self.model_load_seconds = Histogram(
+            "model_load_seconds", "Measured model fetch+load time of an InferenceService replica.",
+            ["namespace", "service"], namespace=NAMESPACE, registry=r,
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600))

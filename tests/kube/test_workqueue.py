@@ -1,0 +1,77 @@
+"""The work queue's client-go semantics: dedup, earliest due wins, no concurrent processing of
+one key, dirty re-processing, delayed requeue; and the worker loop's error backoff and pause."""
+
+from __future__ import annotations
+
+import threading
+
+from llmops.kube.workqueue import WorkQueue, run_workers
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_add_dedups_and_earliest_due_wins() -> None:
+    clock = FakeClock()
+    q = WorkQueue(clock)
+    q.add("a", after=10)
+    q.add("a", after=5)
+    q.add("a", after=30)
+    assert len(q) == 1
+    assert q.get(timeout=0) is None
+    clock.now += 5
+    assert q.get(timeout=0) == "a"
+    assert q.get(timeout=0) is None
+
+
+def test_key_added_while_processing_is_processed_again_after_done() -> None:
+    q = WorkQueue()
+    q.add("a")
+    assert q.get(timeout=0) == "a"
+    q.add("a")  # an event arrives mid-reconcile
+    assert q.get(timeout=0) is None  # not handed to a second worker
+    q.done("a")
+    assert q.get(timeout=0) == "a"
+
+
+def test_requeue_after_is_honoured() -> None:
+    clock = FakeClock()
+    q = WorkQueue(clock)
+    q.add("a")
+    q.done(q.get(timeout=0), requeue_after=7)
+    assert q.get(timeout=0) is None
+    clock.now += 7
+    assert q.get(timeout=0) == "a"
+
+
+def test_workers_retry_failures_and_respect_pause() -> None:
+    q = WorkQueue()
+    stop = threading.Event()
+    calls: list[str] = []
+    done = threading.Event()
+
+    def reconcile(key: str) -> None:
+        calls.append(key)
+        if len(calls) == 1:
+            raise RuntimeError("api outage")
+        done.set()
+
+    run_workers(q, reconcile, stop, workers=2, error_backoff=lambda n: 0.01)
+    q.add("job")
+    assert done.wait(5)
+    stop.set()
+    assert calls == ["job", "job"]
+
+    paused_calls: list[str] = []
+    stop2 = threading.Event()
+    q2 = WorkQueue()
+    run_workers(q2, paused_calls.append, stop2, workers=1, is_active=lambda: False)
+    q2.add("job")
+    assert not threading.Event().wait(0.3)
+    stop2.set()
+    assert paused_calls == []
