@@ -11,7 +11,12 @@ import importlib
 import sys
 
 SUBCOMMANDS = [
-    # "llmops.crdgen.cli",   # crds [--check]
+    "llmops.operator_cli",
+    "llmops.crdgen.cli",  # crds [--check] [--out DIR]
+    "llmops.validate",  # validate -f CR.yaml
+    "llmops.sandbox.cli",  # sandbox, node
+    "llmops.render",  # render -f CR.yaml [--attempt N] [--backend B]
+    "llmops.demo",  # demo: the main job on the sandbox
 ]
 
 

@@ -69,3 +69,57 @@ class ExitCode(enum.IntEnum):
     NON_FINITE_LOSS = 79  # loss was NaN/Inf: nothing committed; roll back once, then fail
     CHECKPOINT_UNRECOVERABLE = 80  # no usable checkpoint and storage failing past its max age
     TERMINATED = 81  # SIGTERM received; a final checkpoint was committed (or none was due)
+
+# --- checkpoint stores (read by llmops_runtime.checkpoint.open_store) ------------------------
+PVC_ROOT = "LLMOPS_PVC_ROOT"  # where pvc://claim/path URIs are mounted (default /mnt/pvc/<claim>)
+
+# --- sandbox node agent -> pods (written by llmops.sandbox.node; unset on a real cluster) -----
+SANDBOX_HOSTS_FILE = "LLMOPS_SANDBOX_HOSTS_FILE"  # hosts(5) file of headless-Service pod names -> pod IPs; resolve through llmops.sandbox.node.hosts.resolve
+SANDBOX_ROOT = "LLMOPS_SANDBOX_ROOT"  # per-pod root: absolute path P inside a sandbox pod means $LLMOPS_SANDBOX_ROOT/P
+SANDBOX_MOUNTS = "LLMOPS_SANDBOX_MOUNTS"  # JSON {mountPath: local directory} of this container's volumeMounts
+SANDBOX_MOUNT_PREFIX = "LLMOPS_MOUNT_"  # + sanitized mountPath (/data/ckpt -> LLMOPS_MOUNT_DATA_CKPT): local directory
+SANDBOX_POD_IP = "POD_IP"  # the pod's loopback address (also status.podIP)
+
+# --- llmops_runtime local knobs (read by llmops_runtime.session/progress; never set by the operator) ---
+PROGRESS_FILE = "LLMOPS_PROGRESS_FILE"  # without a progress Lease: JSON-lines file for reports (else stderr)
+PROGRESS_INTERVAL_SECONDS = "LLMOPS_PROGRESS_INTERVAL_SECONDS"  # min seconds between progress publications (default 5)
+TEST_OMIT_STATE = "LLMOPS_TEST_OMIT_STATE"  # tests only: "loader,rng" parts NOT checkpointed, to prove exactness tests can fail
+
+# --- model fetch init step (written by llmops_runtime.serve.fetch, read by the InferenceService status) ---
+# The fetcher ends with a one-line termination message "<Reason>: <detail>" (to
+# $LLMOPS_TERMINATION_LOG, default /dev/termination-log); the reason is a condition reason.
+TERMINATION_LOG = "LLMOPS_TERMINATION_LOG"  # where in-pod tools write their termination message
+HF_SNAPSHOT_ROOT = "LLMOPS_HF_SNAPSHOT_ROOT"  # local HF hub cache holding pre-staged hf:// snapshots
+FETCH_MAX_BYTES_PER_SECOND = "LLMOPS_FETCH_MAX_BYTES_PER_SECOND"  # optional bandwidth cap of the fetcher (0 = none)
+FETCH_OK_REASON = "ModelVerified"  # success; detail carries "digest=sha256:<hex> bytes=N seconds=S cache=hit|miss"
+
+
+class FetchExit(enum.IntEnum):
+    """Exit codes of the model fetcher; the name's reason is the termination message's reason."""
+
+    OK = 0
+    UNSUPPORTED_SOURCE = 78  # reason UnsupportedModelSource (oci://, bad URI): config error, no retry
+    PICKLE_NOT_ALLOWED = 82  # reason PickleNotAllowed: only pickle weights and allowPickle is false
+    DIGEST_MISMATCH = 83  # reason ModelDigestMismatch: a file (or the manifest) differs from its sha256
+    MODEL_NOT_FOUND = 84  # reason ModelNotFound: no such prefix/dir/snapshot/revision, or a listed file missing
+    FETCH_FAILED = 85  # reason ModelFetchFailed: storage/network error; retrying may help
+
+
+FETCH_REASONS = {
+    FetchExit.OK: FETCH_OK_REASON,
+    FetchExit.UNSUPPORTED_SOURCE: "UnsupportedModelSource",
+    FetchExit.PICKLE_NOT_ALLOWED: "PickleNotAllowed",
+    FetchExit.DIGEST_MISMATCH: "ModelDigestMismatch",
+    FetchExit.MODEL_NOT_FOUND: "ModelNotFound",
+    FetchExit.FETCH_FAILED: "ModelFetchFailed",
+}
+
+
+def parse_termination_message(text: str) -> tuple[str, str, dict[str, str]]:
+    """"Reason: detail k=v ..." -> (reason, detail, {k: v}); ("", text, {}) when it has no reason."""
+    line = (text or "").strip().splitlines()[-1] if (text or "").strip() else ""
+    head, sep, detail = line.partition(": ")
+    if not sep or not head.isalnum():
+        return "", line, {}
+    fields = dict(tok.split("=", 1) for tok in detail.split() if tok.split("=", 1)[0].isidentifier() and "=" in tok)
+    return head, detail, fields

@@ -175,7 +175,7 @@ class Kube:
         self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
     ) -> list[dict]:
         query = [("labelSelector", label_selector)] if label_selector else []
-        try:
+        try:  # a kind that is not served (an absent gang scheduler) simply has no objects
             result = self._request("GET", self.path(api_version, kind, namespace), query=query)
         except ApiError as exc:
             if exc.not_found:
@@ -231,6 +231,16 @@ class Kube:
               subresource: str | None = None) -> dict:
         path = self.path(api_version, kind, namespace, name) + (f"/{subresource}" if subresource else "")
         return self._request("PATCH", path, body=patch, content_type="application/merge-patch+json")
+
+    def replace_status(self, api_version: str, kind: str, namespace: str, name: str, status: dict,
+                       resource_version: str | None = None) -> dict:
+        """Write the whole status (JSON patch), optionally guarded by resourceVersion (409 on a race)."""
+        ops: list[dict] = []
+        if resource_version:
+            ops.append({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version})
+        ops.append({"op": "add", "path": "/status", "value": status})
+        path = self.path(api_version, kind, namespace, name) + "/status"
+        return self._request("PATCH", path, body=ops, content_type="application/json-patch+json")
 
     def create(self, obj: dict) -> dict:
         meta = obj["metadata"]

@@ -1,0 +1,1 @@
+"""Fleet simulator benchmark for the load-time-aware autoscaler (see run.py)."""

@@ -1,0 +1,1 @@
+"""CRD generation: pydantic models (llmops.api) -> crds/llmops.dev_<plural>.yaml."""

@@ -1,0 +1,394 @@
+"""The failure classifier: pod and node facts of one gang attempt -> what to do and why.
+
+Why one pure function. The anchors spread this decision over pod events, job failure
+messages and per-framework exit-code ranges, and get the expensive cases wrong: evictions
+and preemptions burn the retry budget, a lost node leaves a job Restarting forever, a bad
+image restarts in a loop. Here every fact about an attempt goes through one table, in an
+order that puts the *root cause* first:
+
+1. **Hopeless without a human** (FAIL_NOW, budget untouched): the runtime's CONFIG_ERROR
+   (78) and CHECKPOINT_UNRECOVERABLE (80) exits, an invalid image name, and image pulls or
+   container config errors (a missing Secret) that outlast the startup grace. Restarting
+   would only hold GPUs.
+2. **The infrastructure took a pod away** (RESTART_NOT_COUNTED): a DisruptionTarget
+   condition (preemption, API eviction, taint manager, kubelet), a kubelet eviction, or the
+   pod's node NotReady past a short grace or gone. These come before user-code causes on
+   purpose: when one pod disappears its peers die in the next collective with an error of
+   their own, and blaming them would charge the user for the cluster's doing.
+3. **The job's own failure** (RESTART_GANG, counted): OOMKilled, non-finite loss (79, one
+   rollback; the same step again fails the job), death by a signal (>= 128), any other
+   non-zero exit (1 = an exception in user code). A second OOMKilled in a row with the same
+   spec fails the job instead of looping (more memory is the only fix).
+4. **Hang**: every pod runs but rank 0's heartbeat is older than ``hangTimeoutSeconds``
+   (measured from the attempt's start when no heartbeat came yet). Counted; the same step
+   hanging twice fails the job.
+5. A SIGTERM exit (81/143) without a disruption condition: someone deleted the pod; the
+   gang restarts, not counted.
+
+Success is rank 0 exiting 0: the runtime only does so after the last step and its final
+checkpoint, so peers still shutting down do not matter.
+
+The verdict also carries the cause used to count restarts by cause (the condition reason)
+and the step it happened at, which the status layer remembers for the "same step twice"
+rules. Nothing here reads the clock: ``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmops.api import conditions as C
+from llmops.api import labels as L
+from llmops.api.runtime_env import ExitCode
+
+# --- reasons this module adds to the vocabulary in llmops.api.conditions ------------------------
+# Writer: this classifier (via the status computer); readers: users, alerts, tests.
+WORKER_FAILED = "WorkerFailed"  # a worker died by a signal or a non-documented exit code (counted)
+HANG = "Hang"  # hangTimeoutSeconds passed without a heartbeat (counted; the same step twice fails)
+CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"  # CreateContainerConfigError naming a Secret (no budget used)
+WAITING_FOR_TERMINATING_PODS = "WaitingForTerminatingPods"  # an old pod is not terminal yet; no new pod for its rank
+
+#: Defaults for the time-based rules (overridable per call).
+STARTUP_GRACE_SECONDS = 300  # image pull / container config errors tolerated this long
+NODE_LOST_GRACE_SECONDS = 40  # a node NotReady this long is treated as lost (kubelet's default monitor grace)
+
+#: The runtime ends its stderr with "non-finite loss at step N" (llmops_runtime.session);
+#: the termination message (FallbackToLogsOnError) carries it to us.
+_NON_FINITE_STEP = re.compile(r"non-finite loss at step (\d+)")
+
+
+class Action(str, enum.Enum):
+    """What the reconcile should do with the current attempt."""
+
+    NONE = "None"  # nothing to do (running, pending, or a tolerated problem still in its grace)
+    SUCCEED = "Succeed"  # rank 0 finished: the job succeeded
+    RESTART_GANG = "RestartGang"  # tear the attempt down and start the next one (counted)
+    RESTART_NOT_COUNTED = "RestartNotCounted"  # same, not counted against maxRestarts
+    FAIL_NOW = "FailNow"  # give up: restarting cannot help
+
+
+# --- facts -------------------------------------------------------------------------------------
+
+
+def parse_time(value: str | dt.datetime | None) -> dt.datetime | None:
+    """RFC 3339 -> aware datetime (None stays None)."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class ContainerFacts:
+    """One container's current (or last) state."""
+
+    name: str
+    state: str | None = None  # "waiting", "running", "terminated"
+    reason: str | None = None  # waiting/terminated reason (OOMKilled, Error, ErrImagePull, ...)
+    message: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+
+    @classmethod
+    def from_status(cls, cs: Mapping[str, Any]) -> "ContainerFacts":
+        st = cs.get("state") or {}
+        for kind in ("terminated", "waiting", "running"):
+            if kind in st and st[kind] is not None:
+                s = st[kind] or {}
+                return cls(cs.get("name", ""), kind, s.get("reason"), s.get("message"), s.get("exitCode"), s.get("signal"))
+        return cls(cs.get("name", ""))
+
+
+@dataclass(frozen=True)
+class PodConditionFacts:
+    type: str
+    status: str
+    reason: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """What the operator knows about one worker pod."""
+
+    name: str
+    rank: int
+    attempt: int
+    phase: str = "Pending"  # Pending, Running, Succeeded, Failed, Unknown
+    reason: str | None = None  # status.reason (Evicted, ...)
+    message: str | None = None
+    containers: tuple[ContainerFacts, ...] = ()
+    conditions: tuple[PodConditionFacts, ...] = ()
+    node_name: str | None = None
+    created: str | None = None  # metadata.creationTimestamp
+    deletion_timestamp: str | None = None  # set = terminating; the time the grace period ends
+    uid: str | None = None
+
+    @classmethod
+    def from_pod(cls, pod: Mapping[str, Any]) -> "PodFacts":
+        """Facts from a pod object as the API server returns it."""
+        meta = pod.get("metadata") or {}
+        spec = pod.get("spec") or {}
+        status = pod.get("status") or {}
+        lab = meta.get("labels") or {}
+        return cls(
+            name=meta.get("name", ""),
+            rank=int(lab.get(L.NODE_RANK, "0")),
+            attempt=int(lab.get(L.ATTEMPT, "0")),
+            phase=status.get("phase") or "Pending",
+            reason=status.get("reason"),
+            message=status.get("message"),
+            containers=tuple(ContainerFacts.from_status(c) for c in status.get("containerStatuses") or []),
+            conditions=tuple(
+                PodConditionFacts(c.get("type", ""), c.get("status", ""), c.get("reason"), c.get("message"))
+                for c in status.get("conditions") or []
+            ),
+            node_name=spec.get("nodeName"),
+            created=meta.get("creationTimestamp"),
+            deletion_timestamp=meta.get("deletionTimestamp"),
+            uid=meta.get("uid"),
+        )
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+    def condition(self, type_: str) -> PodConditionFacts | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def terminated(self) -> ContainerFacts | None:
+        """The first container that terminated non-zero, else the first terminated one."""
+        done = [c for c in self.containers if c.state == "terminated"]
+        bad = [c for c in done if c.exit_code not in (0, None)]
+        return (bad or done or [None])[0]
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """A node's readiness as the Ready condition says."""
+
+    ready: bool
+    since: str | None = None  # lastTransitionTime of Ready
+
+
+@dataclass(frozen=True)
+class LastFailure:
+    """The previous attempt's cause, remembered across attempts for the "same again" rules.
+
+    TODO(api): persist as ``status.lastFailure`` once TrainingJobStatus has the field; until
+    then the kube layer passes what it has (or None, which only disables those two rules)."""
+
+    reason: str
+    attempt: int
+    step: int | None = None
+    generation: int | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The classifier's answer."""
+
+    action: Action
+    reason: str | None = None  # condition reason; also the restart cause
+    message: str = ""
+    step: int | None = None  # step at which it happened, when known
+    pods: tuple[str, ...] = ()  # pods that show the cause
+
+    @property
+    def counted(self) -> bool:
+        return self.action == Action.RESTART_GANG
+
+
+NOTHING = Verdict(Action.NONE)
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+_DISRUPTION_REASONS = {
+    "PreemptionByScheduler": C.PREEMPTED,
+    "PreemptionByKubeScheduler": C.PREEMPTED,
+    "EvictionByEvictionAPI": C.EVICTED,
+    "TerminationByKubelet": C.EVICTED,
+    "DeletionByPodGC": C.NODE_LOST,
+    "DeletionByTaintManager": C.NODE_LOST,
+}
+_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "RegistryUnavailable", "SignatureValidationFailed")
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(code - 128).name
+    except ValueError:
+        return f"signal {code - 128}"
+
+
+def _age(since: str | None, now: dt.datetime) -> float | None:
+    t = parse_time(since)
+    return None if t is None else (now - t).total_seconds()
+
+
+def _fail_fast(pods: Sequence[PodFacts], now: dt.datetime, grace: float) -> Verdict | None:
+    tolerated: Verdict | None = None
+    for p in pods:
+        for c in p.containers:
+            if c.state == "terminated" and c.exit_code == ExitCode.CONFIG_ERROR:
+                return Verdict(Action.FAIL_NOW, C.CONFIG_ERROR, f"pod {p.name} exited {c.exit_code} (configuration error): {c.message or ''}".rstrip(": "), pods=(p.name,))
+            if c.state == "terminated" and c.exit_code == ExitCode.CHECKPOINT_UNRECOVERABLE:
+                return Verdict(Action.FAIL_NOW, C.CHECKPOINT_UNRECOVERABLE, f"pod {p.name} exited {c.exit_code}: no usable checkpoint and storage failing past maxAgeSeconds", pods=(p.name,))
+            if c.state == "terminated" and c.reason in ("ContainerCannotRun", "StartError"):
+                # The command could not even start (not found, not executable): a restart
+                # runs the same image and command again.
+                return Verdict(Action.FAIL_NOW, C.CONFIG_ERROR, f"pod {p.name}: {c.reason}: {c.message or ''}".rstrip(": "), pods=(p.name,))
+            if c.state != "waiting":
+                continue
+            if c.reason == "InvalidImageName":
+                return Verdict(Action.FAIL_NOW, C.IMAGE_PULL_FAILED, f"pod {p.name}: invalid image name: {c.message or ''}".rstrip(": "), pods=(p.name,))
+            if c.reason in _PULL_REASONS or c.reason in ("CreateContainerConfigError", "CreateContainerError", "ContainerCannotRun"):
+                reason = C.IMAGE_PULL_FAILED if c.reason in _PULL_REASONS else (
+                    CREDENTIALS_UNAVAILABLE if "secret" in (c.message or "").lower() else C.CONFIG_ERROR
+                )
+                age = _age(p.created, now)
+                late = age is not None and age >= grace
+                msg = f"pod {p.name}: {c.reason}: {c.message or ''}".rstrip(": ")
+                if late:
+                    return Verdict(Action.FAIL_NOW, reason, f"{msg} (for {int(age)}s, startup grace {int(grace)}s)", pods=(p.name,))
+                tolerated = tolerated or Verdict(Action.NONE, reason, msg, pods=(p.name,))
+    return tolerated
+
+
+def _infrastructure(pods: Sequence[PodFacts], nodes: Mapping[str, NodeFacts] | None, now: dt.datetime, node_grace: float) -> Verdict | None:
+    for p in pods:
+        dt_cond = p.condition("DisruptionTarget")
+        if dt_cond is not None and dt_cond.status == "True":
+            reason = _DISRUPTION_REASONS.get(dt_cond.reason or "", C.EVICTED)
+            return Verdict(Action.RESTART_NOT_COUNTED, reason, f"pod {p.name}: {dt_cond.reason or 'disrupted'}: {dt_cond.message or ''}".rstrip(": "), pods=(p.name,))
+        if p.reason == "Evicted":
+            return Verdict(Action.RESTART_NOT_COUNTED, C.EVICTED, f"pod {p.name} evicted: {p.message or ''}".rstrip(": "), pods=(p.name,))
+        if p.reason in ("NodeLost", "NodeShutdown", "Terminated") and p.phase == "Failed":
+            return Verdict(Action.RESTART_NOT_COUNTED, C.NODE_LOST if p.reason != "Terminated" else C.EVICTED, f"pod {p.name}: {p.reason}: {p.message or ''}".rstrip(": "), pods=(p.name,))
+    if nodes is not None:
+        for p in pods:
+            if not p.node_name or p.terminal:
+                continue
+            node = nodes.get(p.node_name)
+            if node is None:
+                return Verdict(Action.RESTART_NOT_COUNTED, C.NODE_LOST, f"node {p.node_name} of pod {p.name} no longer exists", pods=(p.name,))
+            if not node.ready:
+                age = _age(node.since, now)
+                if age is None or age >= node_grace:
+                    return Verdict(Action.RESTART_NOT_COUNTED, C.NODE_LOST, f"node {p.node_name} of pod {p.name} is NotReady" + (f" for {int(age)}s" if age is not None else ""), pods=(p.name,))
+    for p in pods:
+        if p.deletion_timestamp and not p.terminal:
+            # Deleted by someone (no disruption condition): its rank is gone for this
+            # attempt, so the gang restarts now rather than after the peers time out.
+            return Verdict(Action.RESTART_NOT_COUNTED, C.TERMINATED, f"pod {p.name} is being deleted", pods=(p.name,))
+    return None
+
+
+def _non_finite_step(c: ContainerFacts) -> int | None:
+    m = _NON_FINITE_STEP.search(c.message or "")
+    return int(m.group(1)) if m else None
+
+
+def _job_failure(pods: Sequence[PodFacts], last: LastFailure | None, generation: int | None, progress_step: int | None) -> Verdict | None:
+    failed = [(p, p.terminated()) for p in pods if p.terminated() is not None and (p.terminated().exit_code or 0) != 0]
+    if not failed:
+        return None
+    for p, c in failed:
+        if c.reason == "OOMKilled":
+            msg = f"pod {p.name}: container {c.name} OOMKilled (exit {c.exit_code})"
+            if last and last.reason == C.OOM_KILLED and generation is not None and last.generation == generation:
+                return Verdict(Action.FAIL_NOW, C.OOM_KILLED, msg + "; the previous attempt was OOMKilled too with the same spec: raise resources.memory", pods=(p.name,))
+            return Verdict(Action.RESTART_GANG, C.OOM_KILLED, msg, step=progress_step, pods=(p.name,))
+    for p, c in failed:
+        if c.exit_code == ExitCode.NON_FINITE_LOSS:
+            step = _non_finite_step(c)
+            step = step if step is not None else progress_step
+            where = f" at step {step}" if step is not None else ""
+            if last and last.reason == C.NON_FINITE_LOSS and last.step == step:
+                return Verdict(Action.FAIL_NOW, C.NON_FINITE_LOSS, f"loss became non-finite{where} again after a rollback (pod {p.name})", step=step, pods=(p.name,))
+            return Verdict(Action.RESTART_GANG, C.NON_FINITE_LOSS, f"loss became non-finite{where} (pod {p.name}); rolling back to the last committed checkpoint", step=step, pods=(p.name,))
+    terminated_codes = (ExitCode.TERMINATED, 128 + signal.SIGTERM)
+    for p, c in failed:
+        code = c.exit_code or 0
+        if code in terminated_codes:
+            continue
+        if code >= 128:
+            return Verdict(Action.RESTART_GANG, WORKER_FAILED, f"pod {p.name}: container {c.name} killed by {_signal_name(code)} (exit {code})", step=progress_step, pods=(p.name,))
+        reason = C.USER_ERROR if code == ExitCode.USER_ERROR else WORKER_FAILED
+        return Verdict(Action.RESTART_GANG, reason, f"pod {p.name}: container {c.name} exited {code}" + (f": {c.message.strip().splitlines()[-1]}" if c.message and c.message.strip() else ""), step=progress_step, pods=(p.name,))
+    p, c = failed[0]
+    return Verdict(Action.RESTART_NOT_COUNTED, C.TERMINATED, f"pod {p.name} was terminated (exit {c.exit_code}) without a disruption condition", step=progress_step, pods=(p.name,))
+
+
+def _phase_failed_without_container(pods: Sequence[PodFacts]) -> Verdict | None:
+    for p in pods:
+        if p.phase == "Failed" and p.terminated() is None:
+            return Verdict(Action.RESTART_GANG, WORKER_FAILED, f"pod {p.name} failed: {p.reason or ''} {p.message or ''}".strip(), pods=(p.name,))
+    return None
+
+
+def _hang(pods: Sequence[PodFacts], heartbeat: dt.datetime | None, running_since: dt.datetime | None, now: dt.datetime,
+          timeout: float | None, last: LastFailure | None, progress_step: int | None) -> Verdict | None:
+    if not timeout or not pods or any(p.phase != "Running" for p in pods):
+        return None
+    ref = max((t for t in (heartbeat, running_since) if t is not None), default=None)
+    if ref is None:
+        return None
+    silent = (now - ref).total_seconds()
+    if silent < timeout:
+        return None
+    where = f" at step {progress_step}" if progress_step is not None else ""
+    msg = f"no heartbeat from rank 0 for {int(silent)}s (hangTimeoutSeconds {int(timeout)}){where}"
+    if last and last.reason == HANG and last.step == progress_step:
+        return Verdict(Action.FAIL_NOW, HANG, msg + "; the previous attempt hung at the same step", step=progress_step)
+    return Verdict(Action.RESTART_GANG, HANG, msg, step=progress_step)
+
+
+@dataclass(frozen=True)
+class ClassifyInput:
+    """Everything the classifier looks at for one attempt."""
+
+    pods: tuple[PodFacts, ...]  # the current attempt's worker pods
+    now: dt.datetime
+    nodes: Mapping[str, NodeFacts] | None = None  # None: node facts unknown (rule off)
+    heartbeat: dt.datetime | None = None  # newest heartbeat of this attempt (Lease renewTime / report)
+    running_since: dt.datetime | None = None  # when this attempt's pods were all Running
+    hang_timeout_seconds: float | None = None
+    progress_step: int | None = None  # step of this attempt's newest report
+    last_failure: LastFailure | None = None
+    generation: int | None = None
+    startup_grace_seconds: float = STARTUP_GRACE_SECONDS
+    node_lost_grace_seconds: float = NODE_LOST_GRACE_SECONDS
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def classify(x: ClassifyInput) -> Verdict:
+    """The verdict for one attempt (see the module essay for the order of the rules)."""
+    pods = x.pods
+    rank0 = next((p for p in pods if p.rank == 0), None)
+    if rank0 is not None and rank0.phase == "Succeeded":
+        return Verdict(Action.SUCCEED, C.COMPLETED, f"rank 0 ({rank0.name}) finished", step=x.progress_step, pods=(rank0.name,))
+    tolerated: Verdict | None = None
+    for rule in (
+        lambda: _fail_fast(pods, x.now, x.startup_grace_seconds),
+        lambda: _infrastructure(pods, x.nodes, x.now, x.node_lost_grace_seconds),
+        lambda: _job_failure(pods, x.last_failure, x.generation, x.progress_step),
+        lambda: _phase_failed_without_container(pods),
+        lambda: _hang(pods, x.heartbeat, x.running_since, x.now, x.hang_timeout_seconds, x.last_failure, x.progress_step),
+    ):
+        verdict = rule()
+        if verdict is None:
+            continue
+        if verdict.action == Action.NONE:
+            # A tolerated problem still in its grace: a decisive cause found later wins,
+            # otherwise this one is reported (status shows it while we wait).
+            tolerated = tolerated or verdict
+            continue
+        return verdict
+    return tolerated or NOTHING

@@ -1,0 +1,264 @@
+"""`Sandbox`: the whole embedded control plane in one context manager.
+
+Start order: emulated API server -> kubeconfig -> S3 server -> CRDs from crds/ (waited until
+served) -> node agents (threads in this process; each registers its Node and Lease) ->
+binder -> operator (a subprocess, only when asked for and when ``llmops.handlers`` exists).
+Stop runs the reverse order; every process started here is registered with a reaper (see
+``node.process``), so even a SIGKILLed sandbox leaves nothing behind.
+
+Node agents run in-process so that ``kubectl logs`` works through the API server's log-source
+hook (the agents keep container logs as files under their workdirs). A standalone
+``llmops node`` against a real cluster serves no logs; read them from its workdir.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmops.sandbox.binder import Binder
+from llmops.sandbox.node.agent import NodeAgent, parse_capacity
+from llmops.sandbox.node.client import ApiException, Kube, is_status
+from llmops.sandbox.node.process import Reaper
+from llmops.sandbox.s3 import S3Server
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+CRD_DIR = REPO_ROOT / "crds"
+DEFAULT_CAPACITY = "cpu=8,memory=32Gi"
+
+
+def operator_available() -> bool:
+    """The operator is written separately; the sandbox starts it only once it exists."""
+    return importlib.util.find_spec("llmops.handlers") is not None
+
+
+def node_capacity(capacity: str | Mapping[str, str], gpus_per_node: int) -> dict[str, str]:
+    cap = parse_capacity(capacity) if isinstance(capacity, str) else dict(capacity)
+    if gpus_per_node:
+        cap["nvidia.com/gpu"] = str(gpus_per_node)
+    return cap
+
+
+#: Bucket created in the sandbox's S3 server; the samples checkpoint to s3://llmops-sandbox/...
+DEFAULT_BUCKET = "llmops-sandbox"
+
+
+class Sandbox:
+    """`with Sandbox(nodes=2) as sb:` — see the module essay and docs/sandbox.md."""
+
+    def __init__(
+        self,
+        nodes: int = 2,
+        capacity: str | Mapping[str, str] = DEFAULT_CAPACITY,
+        gpus_per_node: int = 0,
+        workdir: str | Path | None = None,
+        port: int = 0,
+        *,
+        operator: bool = False,
+        operator_args: list[str] | None = None,
+        s3: bool = True,
+        binder: bool = True,
+        crds: bool = True,
+        heartbeat_seconds: float = 2.0,
+    ) -> None:
+        self.node_count = nodes
+        self.capacity = node_capacity(capacity, gpus_per_node)
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="llmops-sandbox-")).resolve()
+        self.port = port
+        self.want_operator = operator
+        self.operator_args = operator_args or []
+        self.want_s3, self.want_binder, self.want_crds = s3, binder, crds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.server: Any = None
+        self.s3: S3Server | None = None
+        self.api: Kube | None = None
+        self.agents: list[NodeAgent] = []
+        self.binder: Binder | None = None
+        self.operator: subprocess.Popen[bytes] | None = None
+        self._reaper: Reaper | None = None
+        self.start_seconds: float | None = None
+
+    # --- handles ----------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> str:
+        return str(self.workdir / "kubeconfig")
+
+    @property
+    def s3_endpoint(self) -> str | None:
+        return self.s3.endpoint if self.s3 else None
+
+    @property
+    def s3_env(self) -> dict[str, str]:
+        return self.s3.env() if self.s3 else {}
+
+    def node(self, name: str) -> NodeAgent:
+        for agent in self.agents:
+            if agent.name == name:
+                return agent
+        raise KeyError(name)
+
+    def agent_for(self, namespace: str, pod: str) -> NodeAgent | None:
+        """The agent running pod namespace/pod, if any."""
+        for agent in self.agents:
+            if agent.pids(namespace, pod) or agent._runner(namespace, pod) is not None:
+                return agent
+        return None
+
+    def fault(self, namespace: str, pod: str, action: str) -> None:
+        agent = self.agent_for(namespace, pod)
+        if agent is None:
+            raise KeyError(f"pod {namespace}/{pod} runs on no sandbox node")
+        agent.fault(namespace, pod, action)
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        t0 = time.monotonic()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def _start(self) -> None:
+        from llmops.sandbox.apiserver import ApiServer
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._reaper = Reaper()
+        self.server = ApiServer(host="127.0.0.1", port=self.port)
+        self.server.start()
+        self.server.write_kubeconfig(self.kubeconfig)
+        self.api = Kube(self.kubeconfig)
+        if self.want_s3:
+            self.s3 = S3Server().start()
+            self.s3.create_bucket(DEFAULT_BUCKET)
+        if self.want_crds:
+            install_crds(self.api, CRD_DIR)
+        for i in range(self.node_count):
+            agent = NodeAgent(
+                Kube(self.kubeconfig),
+                f"node-{i}",
+                self.capacity,
+                self.workdir / "nodes" / f"node-{i}",
+                pod_cidr=f"127.{i + 1}.0.0/16",
+                pvc_root=self.workdir / "pvc",
+                heartbeat_seconds=self.heartbeat_seconds,
+                pod_kubeconfig=self.kubeconfig,
+                extra_env=self.s3_env,
+            )
+            self.agents.append(agent.start())
+        if hasattr(self.server, "register_log_source"):
+            self.server.register_log_source(self._log_source)
+        if self.want_binder:
+            self.binder = Binder(Kube(self.kubeconfig)).start()
+        if self.want_operator and operator_available():
+            self._start_operator()
+
+    def _start_operator(self) -> None:
+        """The hook for the operator: `llmops operator` against this sandbox's kubeconfig."""
+        argv = [sys.executable, "-m", "llmops.cli", "operator", "--kubeconfig", self.kubeconfig,
+                "--standalone", "--metrics-port", "0", "--liveness", "", *self.operator_args]  # fmt: skip
+        env = {**os.environ, **self.s3_env, "KUBECONFIG": self.kubeconfig}
+        with open(self.workdir / "operator.log", "ab") as out:
+            self.operator = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        assert self._reaper is not None
+        self._reaper.add(self.operator.pid)
+
+    def _log_source(self, namespace: str, pod: str, container: str | None) -> str | None:
+        for agent in self.agents:
+            text = agent.read_log(namespace, pod, container)
+            if text is not None:
+                return text
+        return None
+
+    def stop(self) -> None:
+        if self.operator is not None:
+            self.operator.send_signal(signal.SIGTERM)
+            try:
+                self.operator.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.operator.pid, signal.SIGKILL)
+                self.operator.wait()
+            self.operator = None
+        if self.binder is not None:
+            self.binder.stop()
+            self.binder.kube.close()
+            self.binder = None
+        for agent in self.agents:
+            agent.stop()
+            agent.kube.close()
+        self.agents = []
+        if self.s3 is not None:
+            self.s3.stop()
+            self.s3 = None
+        if self.api is not None:
+            self.api.close()
+            self.api = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self._reaper is not None:
+            self._reaper.close()
+            self._reaper = None
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def install_crds(kube: Kube, directory: Path, timeout: float = 30.0) -> list[str]:
+    """Create or replace every CRD in `directory`, then wait until each is served."""
+    names = []
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    for file in sorted(directory.glob("*.yaml")) if directory.is_dir() else []:
+        for doc in yaml.safe_load_all(file.read_text()):
+            if not doc or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            name = doc["metadata"]["name"]
+            try:
+                kube.request("POST", path, doc)
+            except ApiException as exc:
+                if not is_status(exc, 409):
+                    raise
+                current = kube.get(f"{path}/{name}")
+                doc["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                kube.request("PUT", f"{path}/{name}", doc)
+            names.append(name)
+            wait_served(kube, doc, timeout)
+    return names
+
+
+def wait_served(kube: Kube, crd: Mapping[str, Any], timeout: float) -> None:
+    group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+    version = next(v["name"] for v in crd["spec"]["versions"] if v.get("served", True))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            resources = kube.get(f"/apis/{group}/{version}").get("resources") or []
+            if any(r.get("name") == plural for r in resources):
+                return
+        except ApiException:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"CRD {plural}.{group} not served after {timeout}s")
+        time.sleep(0.05)

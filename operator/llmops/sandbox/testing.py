@@ -1,0 +1,110 @@
+"""pytest plugin: an emulated API server, a kubeconfig and clients for tests.
+
+Loaded from tests/conftest.py (`pytest_plugins = ["llmops.sandbox.testing"]`).
+
+- `api_server`: a fresh, started `ApiServer` per test (starting one takes milliseconds, so
+  isolation costs nothing and faults cannot leak between tests).
+- `kubeconfig`: a kubeconfig path; the emulator's by default, or `$LLMOPS_TEST_KUBECONFIG`
+  (a real cluster) when set. Tests that need the emulator itself (faults, log text) ask for
+  `api_server` directly and are skipped on a real cluster.
+- `kube_client`: a `kubernetes.client.ApiClient` built from that kubeconfig without touching
+  the global configuration.
+- `fresh_namespace`: a new namespace, deleted after the test.
+- `eventually(fn, timeout)`: poll until `fn()` returns a truthy value or stops raising.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from .apiserver import ApiServer
+
+REAL_CLUSTER_ENV = "LLMOPS_TEST_KUBECONFIG"
+T = TypeVar("T")
+
+
+def real_cluster() -> str | None:
+    return os.environ.get(REAL_CLUSTER_ENV) or None
+
+
+def eventually(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
+    """Call `fn` until it returns something truthy without raising; return that value.
+
+    The last exception (or a falsy result) is reported when `timeout` runs out.
+    """
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            value = fn()
+            if value:
+                return value
+            last = AssertionError(f"condition still false: {value!r}")
+        except Exception as e:  # retried until the deadline
+            last = e
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true within {timeout}s: {last}") from last
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.25)
+
+
+@pytest.fixture
+def api_server() -> Iterator[ApiServer]:
+    if real_cluster():
+        pytest.skip("needs the emulated API server itself (LLMOPS_TEST_KUBECONFIG is set)")
+    srv = ApiServer(host="127.0.0.1", port=0, bookmark_interval=0.2)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def kubeconfig(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> pathlib.Path:
+    real = real_cluster()
+    if real:
+        return pathlib.Path(real)
+    srv: ApiServer = request.getfixturevalue("api_server")
+    return srv.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.fixture
+def kube_client(kubeconfig: pathlib.Path) -> Iterator[Any]:
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def fresh_namespace(kube_client: Any) -> Iterator[str]:
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = k8s.CoreV1Api(kube_client)
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name)
+        except ApiException as e:  # pragma: no cover - cleanup best effort
+            if e.status != 404:
+                raise
+
+
+@pytest.fixture(name="eventually")
+def eventually_fixture() -> Callable[..., Any]:
+    return eventually

@@ -1,0 +1,328 @@
+"""Snapshot and (de)serialisation of one rank's state, without pickle.
+
+A rank's state is a nested tree (model and optimizer ``state_dict``s with integer keys and
+tuples, RNG tuples holding numpy arrays, loader positions, plain numbers). Saving it is
+split in two phases so the training loop blocks only for the first:
+
+1. :func:`snapshot` (caller's thread, the "stall"): walk the tree once; copy every tensor
+   into a host buffer (pinned memory for CUDA tensors, reused across saves through a
+   :class:`BufferPool`, so steady-state saves allocate nothing and take no page faults) and
+   encode everything else to JSON bytes right away. After it returns the caller may mutate
+   its state freely: the snapshot shares nothing with it.
+2. :func:`iter_safetensors` (background thread): stream the tensors as one standard
+   safetensors file, chunk by chunk straight from the host buffers (no serialised copy of
+   the whole state is ever built), so the store can hash and upload while reading.
+
+Loading parses the same two files: the JSON skeleton with ``json`` and the tensor file as
+safetensors (:func:`parse_safetensors`: the header is JSON, the data is raw bytes viewed
+as tensors, zero-copy over the verified buffer). Nothing is ever unpickled.
+
+JSON tags (an object with exactly one ``__x__`` key): ``__tuple__``, ``__items__`` (dict
+whose keys are not plain strings, or collide with a tag), ``__tensor__``, ``__ndarray__``,
+``__npscalar__`` (numpy scalar, bit-exact via its bytes), ``__bytes__`` (base64),
+``__dtype__`` (a torch dtype). Python floats round-trip exactly through ``repr``; NaN and
+Inf are allowed (Python's json reads back what it writes).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "llmops-ckpt-state/1"
+
+#: safetensors dtype codes <-> torch dtypes (the subset safetensors defines).
+_DTYPE_CODES: dict[torch.dtype, str] = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+for _name, _code in (
+    ("uint16", "U16"),
+    ("uint32", "U32"),
+    ("uint64", "U64"),
+    ("float8_e4m3fn", "F8_E4M3"),
+    ("float8_e5m2", "F8_E5M2"),
+):
+    if hasattr(torch, _name):
+        _DTYPE_CODES[getattr(torch, _name)] = _code
+_CODE_DTYPES = {code: dt for dt, code in _DTYPE_CODES.items()}
+_TAGS = ("__tuple__", "__items__", "__tensor__", "__ndarray__", "__npscalar__", "__bytes__", "__dtype__")
+
+#: Chunk size for streaming tensor bytes (hashing/uploading overlap at this grain).
+CHUNK = 8 << 20
+
+
+class NotPortable(TypeError):
+    """A state object that could be saved only with pickle; refused at save time."""
+
+
+class CorruptShard(ValueError):
+    """A shard file that does not parse as the format it claims."""
+
+
+def _dtype_name(dt: torch.dtype) -> str:
+    return str(dt).removeprefix("torch.")
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype):
+        raise CorruptShard(f"unknown torch dtype {name!r}")
+    return dt
+
+
+@dataclass
+class BufferPool:
+    """Host buffers reused across saves, keyed by tensor name (pinned when CUDA is used).
+
+    Only one save is ever in flight, and a new snapshot starts only after the previous
+    persist finished, so reusing a buffer never races with a reader.
+    """
+
+    buffers: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def take(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+            pin = like.device.type == "cuda"
+            buf = torch.empty(like.shape, dtype=like.dtype, device="cpu", pin_memory=pin)
+            self.buffers[name] = buf
+        return buf
+
+    def clear(self) -> None:
+        self.buffers.clear()
+
+
+@dataclass
+class Snapshot:
+    """A rank's state frozen in host memory: JSON skeleton + named contiguous CPU tensors."""
+
+    skeleton: bytes
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+
+def snapshot(state: Any, pool: BufferPool | None = None) -> Snapshot:
+    """Freeze ``state``: copy tensors/arrays to host buffers, encode the rest to JSON."""
+    pool = pool if pool is not None else BufferPool()
+    tensors: dict[str, torch.Tensor] = {}
+    cuda_used = False
+
+    def unique(path: str) -> str:
+        name = path or "_"
+        if name in tensors:
+            n = 1
+            while f"{name}#{n}" in tensors:
+                n += 1
+            name = f"{name}#{n}"
+        return name
+
+    def walk(value: Any, path: str) -> Any:
+        nonlocal cuda_used
+        if value is None or isinstance(value, (bool, str)):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, np.generic):
+            return int(value) if isinstance(value, int) else float(value)  # IntEnum etc. -> plain
+        if isinstance(value, torch.Tensor):
+            name = unique(path)
+            src = value.detach()
+            if src.dtype not in _DTYPE_CODES:
+                raise NotPortable(f"{path or '<root>'}: tensor dtype {src.dtype} is not supported by safetensors")
+            buf = pool.take(name, src)
+            if src.device.type == "cuda":
+                cuda_used = True
+                buf.copy_(src, non_blocking=True)
+            else:
+                buf.copy_(src)
+            tensors[name] = buf
+            return {"__tensor__": name, "dtype": _dtype_name(src.dtype), "shape": list(src.shape)}
+        if isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                raise NotPortable(f"{path or '<root>'}: numpy object arrays need pickle")
+            name = unique(path)
+            arr = np.ascontiguousarray(value)
+            raw = torch.from_numpy(arr.reshape(-1).view(np.uint8)) if arr.size else torch.empty(0, dtype=torch.uint8)
+            buf = pool.take(name, raw)
+            buf.copy_(raw)
+            tensors[name] = buf
+            return {"__ndarray__": name, "dtype": arr.dtype.str, "shape": list(arr.shape)}
+        if isinstance(value, np.generic):
+            if value.dtype.hasobject:
+                raise NotPortable(f"{path or '<root>'}: numpy object scalar needs pickle")
+            return {"__npscalar__": value.dtype.str, "hex": value.tobytes().hex()}
+        if isinstance(value, tuple):
+            return {"__tuple__": [walk(v, f"{path}/{i}") for i, v in enumerate(value)]}
+        if isinstance(value, list):
+            return [walk(v, f"{path}/{i}") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            if all(isinstance(k, str) and k not in _TAGS for k in value):
+                return {k: walk(v, f"{path}/{k}" if path else k) for k, v in value.items()}
+            return {
+                "__items__": [
+                    [walk(k, f"{path}/<key>"), walk(v, f"{path}/{k}" if path else str(k))] for k, v in value.items()
+                ]
+            }
+        if isinstance(value, (bytes, bytearray)):
+            return {"__bytes__": base64.b64encode(bytes(value)).decode()}
+        if isinstance(value, torch.dtype):
+            return {"__dtype__": _dtype_name(value)}
+        raise NotPortable(f"{path or '<root>'}: {type(value).__qualname__} cannot be saved without pickle")
+
+    tree = walk(state, "")
+    if cuda_used:
+        # Copies were queued non_blocking into pinned buffers; the snapshot is consistent
+        # only once they landed.
+        torch.cuda.synchronize()
+    skeleton = json.dumps({"format": FORMAT, "tree": tree}, separators=(",", ":")).encode()
+    return Snapshot(skeleton=skeleton, tensors=tensors)
+
+
+def _byte_view(t: torch.Tensor) -> memoryview:
+    flat = t.reshape(-1)
+    if flat.dtype != torch.uint8:
+        flat = flat.view(torch.uint8)
+    return memoryview(flat.numpy()).cast("B")
+
+
+def _file_order(tensors: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    # Widest dtypes first (stable otherwise): with the 8-byte padded header every tensor
+    # then starts at an offset aligned to its element size, as the reference writer does,
+    # so zero-copy/mmap readers can view it in place.
+    return sorted(tensors.items(), key=lambda kv: -kv[1].element_size())
+
+
+def safetensors_header(tensors: dict[str, torch.Tensor]) -> bytes:
+    """The header of a standard safetensors file holding ``tensors`` (see ``_file_order``)."""
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, t in _file_order(tensors):
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": _DTYPE_CODES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the reference writer pads to 8 so tensors stay aligned
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def iter_safetensors(tensors: dict[str, torch.Tensor], chunk: int = CHUNK) -> Iterator[memoryview]:
+    """Stream a safetensors file of ``tensors`` as byte chunks, straight from their memory."""
+    yield memoryview(safetensors_header(tensors))
+    for _name, t in _file_order(tensors):
+        if t.numel() == 0:
+            continue
+        view = _byte_view(t)
+        for start in range(0, len(view), chunk):
+            yield view[start : start + chunk]
+
+
+def parse_safetensors(data: bytearray | bytes | np.ndarray) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors buffer, viewed zero-copy (the buffer is kept alive by them)."""
+    if isinstance(data, bytes):
+        data = bytearray(data)  # tensors must be writable
+    if isinstance(data, np.ndarray):
+        data = memoryview(data).cast("B")  # type: ignore[assignment]
+    if len(data) < 8:
+        raise CorruptShard("shorter than a safetensors header")
+    (n,) = struct.unpack_from("<Q", data, 0)
+    if n > len(data) - 8 or n > 100 << 20:
+        raise CorruptShard("header length out of range")
+    try:
+        header = json.loads(bytes(data[8 : 8 + n]))
+    except ValueError as e:
+        raise CorruptShard(f"header is not JSON: {e}") from None
+    base = 8 + n
+    body = len(data) - base
+    entries = sorted(
+        ((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0]
+    )
+    out: dict[str, torch.Tensor] = {}
+    expect = 0
+    mv = memoryview(data)
+    for name, meta in entries:
+        dt = _CODE_DTYPES.get(meta.get("dtype"))
+        if dt is None:
+            raise CorruptShard(f"{name}: unknown dtype {meta.get('dtype')!r}")
+        start, end = meta["data_offsets"]
+        shape = [int(s) for s in meta["shape"]]
+        numel = int(np.prod(shape)) if shape else 1
+        itemsize = torch.empty(0, dtype=dt).element_size()
+        if start != expect or end - start != numel * itemsize or end > body:
+            raise CorruptShard(f"{name}: data offsets inconsistent")
+        expect = end
+        if numel == 0:
+            out[name] = torch.empty(shape, dtype=dt)
+            continue
+        raw = torch.frombuffer(mv[base + start : base + end], dtype=torch.uint8)
+        out[name] = raw.view(dt).reshape(shape)
+    if expect != body:
+        raise CorruptShard("trailing bytes after the last tensor")
+    return out
+
+
+def restore(skeleton: bytes, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`snapshot` (+ write + parse): the state tree, tensors on CPU."""
+    try:
+        doc = json.loads(skeleton)
+    except ValueError as e:
+        raise CorruptShard(f"skeleton is not JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CorruptShard(f"unknown state format {doc.get('format') if isinstance(doc, dict) else None!r}")
+
+    def tensor(name: str) -> torch.Tensor:
+        try:
+            return tensors[name]
+        except KeyError:
+            raise CorruptShard(f"tensor {name!r} missing from the shard") from None
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        if "__tensor__" in node:
+            t = tensor(node["__tensor__"])
+            if t.dtype != _torch_dtype(node["dtype"]) or list(t.shape) != node["shape"]:
+                raise CorruptShard(f"tensor {node['__tensor__']!r} does not match its description")
+            return t
+        if "__ndarray__" in node:
+            raw = tensor(node["__ndarray__"]).numpy()
+            return raw.view(np.dtype(node["dtype"])).reshape(node["shape"])
+        if len(node) == 1 or "__npscalar__" in node:
+            tag = next(iter(node))
+            payload = node[tag]
+            if tag == "__tuple__":
+                return tuple(walk(v) for v in payload)
+            if tag == "__items__":
+                return {_key(walk(k)): walk(v) for k, v in payload}
+            if tag == "__npscalar__":
+                return np.frombuffer(bytes.fromhex(node["hex"]), dtype=np.dtype(payload))[0]
+            if tag == "__bytes__":
+                return base64.b64decode(payload)
+            if tag == "__dtype__":
+                return _torch_dtype(payload)
+        return {k: walk(v) for k, v in node.items()}
+
+    return walk(doc["tree"])
+
+
+def _key(k: Any) -> Any:
+    # A key that was a tuple comes back as a tuple (hashable); lists never were keys.
+    return k

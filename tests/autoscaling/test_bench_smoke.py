@@ -1,0 +1,79 @@
+"""bench/autoscaling on a short slice: the trace loads, the variants keep their shape, the
+simulator conserves requests and GPU time, and the table prints with sane numbers (the
+benchmark targets themselves are reported by the full run, not asserted here)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.autoscaling.policies import Static  # noqa: E402
+from bench.autoscaling.run import DEFAULT_TRACE, load_trace, main, variant  # noqa: E402
+from bench.autoscaling.sim import FleetModel, Request, simulate  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not DEFAULT_TRACE.exists(), reason="shared trace not present")
+
+
+def test_trace_and_variants() -> None:
+    tr = load_trace(DEFAULT_TRACE)
+    assert len(tr) == 8819 and tr[0].arrival == 0.0
+    assert 3400 < tr[-1].arrival < 3450
+    for name, k in (("rate4", 4), ("time4", 4)):
+        v = variant(tr, name)
+        assert len(v) == k * len(tr)
+        assert all(a.arrival <= b.arrival for a, b in zip(v, v[1:]))
+        assert v[-1].arrival <= tr[-1].arrival + 1
+        assert sum(r.prompt for r in v) == k * sum(r.prompt for r in tr)
+
+
+def test_static_fleet_accounting() -> None:
+    """A fixed fleet: GPU time = replicas x span; delays are zero when capacity is ample."""
+    reqs = [Request(float(t), 800, 25) for t in range(0, 101, 5)]
+    res = simulate(reqs, FleetModel(cold_start=60), Static(3), 3)
+    assert res.gpu_seconds == pytest.approx(300.0)
+    assert res.attainment(0.0) == 1.0 and res.max_replicas == 3
+
+
+def test_queueing_when_short_of_capacity() -> None:
+    # 1 slot, each request takes 1.1 s, arrivals every 0.5 s: delays grow
+    reqs = [Request(i * 0.5, 800, 25) for i in range(10)]
+    res = simulate(reqs, FleetModel(max_num_seqs=1, cold_start=60), Static(1), 1)
+    assert res.delays[0] == 0.0 and res.delays[-1] > 4.0
+    assert all(b >= a for a, b in zip(res.delays, res.delays[1:]))
+
+
+def test_bench_prints_table(capsys) -> None:
+    assert main(["--variants", "base", "--cold-starts", "60,300", "--limit-seconds", "900"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("== variant base") == 2
+    rows = re.findall(r"^  (ours|hpa|kpa|static-peak|oracle|oracle@ours)\s+([\d.]+)\s+([\d.]+)\s+(\d+)", out, re.M)
+    assert len(rows) == 12
+    for name, att, gpuh, peak in rows:
+        assert 0.0 <= float(att) <= 1.0
+        assert 0.0 < float(gpuh) <= int(peak) * 900 / 3600 + 1e-3
+    assert out.count("vs oracle@ours") == 2 and out.count("vs hpa") == 2
+
+
+@pytest.mark.parametrize("cold", [60.0, 300.0])
+def test_closed_loop_step_load_no_overshoot(cold: float) -> None:
+    """A step to 20 req/s (2.75 replicas of work) from one warm replica: the policy stays
+    within twice the need (the extra drains the backlog built while loading), while the
+    HPA-like baseline on the same queue signal overshoots far beyond."""
+    from bench.autoscaling.policies import HpaLike, Ours
+    from bench.autoscaling.run import our_behaviour
+
+    reqs = [Request(i * 0.05, 800, 25) for i in range(int(1500 / 0.05))]
+    model = FleetModel(cold_start=cold)
+    ours = simulate(reqs, model, Ours(our_behaviour(1), load_seconds=cold), 1)
+    hpa = simulate(reqs, model, HpaLike(2.0, 1, 64), 1)
+    assert 3 <= ours.max_replicas <= 6
+    assert hpa.max_replicas > 2 * ours.max_replicas
+    assert ours.scale_ups <= 1500 / cold + 1
+    assert ours.gpu_hours < hpa.gpu_hours

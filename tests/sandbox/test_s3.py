@@ -1,0 +1,22 @@
+"""The sandbox S3 server: moto on a free 127.0.0.1 port, reachable by an unmodified boto3
+client through AWS_ENDPOINT_URL_S3 and the returned credentials; state survives requests."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from llmops.sandbox.s3 import S3Server
+
+
+def test_boto3_put_get_list_through_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    with S3Server() as s3:
+        assert s3.endpoint.startswith("http://127.0.0.1:") and s3.port > 0
+        for key, value in s3.env().items():
+            monkeypatch.setenv(key, value)
+        client = boto3.client("s3")  # endpoint from AWS_ENDPOINT_URL_S3, as pods and the operator do
+        client.create_bucket(Bucket="ckpt")
+        client.put_object(Bucket="ckpt", Key="run/step-10/manifest.json", Body=b"{}")
+        assert client.get_object(Bucket="ckpt", Key="run/step-10/manifest.json")["Body"].read() == b"{}"
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket="ckpt")["Contents"]]
+        assert keys == ["run/step-10/manifest.json"]
