@@ -29,7 +29,9 @@ from bench.autoscaling.policies import HpaLike, KpaLike, Oracle, Ours, Static, o
 from bench.autoscaling.sim import FleetModel, Request, SimResult, simulate  # noqa: E402
 from llmops.autoscaling.policy import Behaviour, SignalKind  # noqa: E402
 
-DEFAULT_TRACE = Path(os.environ.get("LLMOPS_SHARED", "/work/shared")) / "data" / "azure-llm-inference-2023-code.csv"
+# The trace lives in shared/ beside the repository (LLMOPS_SHARED overrides).
+_SHARED = Path(os.environ.get("LLMOPS_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
+DEFAULT_TRACE = _SHARED / "data" / "azure-llm-inference-2023-code.csv"
 TARGET_WAITING = 2.0  # the queue target every queue-signal policy uses (waiting per replica)
 MAX_REPLICAS = 64
 BUCKET = 30.0

@@ -51,3 +51,16 @@ def test_apply_status_subresource(kube, widget_crd, fresh_namespace: str) -> Non
     out = kube.patch(f"{path}/status", body, kind="apply", query=MANAGER)
     assert out["status"]["conditions"] == [{"type": "Ready", "status": "True"}]
     assert out["spec"]["size"] == 2
+
+
+def test_unchanged_apply_and_patch_keep_resource_version(kube, fresh_namespace: str) -> None:
+    """A write that changes nothing stores nothing: same resourceVersion, no watch event.
+    Controllers that re-apply their children every reconcile depend on this."""
+    path = ns_path(fresh_namespace, "configmaps", "same")
+    first = kube.patch(path, configmap("same", {"a": "1"}), kind="apply", query=MANAGER)
+    again = kube.patch(path, configmap("same", {"a": "1"}), kind="apply", query=MANAGER)
+    assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    merged = kube.patch(path, {"data": {"a": "1"}})
+    assert merged["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    changed = kube.patch(path, {"data": {"a": "2"}})
+    assert changed["metadata"]["resourceVersion"] != first["metadata"]["resourceVersion"]
