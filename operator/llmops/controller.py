@@ -149,6 +149,9 @@ class Controller:
         @kopf.on.startup(registry=registry)
         def configure(settings: kopf.OperatorSettings, **_: object) -> None:
             settings.posting.level = logging.WARNING  # our own Events: one per transition
+            # Reconciles are idempotent and level-triggered, so a bounded exit is safe: never let
+            # a slow stream shutdown hold a terminating pod (or the sandbox) for minutes.
+            settings.process.ultimate_exiting_timeout = 5.0
             settings.watching.reconnect_backoff = 1.0
             settings.networking.error_backoffs = [0.5, 1, 2, 5, 10]
             # Kopf's own annotations (only written if change-handlers are ever added):
