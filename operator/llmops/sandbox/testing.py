@@ -108,3 +108,13 @@ def fresh_namespace(kube_client: Any) -> Iterator[str]:
 @pytest.fixture(name="eventually")
 def eventually_fixture() -> Callable[..., Any]:
     return eventually
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """One S3 API server (moto, the sandbox's own S3Server) for the session, on 127.0.0.1 only."""
+    pytest.importorskip("moto")
+    from llmops.sandbox.s3 import S3Server
+
+    with S3Server() as server:
+        yield server.endpoint
