@@ -151,7 +151,7 @@ class Controller:
             settings.posting.level = logging.WARNING  # our own Events: one per transition
             # Reconciles are idempotent and level-triggered, so a bounded exit is safe: never let
             # a slow stream shutdown hold a terminating pod (or the sandbox) for minutes.
-            settings.process.ultimate_exiting_timeout = 5.0
+            settings.process.ultimate_exiting_timeout = 30.0
             settings.watching.reconnect_backoff = 1.0
             settings.networking.error_backoffs = [0.5, 1, 2, 5, 10]
             # Kopf's own annotations (only written if change-handlers are ever added):
@@ -195,8 +195,10 @@ class Controller:
         self.metrics.reconciles.labels(kind, "ok").inc()
         return after
 
-    def run(self) -> None:
-        """Blocking: run workers and Kopf until stop() (or a signal, when in the main thread)."""
+    def run(self, *, signals: bool = False) -> None:
+        """Blocking: run workers and Kopf until stop(), or, with signals=True (the main thread of
+        `llmops operator`), until SIGTERM/SIGINT. Only one of the two: Kopf waits for a
+        threading.Event stop flag in an executor thread, which a signal would leave blocked."""
         self._wire_kopf()
         self._discover()
         guard = PeeringGuard(self.kube if self.peering_name else None, self.peering_name,
@@ -213,9 +215,10 @@ class Controller:
             peering_name=self.peering_name,
             priority=self.priority,
             liveness_endpoint=self.liveness_endpoint,
-            stop_flag=self.stop_flag,
+            stop_flag=None if signals else self.stop_flag,
             ready_flag=self.ready_flag,
         ))
+        self.stop_flag.set()  # stop the workers too
 
     def start(self, timeout: float = 30.0) -> "Controller":
         """Run in a background thread (tests, the sandbox); returns once Kopf is ready."""

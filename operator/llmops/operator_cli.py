@@ -37,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=controller.metrics.registry)
     assert threading.current_thread() is threading.main_thread()
-    controller.run()
+    controller.run(signals=True)
     return 0
