@@ -123,3 +123,8 @@ def parse_termination_message(text: str) -> tuple[str, str, dict[str, str]]:
         return "", line, {}
     fields = dict(tok.split("=", 1) for tok in detail.split() if tok.split("=", 1)[0].isidentifier() and "=" in tok)
     return head, detail, fields
+
+# --- finetune runtime (written by the FinetuneJob builder, read by llmops_runtime.finetune) ---
+FINETUNE_SPEC = "LLMOPS_FINETUNE_SPEC"  # the FinetuneJob spec as JSON (camelCase)
+FINETUNE_MODEL_CACHE = "LLMOPS_FINETUNE_MODEL_CACHE"  # where the base model is staged and verified
+FINETUNE_RESULTS_FILE = "LLMOPS_FINETUNE_RESULTS_FILE"  # evaluation results JSON, rewritten after each eval
