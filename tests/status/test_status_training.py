@@ -213,6 +213,10 @@ def test_suspend_deletes_pods_keeps_checkpoint_and_resume_starts_a_new_attempt()
     assert cond(p.status, C.SUSPENDED).status == "False" and cond(p.status, C.SUSPENDED).reason == C.RESUMED
     assert [o["metadata"]["name"] for o in pods_in(p)] == ["t-w0-a1", "t-w1-a1"]
     assert p.status.resumed_from_step == 20
+    # The next reconcile keeps the reason (it once flipped to NotSuspended: status churn).
+    job, p3 = reconcile(job, Observed(pods=(), progress=rep), at(81))
+    assert cond(p3.status, C.SUSPENDED).reason == C.RESUMED
+    assert cond(p3.status, C.SUSPENDED).last_transition_time == cond(p.status, C.SUSPENDED).last_transition_time
 
 
 def test_ttl_after_finished_deletes_children_only_later():
@@ -271,6 +275,15 @@ def test_active_deadline_fails_the_job():
     job = run_until_running(make_training_job("t").nodes(2).run_policy(activeDeadlineSeconds=100).build())
     _, p = reconcile(job, Observed(pods=all_running()), at(131))
     assert cond(p.status, C.FAILED).reason == C.DEADLINE_EXCEEDED and pods_in(p) == []
+
+
+def test_active_deadline_wakes_the_reconcile_at_the_deadline():
+    """Regression: a running job used to poll every 60 s, missing a shorter deadline."""
+    job, _ = reconcile(make_training_job("t").nodes(2).run_policy(activeDeadlineSeconds=5).build(), Observed(), at(0))
+    job, p = reconcile(job, Observed(pods=all_running()), at(30))  # starts running now
+    assert p.status.start_time == iso(30) and p.requeue_after == pytest.approx(5)
+    job, p = reconcile(job, Observed(pods=all_running()), at(33))
+    assert p.requeue_after == pytest.approx(2)
 
 
 def test_progress_eta_checkpoint_and_health_conditions():

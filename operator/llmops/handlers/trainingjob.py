@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import weakref
 
 from llmops import API_VERSION
 from llmops.api import conditions as C
@@ -18,7 +19,8 @@ from llmops.controller import Context
 from llmops.kube.children import list_owned, sync_children
 from llmops.kube.client import ApiError
 from llmops.kube.events import emit
-from llmops.status.training import Observed, plan
+from llmops.metrics import Metrics
+from llmops.status.training import Observed, goodput, plan, time_to_first_step
 
 logger = logging.getLogger(__name__)
 KIND = "TrainingJob"
@@ -29,6 +31,7 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     kube = ctx.kube
     body = kube.get(API_VERSION, KIND, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
+        _set_job_conditions(ctx.metrics, namespace, name, ())
         return None  # children go with the owner (garbage collection); nothing to do
     now = dt.datetime.fromtimestamp(ctx.clock(), dt.UTC)
     try:
@@ -45,7 +48,13 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         nodes = None
     observed = _observe(job, owned, nodes, ctx.served, ())
     result = plan(job, observed, now)
-    sync = sync_children(kube, body, result.desired, owned, ALL_KINDS)
+    # Pods are create-once: a pod's spec is immutable, so re-applying an existing one is at best
+    # a wasted write per reconcile and at worst (a mutable CR field such as totalSteps reaches
+    # the pod env) a 422 that breaks every reconcile. Changes reach the pods with the next
+    # attempt. Existing desired pods are neither applied nor pruned.
+    kept = {k for k in map(_child_key, result.desired) if k[1] == "Pod" and k in owned}
+    sync = sync_children(kube, body, [d for d in result.desired if _child_key(d) not in kept],
+                         {k: v for k, v in owned.items() if k not in kept}, ALL_KINDS)
     if sync.foreign:  # a name we need is held by another owner: say so in status, adopt nothing
         foreign = tuple(f"{kind}/{n}" for _, kind, n in sync.foreign)
         result = plan(job, _observe(job, owned, nodes, ctx.served, foreign), now)
@@ -60,8 +69,12 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
             if exc.status in (409, 422):  # the object moved under us: re-read at once, no backoff
                 return 0.0
             raise
-    _record_metrics(ctx, job, body.get("status") or {}, result.status)
+    _record_metrics(ctx, job, body.get("status") or {}, result.status, observed)
     return result.requeue_after
+
+
+def _child_key(obj: dict) -> tuple[str, str, str]:
+    return (obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
 
 
 def _observe(job: TrainingJob, owned: dict, nodes: list | None, served: set[str], foreign: tuple[str, ...]) -> Observed:
@@ -90,14 +103,52 @@ def _invalid(ctx: Context, body: dict, exc: ApiValidationError, now: dt.datetime
         ctx.kube.replace_status(API_VERSION, KIND, meta["namespace"], meta["name"], status)
 
 
-def _record_metrics(ctx: Context, job: TrainingJob, prev: dict, status) -> None:  # noqa: ANN001
-    """Restarts by cause (the increase since the last status), checkpoint age, job conditions."""
+#: Per Metrics instance: (namespace, name) -> condition types that are True, for the jobs
+#: gauge (a job is counted under each of its True conditions; a deleted job under none).
+_JOB_CONDITIONS: "weakref.WeakKeyDictionary[Metrics, dict[tuple[str, str], tuple[str, ...]]]" = weakref.WeakKeyDictionary()
+#: Per Metrics instance: the (namespace, name, attempt) whose time to first step was observed.
+_FIRST_STEP_SEEN: "weakref.WeakKeyDictionary[Metrics, set[tuple[str, str, int]]]" = weakref.WeakKeyDictionary()
+
+
+def _set_job_conditions(metrics: Metrics, namespace: str, name: str, true_types: tuple[str, ...]) -> None:
+    index = _JOB_CONDITIONS.setdefault(metrics, {})
+    before = index.get((namespace, name), ())
+    if before == true_types:
+        return
+    for t in before:
+        metrics.jobs.labels(KIND, t).dec()
+    for t in true_types:
+        metrics.jobs.labels(KIND, t).inc()
+    if true_types:
+        index[(namespace, name)] = true_types
+    else:
+        index.pop((namespace, name), None)
+        seen = _FIRST_STEP_SEEN.get(metrics)
+        if seen:
+            seen -= {k for k in seen if k[:2] == (namespace, name)}
+
+
+def _record_metrics(ctx: Context, job: TrainingJob, prev: dict, status, observed: Observed) -> None:  # noqa: ANN001
+    """Jobs by condition, restarts by cause (the increase since the last status), time to first
+    step (once per attempt), goodput and checkpoint age."""
     ns, name = job.metadata.namespace, job.metadata.name
+    m = ctx.metrics
+    _set_job_conditions(m, ns, name, tuple(sorted(c.type for c in status.conditions if c.status == C.ConditionStatus.TRUE)))
     before = ((prev.get("restarts") or {}).get("byCause") or {})
     for cause, count in status.restarts.by_cause.items():
         if count > before.get(cause, 0):
-            ctx.metrics.restarts.labels(ns, name, cause).inc(count - before.get(cause, 0))
+            m.restarts.labels(ns, name, cause).inc(count - before.get(cause, 0))
+    seen = _FIRST_STEP_SEEN.setdefault(m, set())
+    if (ns, name, status.attempt) not in seen:
+        ttfs = time_to_first_step(observed.progress, observed.pods, status.attempt)
+        if ttfs is not None:
+            seen.add((ns, name, status.attempt))
+            m.time_to_first_step.labels(KIND).observe(ttfs)
+    report = observed.progress if observed.progress is not None and observed.progress.attempt == status.attempt else None
+    ratio = goodput(report, status.resumed_from_step, status.start_time)
+    if ratio is not None:
+        m.goodput.labels(ns, name).set(ratio)
     if status.checkpoint and status.checkpoint.time:
         committed = dt.datetime.fromisoformat(status.checkpoint.time.replace("Z", "+00:00"))
         age = dt.datetime.fromtimestamp(ctx.clock(), dt.UTC) - committed
-        ctx.metrics.checkpoint_age.labels(ns, name).set(max(0.0, age.total_seconds()))
+        m.checkpoint_age.labels(ns, name).set(max(0.0, age.total_seconds()))

@@ -301,7 +301,10 @@ def plan(job: TrainingJob, observed: Observed, now: dt.datetime) -> Plan:
         final(C.FAILED, C.DEADLINE_EXCEEDED, f"activeDeadlineSeconds ({deadline}) passed since {start_time}")
     else:
         if C.find_condition(prev.conditions, C.SUSPENDED) is not None:
-            wanted.append(_cond(C.SUSPENDED, False, C.RESUMED if C.is_true(prev.conditions, C.SUSPENDED) else NOT_SUSPENDED, "", gen))
+            # Resumed stays the reason once set (no flip to NotSuspended on the next reconcile: churn).
+            was_suspended = C.find_condition(prev.conditions, C.SUSPENDED)
+            reason = C.RESUMED if C.is_true(prev.conditions, C.SUSPENDED) else (was_suspended.reason or NOT_SUSPENDED)
+            wanted.append(_cond(C.SUSPENDED, False, reason, was_suspended.message if reason == was_suspended.reason else "", gen))
         restarting = C.is_true(prev.conditions, C.RESTARTING)
         restart_cond = C.find_condition(prev.conditions, C.RESTARTING)
 
@@ -413,8 +416,12 @@ def plan(job: TrainingJob, observed: Observed, now: dt.datetime) -> Plan:
         desired = _build(job, attempt, backend, resumed_id, bool(include_workers) and not done)
         if done:
             requeue = POLL_SECONDS if any(not p.terminal for p in observed.pods) else None
-    if not done and deadline is not None and started is not None and requeue is None:
-        requeue = max(1.0, deadline - (now - started).total_seconds())
+    started = parse_time(start_time)  # set by this reconcile too, when the job just started running
+    if not done and deadline is not None and started is not None:
+        # Wake up at the deadline even when a longer poll (or none) was planned: nothing else
+        # triggers a reconcile when a running job's time is up.
+        left = max(1.0, deadline - (now - started).total_seconds())
+        requeue = left if requeue is None else min(requeue, left)
     return Plan(status=status, desired=desired, requeue_after=requeue, events=tuple(events), last_failure=last_failure, verdict=verdict)
 
 
@@ -602,3 +609,41 @@ def _transition_events(before: list[Condition], after: list[Condition], already:
 def compute_status(job: TrainingJob, observed: Observed, now: dt.datetime) -> TrainingJobStatus:
     """The whole status for this reconcile (pure; the status part of ``plan``)."""
     return plan(job, observed, now).status
+
+
+# --- measurements for the operator's metrics (pure; the handler records them) ----------------
+
+
+def time_to_first_step(report: ProgressReport | None, pods: Sequence[PodFacts], attempt: int) -> float | None:
+    """Seconds from the creation of the attempt's first worker pod to the end of its first step.
+
+    None until rank 0 of ``attempt`` reported ``firstStepTime`` and the attempt's pods are seen
+    (scheduling, image pull, rendezvous, model build and checkpoint load are all inside it)."""
+    if report is None or report.attempt != attempt or not report.first_step_time:
+        return None
+    created = [t for p in pods if p.attempt == attempt and (t := parse_time(p.created)) is not None]
+    first = parse_time(report.first_step_time)
+    if not created or first is None:
+        return None
+    return max(0.0, (first - min(created)).total_seconds())
+
+
+def goodput(report: ProgressReport | None, resumed_from: int | None, start_time: str | None) -> float | None:
+    """Useful step time / wall time since the job started, in [0, 1] (see docs/trainingjob.md).
+
+    useful step time = ``step`` (the job's net progress: steps redone after a restart count
+    once) x the current attempt's mean step time, measured between its first step's end and the
+    latest heartbeat; wall time = latest heartbeat - ``status.startTime``. Queueing after the
+    start, restarts, lost work since the last checkpoint, startup and checkpoint stalls all
+    lower it. None while the current attempt has fewer than two steps to measure."""
+    if report is None or not start_time or not report.first_step_time:
+        return None
+    first, beat, start = parse_time(report.first_step_time), parse_time(report.heartbeat), parse_time(start_time)
+    if first is None or beat is None or start is None:
+        return None
+    measured = report.step - (resumed_from or 0) - 1  # steps between the first one's end and the heartbeat
+    wall = (beat - start).total_seconds()
+    if measured < 1 or wall <= 0 or beat <= first:
+        return None
+    step_seconds = (beat - first).total_seconds() / measured
+    return max(0.0, min(1.0, report.step * step_seconds / wall))

@@ -1,0 +1,404 @@
+"""TrainingJob fault scenarios on the sandbox: the real operator subprocess, the emulated API
+server and process node agents running real processes (cheap ``sleep``/``python -c`` commands
+under the real launcher where progress and checkpoints do not matter).
+
+One module-scoped sandbox; the independent jobs are all applied at once by a fixture (their
+scenarios run side by side), then each test polls its own job. Every test asserts the
+condition reason and, through ``RankWatch``, that no rank ever had two live pods. Checkpoint
+loss is asserted where checkpoints exist (tests/operator/test_trainingjob_sandbox.py).
+
+Scenario numbers refer to reference/reliability-anchors.md section 4:
+
+* 2  -> test_active_deadline_fails_and_releases_pods, test_ttl_deletes_children_only
+* 9  -> test_missing_config_key_is_reported_without_burning_budget (the in-grace part)
+* 11 -> test_request_larger_than_any_node_is_unschedulable_at_once,
+        test_gang_not_placed_times_out_and_fails_after_bounded_tries
+* 12 -> test_oom_killed_restart_then_repeat_fails (OOMKilled; SIGKILL is in the sandbox module)
+* 14 -> test_preemption_restart_not_counted
+* 16 -> test_non_finite_loss_rolls_back_once_then_fails (real runtime, TRAIN_LR=1e30)
+* 21 (the "never adopt" half) -> test_foreign_child_is_reported_not_adopted
+* 23 -> test_operator_killed_converges_without_duplicates
+* 24, 25 -> test_api_faults_converge (409 on the status write, watch streams cut)
+* suspend/resume -> test_suspend_deletes_pods_and_resume_starts_next_attempt
+* 13 -> test_node_lost_waits_for_terminating_pod (marked slow: 40 s node-lost grace)
+* 15 -> test_hang_restarts_the_gang (marked slow: hangTimeoutSeconds has a 60 s floor; the
+        "same step twice fails" rule is table-tested in tests/failures and tests/status)
+* a mutable spec edit while running (totalSteps) -> test_mutable_spec_edit_while_running_keeps_the_pods
+
+Not covered here, and why: 9's fail-after-grace part (300 s startup grace),
+1/3/4/5 (admission; tests/api and tests/crdgen), 10 (PSA 403 is not emulated), 17-19
+(checkpoint runtime tests), 22 (peering; two operators), 23's "killed between pod 2 and 4".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from llmops.kube.client import Kube, load_api_client
+from llmops.sandbox.run import Sandbox
+
+NS = "default"
+TJ = ("llmops.dev/v1alpha1", "TrainingJob")
+SLEEP = ["python", "-c", "import time; time.sleep(600)"]
+
+
+def eventually(fn: Callable[[], Any], timeout: float = 120.0, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+
+
+def condition(tj: dict | None, type_: str) -> dict | None:
+    return next((c for c in ((tj or {}).get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+
+
+def has(tj: dict | None, type_: str, reason: str | None = None) -> bool:
+    c = condition(tj, type_)
+    return bool(c and c["status"] == "True" and (reason is None or c["reason"] == reason))
+
+
+class RankWatch:
+    """Polls pods of every job and records any moment where one rank had two non-terminal pods."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.violations: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            live: dict[tuple[str, str], list[str]] = {}
+            try:
+                pods = self.kube.list("v1", "Pod", NS, "llmops.dev/job-name")
+            except Exception:  # noqa: BLE001 - injected API faults hit this poller too
+                pods = []
+            for pod in pods:
+                if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                    continue
+                labels = pod["metadata"]["labels"]
+                key = (labels.get("llmops.dev/job-name", "?"), labels.get("llmops.dev/node-rank", "?"))
+                live.setdefault(key, []).append(pod["metadata"]["name"])
+            self.violations += [f"{k}: {names}" for k, names in live.items() if len(names) > 1]
+            time.sleep(0.2)
+
+    def of(self, job: str) -> list[str]:
+        return [v for v in self.violations if v.startswith(f"('{job}',")]
+
+
+def job(name: str, command: list[str], *, nodes: int = 1, cpu: str = "100m", memory: str = "256Mi", **spec: Any) -> dict:
+    body: dict[str, Any] = {
+        "apiVersion": TJ[0], "kind": TJ[1], "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "image": "llmops/trainer:dev", "command": command, "nodes": nodes, "procsPerNode": 1,
+            "resources": {"gpus": 0, "cpu": cpu, "memory": memory},
+            "scheduling": {"gang": {"backend": "native", "timeoutSeconds": 120}},
+            "failurePolicy": {"maxRestarts": 3, "backoff": {"initialSeconds": 1, "maxSeconds": 2}},
+        },
+    }  # fmt: skip
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(body["spec"].get(key), dict):
+            body["spec"][key] = {**body["spec"][key], **value}
+        else:
+            body["spec"][key] = value
+    return body
+
+
+#: The jobs that run side by side (their scenarios do not disturb one another).
+PARALLEL = [
+    job("oom", ["python", "-c", "b = bytearray(1536 * 2**20); import time; time.sleep(600)"], memory="300Mi",
+        failurePolicy={"maxRestarts": 3}),
+    job("preempt", SLEEP, nodes=2),
+    job("toobig", SLEEP, cpu="100"),
+    job("gang", SLEEP, nodes=3, cpu="5", scheduling={"gang": {"backend": "native", "timeoutSeconds": 2}}),
+    job("config", SLEEP, template={"env": [{"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "absent-cm", "key": "k"}}}]}),
+    job("suspend", SLEEP, nodes=2),
+    job("deadline", SLEEP, runPolicy={"activeDeadlineSeconds": 5}),
+    job("ttl", ["python", "-c", "pass"], runPolicy={"ttlSecondsAfterFinished": 1}),
+    job("foreign", SLEEP),
+    job("edit", SLEEP, totalSteps=100),
+    # The real runtime with a learning rate that blows the weights up within a few steps.
+    job("nan", ["python", "-m", "llmops_runtime.train"], cpu="500m", memory="1Gi", totalSteps=40,
+        checkpoint={"uri": "s3://llmops-sandbox/checkpoints/nan", "everySteps": 2},
+        template={"env": [{"name": "TRAIN_LR", "value": "1e30"}, {"name": "TRAIN_WARMUP", "value": "0"}]}),
+]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def kube(sandbox: Sandbox) -> Kube:
+    return Kube(load_api_client(sandbox.kubeconfig))
+
+
+@pytest.fixture(scope="module")
+def watch(kube: Kube) -> Iterator[RankWatch]:
+    w = RankWatch(kube)
+    w.thread.start()
+    yield w
+    w.stop.set()
+    w.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def parallel_jobs(kube: Kube, watch: RankWatch) -> list[str]:
+    # A Service with the foreign job's headless-Service name, owned by nobody (the user's).
+    kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "foreign-workers", "namespace": NS},
+                 "spec": {"ports": [{"port": 80}]}})  # fmt: skip
+    for body in PARALLEL:
+        kube.create(body)
+    return [b["metadata"]["name"] for b in PARALLEL]
+
+
+def get(kube: Kube, name: str) -> dict | None:
+    return kube.get(*TJ, NS, name)
+
+
+def pods(kube: Kube, name: str, live_only: bool = False) -> list[dict]:
+    out = kube.list("v1", "Pod", NS, f"llmops.dev/job-name={name}")
+    if live_only:
+        out = [p for p in out if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    return out
+
+
+def wait_running(kube: Kube, name: str, timeout: float = 120.0) -> dict:
+    return eventually(lambda: (t := get(kube, name)) and has(t, "Running") and t, timeout)
+
+
+def finish(kube: Kube, name: str) -> None:
+    """Free the job's nodes for the others (the CR delete garbage-collects its pods)."""
+    kube.delete(*TJ, NS, name)
+
+
+# --- scenarios run side by side ------------------------------------------------------------------
+
+
+def test_oom_killed_restart_then_repeat_fails(kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
+    done = eventually(lambda: (t := get(kube, "oom")) and has(t, "Failed") and t, timeout=150)
+    st = done["status"]
+    # First OOM: a counted gang restart with its own cause; the same OOM again with the same
+    # spec ends the job instead of looping.
+    assert st["restarts"]["byCause"] == {"OOMKilled": 1}, st["restarts"]
+    assert condition(done, "Failed")["reason"] == "OOMKilled"
+    assert "raise resources.memory" in condition(done, "Failed")["message"]
+    eventually(lambda: not pods(kube, "oom", live_only=True), timeout=60)  # memory released
+    assert watch.of("oom") == []
+
+
+def test_preemption_restart_not_counted(kube: Kube, parallel_jobs: list[str], watch: RankWatch, sandbox: Sandbox) -> None:
+    wait_running(kube, "preempt")
+    victim = kube.get("v1", "Pod", NS, "preempt-w0-a0")
+    conds = [*(victim.get("status") or {}).get("conditions", []), {
+        "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+        "message": "preempted by a higher-priority pod"}]  # fmt: skip
+    kube.patch("v1", "Pod", NS, "preempt-w0-a0", {"status": {"conditions": conds}}, subresource="status")
+    kube.delete("v1", "Pod", NS, "preempt-w0-a0")
+    after = eventually(lambda: (t := get(kube, "preempt")) and t["status"].get("attempt") == 1 and has(t, "Running") and t, timeout=120)
+    st = after["status"]
+    assert st["restarts"]["byCause"] == {"Preempted": 1}, st["restarts"]
+    assert st["restarts"]["counted"] == 0 and st["restarts"]["total"] == 1
+    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "preempt" and e["reason"] == "Preempted"]
+    assert len(events) == 1, [e["message"] for e in events]
+    assert {p["metadata"]["name"] for p in pods(kube, "preempt", live_only=True)} == {"preempt-w0-a1", "preempt-w1-a1"}
+    finish(kube, "preempt")
+    assert watch.of("preempt") == []
+
+
+def test_request_larger_than_any_node_is_unschedulable_at_once(kube: Kube, parallel_jobs: list[str]) -> None:
+    tj = eventually(lambda: (t := get(kube, "toobig")) and has(t, "Queued", "Unschedulable") and t, timeout=60)
+    msg = condition(tj, "Queued")["message"]
+    assert "100" in msg and "8" in msg, msg  # requested vs the largest node's allocatable
+    assert not has(tj, "Running")
+    assert pods(kube, "toobig") == []  # holds nothing
+
+
+def test_gang_not_placed_times_out_and_fails_after_bounded_tries(kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
+    # 3 pods of 5 CPUs on two 8-CPU nodes: each fits a node, the gang never does.
+    seen_queued = eventually(lambda: (t := get(kube, "gang")) and has(t, "Queued", "SchedulingTimeout") and t, timeout=90)
+    assert "within 2s" in condition(seen_queued, "Queued")["message"]
+    done = eventually(lambda: (t := get(kube, "gang")) and has(t, "Failed") and t, timeout=180)
+    assert condition(done, "Failed")["reason"] == "SchedulingTimeout"
+    assert done["status"]["restarts"]["byCause"]["SchedulingTimeout"] == 5
+    assert done["status"]["restarts"]["counted"] == 0
+    eventually(lambda: not pods(kube, "gang", live_only=True), timeout=60)  # CPUs released
+    assert watch.of("gang") == []
+
+
+def test_missing_config_key_is_reported_without_burning_budget(kube: Kube, parallel_jobs: list[str]) -> None:
+    tj = eventually(lambda: (t := get(kube, "config")) and has(t, "Queued", "ConfigError") and t, timeout=90)
+    assert "absent-cm" in condition(tj, "Queued")["message"]
+    assert not has(tj, "Running")
+    assert (tj["status"].get("restarts") or {}).get("total", 0) == 0
+    finish(kube, "config")
+
+
+def test_suspend_deletes_pods_and_resume_starts_next_attempt(kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
+    wait_running(kube, "suspend")
+    kube.patch(*TJ, NS, "suspend", {"spec": {"runPolicy": {"suspend": True}}})
+    tj = eventually(lambda: (t := get(kube, "suspend")) and has(t, "Suspended", "SuspendedByUser") and t, timeout=60)
+    assert not has(tj, "Running")
+    eventually(lambda: not pods(kube, "suspend", live_only=True), timeout=60)
+    kube.patch(*TJ, NS, "suspend", {"spec": {"runPolicy": {"suspend": False}}})
+    tj = eventually(lambda: (t := get(kube, "suspend")) and has(t, "Running") and t, timeout=120)
+    assert condition(tj, "Suspended")["status"] == "False" and condition(tj, "Suspended")["reason"] == "Resumed"
+    assert tj["status"]["attempt"] == 1  # a fresh attempt, not a restart
+    assert (tj["status"].get("restarts") or {}).get("total", 0) == 0
+    finish(kube, "suspend")
+    assert watch.of("suspend") == []
+
+
+def test_active_deadline_fails_and_releases_pods(kube: Kube, parallel_jobs: list[str]) -> None:
+    tj = eventually(lambda: (t := get(kube, "deadline")) and has(t, "Failed") and t, timeout=90)
+    assert condition(tj, "Failed")["reason"] == "DeadlineExceeded"
+    assert not has(tj, "Running")
+    eventually(lambda: not pods(kube, "deadline", live_only=True), timeout=60)
+    assert get(kube, "deadline") is not None  # the CR stays with its final status
+
+
+def test_ttl_deletes_children_only(kube: Kube, parallel_jobs: list[str]) -> None:
+    tj = eventually(lambda: (t := get(kube, "ttl")) and has(t, "Succeeded") and t, timeout=90)
+    assert condition(tj, "Succeeded")["reason"] == "Completed"
+    eventually(lambda: kube.get("v1", "Service", NS, "ttl-workers") is None and pods(kube, "ttl") == [], timeout=60)
+    assert kube.get("coordination.k8s.io/v1", "Lease", NS, "ttl-progress") is None
+    assert has(get(kube, "ttl"), "Succeeded")  # the Git-owned CR stays
+
+
+def test_foreign_child_is_reported_not_adopted(kube: Kube, parallel_jobs: list[str]) -> None:
+    tj = eventually(lambda: (t := get(kube, "foreign")) and has(t, "Queued", "ChildOwnedByOther") and t, timeout=60)
+    assert "Service/foreign-workers" in condition(tj, "Queued")["message"]
+    svc = kube.get("v1", "Service", NS, "foreign-workers")
+    assert not svc["metadata"].get("ownerReferences")  # never adopted
+    assert svc["spec"]["ports"][0]["port"] == 80  # nor overwritten
+    finish(kube, "foreign")
+
+
+def test_mutable_spec_edit_while_running_keeps_the_pods(kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
+    before = wait_running(kube, "edit")
+    uids = {p["metadata"]["uid"] for p in pods(kube, "edit")}
+    kube.patch(*TJ, NS, "edit", {"spec": {"totalSteps": 1000}})  # not immutable: no restart, no error
+    tj = eventually(lambda: (t := get(kube, "edit")) and t["status"].get("observedGeneration") == 2 and t, timeout=60)
+    assert has(tj, "Running") and tj["status"]["attempt"] == before["status"]["attempt"]
+    assert {p["metadata"]["uid"] for p in pods(kube, "edit")} == uids
+    finish(kube, "edit")
+    assert watch.of("edit") == []
+
+
+def test_non_finite_loss_rolls_back_once_then_fails(kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
+    done = eventually(lambda: (t := get(kube, "nan")) and (has(t, "Failed") or has(t, "Succeeded")) and t, timeout=240)
+    st = done["status"]
+    assert condition(done, "Failed")["reason"] == "NonFiniteLoss", st["conditions"]
+    assert st["restarts"]["byCause"] == {"NonFiniteLoss": 1}, st["restarts"]  # exactly one rollback
+    assert st["attempt"] == 1
+    # No checkpoint past the last finite step was committed, and the one kept is the resume point.
+    if st.get("checkpoint"):
+        assert st["resumedFromStep"] == st["checkpoint"]["step"]
+    eventually(lambda: not pods(kube, "nan", live_only=True), timeout=60)
+    assert watch.of("nan") == []
+
+
+# --- scenarios that disturb the whole sandbox run after the parallel ones -----------------------
+
+
+def test_operator_killed_converges_without_duplicates(sandbox: Sandbox, kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
+    kube.create(job("survivor", SLEEP, nodes=2))
+    before = wait_running(kube, "survivor")
+    uids = {p["metadata"]["uid"] for p in pods(kube, "survivor")}
+    assert sandbox.operator is not None
+    os.killpg(sandbox.operator.pid, signal.SIGKILL)
+    sandbox.operator.wait(10)
+    sandbox._start_operator()  # a fresh operator process on the same cluster state
+    kube.create(job("after-kill", SLEEP))
+    wait_running(kube, "after-kill")  # the new operator acts
+    # A spec edit the new operator must observe (generation 2): it reconciles the survivor with
+    # the same pods, the same attempt and no restart counted.
+    kube.patch(*TJ, NS, "survivor", {"spec": {"failurePolicy": {"maxRestarts": 5}}})
+    now = eventually(lambda: (t := get(kube, "survivor")) and t["status"].get("observedGeneration") == 2 and t, timeout=60)
+    assert {p["metadata"]["uid"] for p in pods(kube, "survivor")} == uids
+    assert now["status"]["attempt"] == before["status"]["attempt"] == 0
+    assert (now["status"].get("restarts") or {}).get("total", 0) == 0
+    assert has(now, "Running")
+    finish(kube, "survivor")
+    finish(kube, "after-kill")
+    assert watch.of("survivor") == [] and watch.of("after-kill") == []
+
+
+def test_api_faults_converge(sandbox: Sandbox, kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
+    faults = sandbox.server.faults
+    start = faults.injected
+    faults.fail(verb="patch", resource="trainingjobs/status", code=409, count=3)
+    kube.create(job("faulty", SLEEP, nodes=2))
+    eventually(lambda: faults.injected - start >= 1, timeout=60)
+    faults.cut_watches()  # every watch stream drops; the operator relists
+    tj = wait_running(kube, "faulty")
+    assert tj["status"]["attempt"] == 0 and (tj["status"].get("restarts") or {}).get("total", 0) == 0
+    assert len(pods(kube, "faulty")) == 2
+    # Exactly one Event per transition despite the failed writes.
+    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "faulty"]
+    reasons = [e["reason"] for e in events]
+    assert len(reasons) == len(set(reasons)), reasons
+    finish(kube, "faulty")
+    assert watch.of("faulty") == []
+
+
+@pytest.mark.slow
+def test_node_lost_waits_for_terminating_pod(sandbox: Sandbox, kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
+    kube.create(job("nodelost", SLEEP, nodes=2))
+    wait_running(kube, "nodelost")
+    pod = kube.get("v1", "Pod", NS, "nodelost-w1-a0")
+    node = pod["spec"]["nodeName"]
+    sandbox.fault(NS, "nodelost-w1-a0", "stuck-terminating")
+    sandbox.node(node).set_ready(False)
+    try:
+        tj = eventually(lambda: (t := get(kube, "nodelost")) and has(t, "Restarting", "WaitingForTerminatingPods") and t, timeout=120)
+        assert "nodelost-w1-a0" in condition(tj, "Restarting")["message"]
+        assert tj["status"]["restarts"]["byCause"] == {"NodeLost": 1}
+        assert tj["status"]["restarts"]["counted"] == 0
+        assert kube.get("v1", "Pod", NS, "nodelost-w1-a1") is None  # no second pod for rank 1
+    finally:
+        sandbox.node(node).set_ready(True)
+        sandbox.fault(NS, "nodelost-w1-a0", "unstick")
+    wait_running(kube, "nodelost")
+    assert get(kube, "nodelost")["status"]["attempt"] == 1
+    finish(kube, "nodelost")
+    assert watch.of("nodelost") == []
+
+
+@pytest.mark.slow
+def test_hang_restarts_the_gang(sandbox: Sandbox, kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
+    # The smallest hangTimeoutSeconds is 60. A frozen worker of a command that never reports a
+    # heartbeat: the hang is measured from the attempt's start.
+    kube.create(job("hang", SLEEP, nodes=2, failurePolicy={"hangTimeoutSeconds": 60}))
+    wait_running(kube, "hang")
+    sandbox.fault(NS, "hang-w1-a0", "freeze")
+    tj = eventually(lambda: (t := get(kube, "hang")) and (t["status"].get("restarts") or {}).get("total") and t, timeout=150)
+    assert tj["status"]["restarts"]["byCause"] == {"Hang": 1}
+    assert tj["status"]["restarts"]["counted"] == 1
+    assert "Hang" in {c["reason"] for c in tj["status"]["conditions"]}
+    finish(kube, "hang")
+    assert watch.of("hang") == []
+
+
+def test_kubectl_shows_the_facts(sandbox: Sandbox, parallel_jobs: list[str]) -> None:
+    out = subprocess.run(["kubectl", "--kubeconfig", sandbox.kubeconfig, "get", "tj", "-o", "yaml"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    names = {i["metadata"]["name"] for i in yaml.safe_load(out.stdout)["items"]}
+    assert {"oom", "toobig", "gang", "deadline", "ttl"} <= names
