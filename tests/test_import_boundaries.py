@@ -54,3 +54,15 @@ def test_boundary_checker_catches_a_violation(tmp_path: pathlib.Path) -> None:
 
 def test_operator_dir_is_not_a_package() -> None:
     assert not (SRC / "__init__.py").exists()
+
+
+def test_test_module_basenames_are_unique() -> None:
+    """pytest's default import mode needs unique test-module basenames across tests/ and e2e/."""
+    root = SRC.parent
+    seen: dict[str, pathlib.Path] = {}
+    clashes = []
+    for path in sorted([*root.joinpath("tests").rglob("test_*.py"), *root.joinpath("e2e").rglob("test_*.py")]):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(root)} vs {path.relative_to(root)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, "duplicate test module names: " + "; ".join(clashes)
