@@ -89,6 +89,7 @@ class Sandbox:
         self.api: Kube | None = None
         self.agents: list[NodeAgent] = []
         self.binder: Binder | None = None
+        self.deployments: Any = None  # the sandbox-only Deployment controller (llmops.sandbox.deployments)
         self.operator: subprocess.Popen[bytes] | None = None
         self._reaper: Reaper | None = None
         self.start_seconds: float | None = None
@@ -167,6 +168,9 @@ class Sandbox:
             self.server.register_log_source(self._log_source)
         if self.want_binder:
             self.binder = Binder(Kube(self.kubeconfig)).start()
+            from llmops.sandbox.deployments import DeploymentController
+
+            self.deployments = DeploymentController(Kube(self.kubeconfig)).start()
         if self.want_operator and operator_available():
             self._start_operator()
 
@@ -196,6 +200,10 @@ class Sandbox:
                 os.killpg(self.operator.pid, signal.SIGKILL)
                 self.operator.wait()
             self.operator = None
+        if self.deployments is not None:
+            self.deployments.stop()
+            self.deployments.kube.close()
+            self.deployments = None
         if self.binder is not None:
             self.binder.stop()
             self.binder.kube.close()
