@@ -13,10 +13,6 @@ printer columns against the status, and `kubectl describe` events, one line per 
 from __future__ import annotations
 
 import copy
-import subprocess
-import threading
-import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -24,35 +20,12 @@ import yaml
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox, operator_available
 
-ROOT = Path(__file__).resolve().parents[2]
+from admin_gitops import API, INSTANCE, ROOT, DriftWatch, argo_resync, argo_sync, crd_defaulted, eventually, is_true, kubectl
+
 SAMPLE = ROOT / "manifests" / "samples" / "trainingjob-tiny-cpu.yaml"
 NAME = "gitops"
-INSTANCE = "app.kubernetes.io/instance"
-API = "llmops.dev/v1alpha1"
 
 pytestmark = pytest.mark.skipif(not operator_available(), reason="operator dependencies (kopf) not installed")
-
-
-def eventually(fn, timeout: float = 120.0, interval: float = 0.2):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
-
-
-def is_true(obj: dict | None, type_: str) -> bool:
-    return any(c["type"] == type_ and c["status"] == "True" for c in ((obj or {}).get("status") or {}).get("conditions", []))
-
-
-def kubectl(sb: Sandbox, *args: str, stdin: str | None = None) -> str:
-    out = subprocess.run(["kubectl", "--kubeconfig", sb.kubeconfig, *args], input=stdin,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, (args, out.stderr)
-    return out.stdout
 
 
 def manifest() -> dict:
@@ -66,95 +39,21 @@ def manifest() -> dict:
     return body
 
 
-def crd_defaulted(spec: dict) -> dict:
-    """The spec as the API server stores it: the manifest plus the CRD's scalar schema defaults
-    (structural defaulting), which Argo CD's diff ignores because the manifest never set them."""
-    crd = yaml.safe_load((ROOT / "crds" / "llmops.dev_trainingjobs.yaml").read_text())
-    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-
-    def walk(value, s):  # noqa: ANN001, ANN202
-        if isinstance(value, dict) and "properties" in s:
-            out = dict(value)
-            for key, sub in s["properties"].items():
-                if key not in out and "default" in sub:
-                    assert not isinstance(sub["default"], (dict, list)), key  # no object defaults in spec
-                    out[key] = sub["default"]
-                elif key in out:
-                    out[key] = walk(out[key], sub)
-            return out
-        if isinstance(value, list) and isinstance(s.get("items"), dict):
-            return [walk(v, s["items"]) for v in value]
-        return value
-
-    return walk(spec, schema)
-
-
-class DriftWatch:
-    """Polls the CR and its children; records spec drift, operator annotations, leaked labels."""
-
-    def __init__(self, kube: Kube, applied: dict, health) -> None:  # noqa: ANN001
-        self.kube, self.applied, self.health = kube, applied, health
-        self.healths: list[str] = []  # Argo CD health of each poll (changes only)
-        self.expected = crd_defaulted(applied["spec"])
-        self.problems: list[str] = []
-        self.polls = 0
-        self.children_seen: set[str] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def check(self) -> None:
-        live = self.kube.get(API, "TrainingJob", "default", NAME)
-        if live is None:
-            return
-        self.polls += 1
-        h = self.health(live)["status"]
-        if not self.healths or self.healths[-1] != h:
-            self.healths.append(h)
-        if live["spec"] != self.expected:
-            self.problems.append(f"spec drift: {live['spec']!r}")
-        for key in (live["metadata"].get("annotations") or {}):
-            if key.startswith("kopf.") or "llmops" in key:
-                self.problems.append(f"operator annotation on the CR: {key}")
-        for kind in ("Pod", "Service", "ConfigMap"):
-            for child in self.kube.list("v1", kind, "default", f"llmops.dev/job-name={NAME}"):
-                self.children_seen.add(f"{kind}/{child['metadata']['name']}")
-                if INSTANCE in (child["metadata"].get("labels") or {}):
-                    self.problems.append(f"{kind}/{child['metadata']['name']} carries {INSTANCE}")
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.check()
-            except Exception as e:  # noqa: BLE001 - record, keep polling
-                self.problems.append(f"poll error: {e!r}")
-            time.sleep(0.2)
-
-    def __enter__(self) -> "DriftWatch":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, argo_health):  # noqa: ANN001, ANN201
     """Apply like Argo CD, kill a worker once a checkpoint exists, wait for the end."""
     with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True) as sb:
         kube = Kube(load_api_client(sb.kubeconfig))
         applied = manifest()
-        text = yaml.safe_dump(applied)
         get = lambda: kube.get(API, "TrainingJob", "default", NAME)  # noqa: E731
-        with DriftWatch(kube, copy.deepcopy(applied), argo_health) as watch:
-            kubectl(sb, "apply", "-f", "-", stdin=text)  # Argo CD's default (client-side) sync
-            kubectl(sb, "apply", "--server-side", "--force-conflicts", "--field-manager=argocd-controller", "-f", "-", stdin=text)
+        children = [("v1", kind, f"llmops.dev/job-name={NAME}") for kind in ("Pod", "Service", "ConfigMap")]
+        with DriftWatch(kube, copy.deepcopy(applied), argo_health, children) as watch:
+            argo_sync(sb, applied)
             eventually(lambda: (((get() or {}).get("status") or {}).get("checkpoint") or {}).get("step", 0) >= 5)
             sb.fault("default", f"{NAME}-w1-a0", "kill")
             final = eventually(lambda: (t := get()) and (is_true(t, "Succeeded") or is_true(t, "Failed")) and t, timeout=240)
-            kubectl(sb, "apply", "--server-side", "--force-conflicts", "--field-manager=argocd-controller", "-f", "-", stdin=text)  # a re-sync after the run
-            polls_at_end = watch.polls
-            eventually(lambda: watch.polls >= polls_at_end + 3)
+            argo_resync(sb, applied)  # a re-sync after the run
+            watch.settle()
         yield {"sb": sb, "kube": kube, "applied": applied, "final": final, "watch": watch}
 
 
@@ -164,7 +63,7 @@ def test_live_spec_never_diverges_from_the_applied_manifest(run) -> None:  # noq
     assert final["status"]["restarts"]["total"] >= 1, final["status"]["restarts"]  # the kill restarted the gang
     assert watch.polls > 20 and any(c.startswith("Pod/") for c in watch.children_seen)
     assert watch.problems == []
-    expected = crd_defaulted(run["applied"]["spec"])
+    expected = crd_defaulted("TrainingJob", run["applied"]["spec"])
     assert final["spec"] == expected
     added = {k for k in expected if k not in run["applied"]["spec"]}
     assert added <= {"launcher"}, added  # the only top-level default a minimal manifest picks up

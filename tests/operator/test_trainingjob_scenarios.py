@@ -32,8 +32,6 @@ Not covered here, and why: 9's fail-after-grace part (300 s startup grace),
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -322,9 +320,7 @@ def test_operator_killed_converges_without_duplicates(sandbox: Sandbox, kube: Ku
     before = wait_running(kube, "survivor")
     uids = {p["metadata"]["uid"] for p in pods(kube, "survivor")}
     assert sandbox.operator is not None
-    os.killpg(sandbox.operator.pid, signal.SIGKILL)
-    sandbox.operator.wait(10)
-    sandbox._start_operator()  # a fresh operator process on the same cluster state
+    sandbox.restart_operator(kill=True)  # a fresh operator process on the same cluster state
     kube.create(job("after-kill", SLEEP))
     wait_running(kube, "after-kill")  # the new operator acts
     # A spec edit the new operator must observe (generation 2): it reconciles the survivor with

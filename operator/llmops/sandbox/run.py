@@ -191,7 +191,17 @@ class Sandbox:
                 return text
         return None
 
-    def stop(self) -> None:
+    def restart_operator(self, *, kill: bool = False) -> None:
+        """Stop the operator process (SIGTERM as in a rolling update, or SIGKILL as in a node
+        loss) and start a fresh one on the same cluster state."""
+        if kill and self.operator is not None:
+            os.killpg(self.operator.pid, signal.SIGKILL)
+            self.operator.wait(10)
+            self.operator = None
+        self._stop_operator()
+        self._start_operator()
+
+    def _stop_operator(self) -> None:
         if self.operator is not None:
             self.operator.send_signal(signal.SIGTERM)
             try:
@@ -200,6 +210,9 @@ class Sandbox:
                 os.killpg(self.operator.pid, signal.SIGKILL)
                 self.operator.wait()
             self.operator = None
+
+    def stop(self) -> None:
+        self._stop_operator()
         if self.deployments is not None:
             self.deployments.stop()
             self.deployments.kube.close()
