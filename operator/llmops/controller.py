@@ -22,6 +22,7 @@ import kopf
 
 from llmops import GROUP, VERSION
 from llmops.api import labels
+from llmops.failures import NODE_LOST_GRACE_SECONDS, STARTUP_GRACE_SECONDS
 from llmops.kube.client import Kube, load_api_client
 from llmops.kube.peering import PeeringGuard
 from llmops.kube.workqueue import WorkQueue, run_workers
@@ -42,6 +43,8 @@ class Context:
     metrics: Metrics
     served: set[str] = field(default_factory=set)  # "group/version/plural" served, for gang auto
     clock: Callable[[], float] = time.time
+    startup_grace_seconds: float = STARTUP_GRACE_SECONDS  # image pull / container config errors tolerated
+    node_lost_grace_seconds: float = NODE_LOST_GRACE_SECONDS  # a NotReady node this long counts as lost
 
 
 @dataclass
@@ -81,6 +84,8 @@ class Controller:
         liveness_endpoint: str | None = None,
         metrics: Metrics | None = None,
         identity: str | None = None,
+        startup_grace_seconds: float = STARTUP_GRACE_SECONDS,
+        node_lost_grace_seconds: float = NODE_LOST_GRACE_SECONDS,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.api_client = load_api_client(kubeconfig)
@@ -97,7 +102,8 @@ class Controller:
         self.registry = kopf.OperatorRegistry()
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
-        self.ctx = Context(kube=self.kube, metrics=self.metrics)
+        self.ctx = Context(kube=self.kube, metrics=self.metrics, startup_grace_seconds=startup_grace_seconds,
+                           node_lost_grace_seconds=node_lost_grace_seconds)
         self._thread: threading.Thread | None = None
         self._enqueued_at: dict[Key, float] = {}
 

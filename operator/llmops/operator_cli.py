@@ -8,6 +8,8 @@ import threading
 
 from prometheus_client import start_http_server
 
+from llmops.failures import NODE_LOST_GRACE_SECONDS, STARTUP_GRACE_SECONDS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("operator", help="run the operator")
@@ -19,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=4, help="reconcile worker threads")
     p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
     p.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="Kopf liveness endpoint")
+    p.add_argument("--startup-grace-seconds", type=float, default=STARTUP_GRACE_SECONDS,
+                   help="how long image-pull and container-config errors (a missing Secret) are tolerated "
+                        f"before the job fails, holding no GPUs (default {STARTUP_GRACE_SECONDS})")
+    p.add_argument("--node-lost-grace-seconds", type=float, default=NODE_LOST_GRACE_SECONDS,
+                   help=f"how long a NotReady node counts as a blip before its pods are lost (default {NODE_LOST_GRACE_SECONDS})")
     p.set_defaults(func=run)
 
 
@@ -33,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         priority=args.priority,
         workers=args.workers,
         liveness_endpoint=args.liveness or None,
+        startup_grace_seconds=args.startup_grace_seconds,
+        node_lost_grace_seconds=args.node_lost_grace_seconds,
     )
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=controller.metrics.registry)

@@ -10,7 +10,8 @@ loss is asserted where checkpoints exist (tests/operator/test_trainingjob_sandbo
 Scenario numbers refer to reference/reliability-anchors.md section 4:
 
 * 2  -> test_active_deadline_fails_and_releases_pods, test_ttl_deletes_children_only
-* 9  -> test_missing_config_key_is_reported_without_burning_budget (the in-grace part)
+* 9  -> test_missing_config_or_secret_fails_after_startup_grace_without_burning_budget (the
+        operator runs with an 8 s startup grace here; 300 s by default)
 * 11 -> test_request_larger_than_any_node_is_unschedulable_at_once,
         test_gang_not_placed_times_out_and_fails_after_bounded_tries
 * 12 -> test_oom_killed_restart_then_repeat_fails (OOMKilled; SIGKILL is in the sandbox module)
@@ -20,13 +21,12 @@ Scenario numbers refer to reference/reliability-anchors.md section 4:
 * 23 -> test_operator_killed_converges_without_duplicates
 * 24, 25 -> test_api_faults_converge (409 on the status write, watch streams cut)
 * suspend/resume -> test_suspend_deletes_pods_and_resume_starts_next_attempt
-* 13 -> test_node_lost_waits_for_terminating_pod (marked slow: 40 s node-lost grace)
+* 13 -> test_node_lost_waits_for_terminating_pod (4 s node-lost grace here; 40 s by default)
 * 15 -> test_hang_restarts_the_gang (marked slow: hangTimeoutSeconds has a 60 s floor; the
         "same step twice fails" rule is table-tested in tests/failures and tests/status)
 * a mutable spec edit while running (totalSteps) -> test_mutable_spec_edit_while_running_keeps_the_pods
 
-Not covered here, and why: 9's fail-after-grace part (300 s startup grace),
-1/3/4/5 (admission; tests/api and tests/crdgen), 10 (PSA 403 is not emulated), 17-19
+Not covered here, and why: 1/3/4/5 (admission; tests/api and tests/crdgen), 10 (PSA 403 is not emulated), 17-19
 (checkpoint runtime tests), 22 (peering; two operators), 23's "killed between pod 2 and 4".
 """
 
@@ -47,6 +47,8 @@ from llmops.sandbox.run import Sandbox
 NS = "default"
 TJ = ("llmops.dev/v1alpha1", "TrainingJob")
 SLEEP = ["python", "-c", "import time; time.sleep(600)"]
+STARTUP_GRACE = 8  # operator --startup-grace-seconds for this module
+NODE_LOST_GRACE = 4  # operator --node-lost-grace-seconds
 
 
 def eventually(fn: Callable[[], Any], timeout: float = 120.0, interval: float = 0.2) -> Any:
@@ -124,6 +126,7 @@ PARALLEL = [
     job("toobig", SLEEP, cpu="100"),
     job("gang", SLEEP, nodes=3, cpu="5", scheduling={"gang": {"backend": "native", "timeoutSeconds": 2}}),
     job("config", SLEEP, template={"env": [{"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "absent-cm", "key": "k"}}}]}),
+    job("creds", SLEEP, template={"envFrom": [{"secretRef": {"name": "absent-s3-creds"}}]}),
     job("suspend", SLEEP, nodes=2),
     job("deadline", SLEEP, runPolicy={"activeDeadlineSeconds": 5}),
     job("ttl", ["python", "-c", "pass"], runPolicy={"ttlSecondsAfterFinished": 1}),
@@ -138,7 +141,9 @@ PARALLEL = [
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True) as sb:
+    # Short graces (an admin setting) so the after-grace rules run in seconds, not minutes.
+    grace = ["--startup-grace-seconds", str(STARTUP_GRACE), "--node-lost-grace-seconds", str(NODE_LOST_GRACE)]
+    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True, operator_args=grace) as sb:
         yield sb
 
 
@@ -240,12 +245,21 @@ def test_gang_not_placed_times_out_and_fails_after_bounded_tries(kube: Kube, par
     assert watch.of("gang") == []
 
 
-def test_missing_config_key_is_reported_without_burning_budget(kube: Kube, parallel_jobs: list[str]) -> None:
-    tj = eventually(lambda: (t := get(kube, "config")) and has(t, "Queued", "ConfigError") and t, timeout=90)
-    assert "absent-cm" in condition(tj, "Queued")["message"]
-    assert not has(tj, "Running")
-    assert (tj["status"].get("restarts") or {}).get("total", 0) == 0
-    finish(kube, "config")
+@pytest.mark.parametrize(("name", "reason", "ref"), [("config", "ConfigError", "absent-cm"),
+                                                     ("creds", "CredentialsUnavailable", "absent-s3-creds")])
+def test_missing_config_or_secret_fails_after_startup_grace_without_burning_budget(
+        kube: Kube, parallel_jobs: list[str], name: str, reason: str, ref: str) -> None:
+    tj = eventually(lambda: (t := get(kube, name)) and has(t, "Failed") and t, timeout=90)
+    failed = condition(tj, "Failed")
+    assert failed["reason"] == reason and ref in failed["message"], failed
+    assert f"startup grace {STARTUP_GRACE}s" in failed["message"]
+    assert (tj["status"].get("restarts") or {}).get("total", 0) == 0  # no budget burned
+    eventually(lambda: not pods(kube, name, live_only=True), timeout=60)  # nothing held
+    # While in grace the job said so (Queued with the same reason), one Event per transition.
+    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == name and e["reason"] == reason]
+    assert sorted(e["message"].split(":")[0] for e in events) == ["Failed", "Queued"], [e["message"] for e in events]
+    assert all(e["count"] == 1 for e in events if "count" in e)
+    finish(kube, name)
 
 
 def test_suspend_deletes_pods_and_resume_starts_next_attempt(kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
@@ -354,7 +368,6 @@ def test_api_faults_converge(sandbox: Sandbox, kube: Kube, parallel_jobs: list[s
     assert watch.of("faulty") == []
 
 
-@pytest.mark.slow
 def test_node_lost_waits_for_terminating_pod(sandbox: Sandbox, kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
     kube.create(job("nodelost", SLEEP, nodes=2))
     wait_running(kube, "nodelost")

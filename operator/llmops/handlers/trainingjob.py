@@ -46,7 +46,7 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     except ApiError as exc:  # no RBAC to read nodes: node rules are off, not an error
         logger.warning("cannot list nodes: %s", exc)
         nodes = None
-    observed = _observe(job, owned, nodes, ctx.served, ())
+    observed = _observe(ctx, job, owned, nodes, ())
     result = plan(job, observed, now)
     # Pods are create-once: a pod's spec is immutable, so re-applying an existing one is at best
     # a wasted write per reconcile and at worst (a mutable CR field such as totalSteps reaches
@@ -57,7 +57,7 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
                          {k: v for k, v in owned.items() if k not in kept}, ALL_KINDS)
     if sync.foreign:  # a name we need is held by another owner: say so in status, adopt nothing
         foreign = tuple(f"{kind}/{n}" for _, kind, n in sync.foreign)
-        result = plan(job, _observe(job, owned, nodes, ctx.served, foreign), now)
+        result = plan(job, _observe(ctx, job, owned, nodes, foreign), now)
 
     status = result.status.wire()
     for event in result.events:
@@ -77,13 +77,14 @@ def _child_key(obj: dict) -> tuple[str, str, str]:
     return (obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
 
 
-def _observe(job: TrainingJob, owned: dict, nodes: list | None, served: set[str], foreign: tuple[str, ...]) -> Observed:
+def _observe(ctx: Context, job: TrainingJob, owned: dict, nodes: list | None, foreign: tuple[str, ...]) -> Observed:
     pods = [o for (_, kind, _), o in owned.items() if kind == "Pod"]
     lease = next((o for (_, kind, _), o in owned.items() if kind == "Lease"), None)
     current_gang = gang_name(job.metadata.name, job.status.attempt)
     gang = next((o for (av, kind, n), o in owned.items() if kind == "PodGroup" and n == current_gang), None)
     return Observed.from_objects(
-        pods=pods, nodes=nodes, lease=lease, gang_object=gang, served=served, foreign_children=foreign,
+        pods=pods, nodes=nodes, lease=lease, gang_object=gang, served=ctx.served, foreign_children=foreign,
+        startup_grace_seconds=ctx.startup_grace_seconds, node_lost_grace_seconds=ctx.node_lost_grace_seconds,
     )
 
 

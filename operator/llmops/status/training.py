@@ -51,6 +51,8 @@ from llmops.api.training import (
 )
 from llmops.builders.training import BuildInputs, build_training_children, gang_name, per_pod_requests
 from llmops.failures import (
+    NODE_LOST_GRACE_SECONDS,
+    STARTUP_GRACE_SECONDS,
     WAITING_FOR_TERMINATING_PODS,
     Action,
     ClassifyInput,
@@ -90,8 +92,11 @@ class Observed:
     lease_renew_time: str | None = None  # the Lease's spec.renewTime (the heartbeat)
     gang_object: Mapping[str, Any] | None = None  # the current attempt's gang object, as read
     served: frozenset[str] = frozenset()  # "group/version/plural" from discovery, for gang auto
-    last_failure: LastFailure | None = None  # TODO(api): status.lastFailure; see failures.LastFailure
+    last_failure: LastFailure | None = None  # overrides status.lastFailure (tests); see failures.LastFailure
     foreign_children: tuple[str, ...] = ()  # "Kind/name" of children another owner controls
+    # the cluster's policy the operator was started with (llmops operator --*-grace-seconds)
+    startup_grace_seconds: float = STARTUP_GRACE_SECONDS
+    node_lost_grace_seconds: float = NODE_LOST_GRACE_SECONDS
 
     @classmethod
     def from_objects(
@@ -103,6 +108,8 @@ class Observed:
         served: Iterable[str] = (),
         last_failure: LastFailure | None = None,
         foreign_children: Iterable[str] = (),
+        startup_grace_seconds: float = STARTUP_GRACE_SECONDS,
+        node_lost_grace_seconds: float = NODE_LOST_GRACE_SECONDS,
     ) -> "Observed":
         """Facts from raw API objects as the kube layer lists them (pure parsing).
 
@@ -139,6 +146,8 @@ class Observed:
             served=frozenset(served),
             last_failure=last_failure,
             foreign_children=tuple(sorted(foreign_children)),
+            startup_grace_seconds=startup_grace_seconds,
+            node_lost_grace_seconds=node_lost_grace_seconds,
         )
 
 
@@ -319,6 +328,8 @@ def plan(job: TrainingJob, observed: Observed, now: dt.datetime) -> Plan:
                 progress_step=observed.progress.step if observed.progress is not None and observed.progress.attempt == attempt else None,
                 last_failure=last_failure,
                 generation=gen,
+                startup_grace_seconds=observed.startup_grace_seconds,
+                node_lost_grace_seconds=observed.node_lost_grace_seconds,
             )
         ) if cur_pods else Verdict(Action.NONE)
 
