@@ -26,9 +26,9 @@ Scenario numbers refer to reference/reliability-anchors.md section 4:
         "same step twice fails" rule is table-tested in tests/failures and tests/status)
 * a mutable spec edit while running (totalSteps) -> test_mutable_spec_edit_while_running_keeps_the_pods
 
-Not covered here, and why: 1/3/4/5 (admission; tests/api and tests/crdgen), 10 (PSA 403 is not emulated), 17-19
+Not covered here, and why: 1/3/4/5 (admission; tests/api and tests/crdgen), 17-19
 (checkpoint runtime tests), 23's "killed between pod 2 and 4". 22 (two operators) is
-tests/operator/test_two_operators_sandbox.py.
+tests/operator/test_two_operators_sandbox.py, 10 (Pod Security) test_pod_security_sandbox.py.
 """
 
 from __future__ import annotations

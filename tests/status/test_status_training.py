@@ -8,7 +8,7 @@ Reliability-anchors section 4 scenarios covered here (the classifier's own table
 tests/failures): 2 (terminal/deadline -> no pods, CR kept), 11 (unschedulable numbers,
 partial placement timeout -> released, backoff, Failed), 12 (kill -> one gang restart from
 the checkpoint), 13 (WaitingForTerminatingPods), 14 (not counted), 15 (Hang twice), 17/18
-(resumedFromStep, CheckpointFailing), 21 (foreign child), 23 (adopt/complete a partial
+(resumedFromStep, CheckpointFailing), 10 (Pod Security denial -> Failed, permanent), 21 (foreign child), 23 (adopt/complete a partial
 attempt), 25 (the same facts twice -> one restart)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from llmops.api.progress import CommittedCheckpoint, ProgressReport
 from llmops.builders.testing import disrupted, exited, gated, make_training_job, pod, running, terminating
 from llmops.failures import HANG, WAITING_FOR_TERMINATING_PODS, LastFailure, NodeFacts
 from llmops.status import Observed, compute_status, plan
-from llmops.status.training import MAX_SCHEDULING_TIMEOUTS, UNSCHEDULABLE
+from llmops.status.training import MAX_SCHEDULING_TIMEOUTS, POD_SECURITY_VIOLATION, UNSCHEDULABLE
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -321,6 +321,18 @@ def test_partially_created_attempt_is_completed():
 def test_foreign_child_is_reported():
     _, p = reconcile(job2(), Observed(foreign_children=("Service/t-workers",)), at(0))
     assert "Service/t-workers" in cond(p.status, C.QUEUED).message
+
+
+def test_pod_security_denial_fails_permanently_with_the_api_message():
+    msg = 'pods "t-w0-a0" is forbidden: violates PodSecurity "baseline:latest": non-default capabilities'
+    job, p = reconcile(job2(), Observed(admission_denied=msg), at(0))
+    failed = cond(p.status, C.FAILED)
+    assert failed.status == "True" and failed.reason == POD_SECURITY_VIOLATION
+    assert failed.message.startswith(msg) and "permanent" in failed.message
+    assert pods_in(p) == [] and p.status.restarts.total == 0
+    assert [e.reason for e in p.events] == [POD_SECURITY_VIOLATION]
+    _, again = reconcile(job, Observed(), at(30))  # the next reconcile re-POSTs nothing
+    assert pods_in(again) == [] and again.events == () and cond(again.status, C.FAILED).reason == POD_SECURITY_VIOLATION
 
 
 def test_compute_status_is_the_plans_status():

@@ -58,6 +58,8 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     if sync.foreign:  # a name we need is held by another owner: say so in status, adopt nothing
         foreign = tuple(f"{kind}/{n}" for _, kind, n in sync.foreign)
         result = plan(job, _observe(ctx, job, owned, nodes, foreign), now)
+    if sync.denied:  # Pod Security admission said no: Failed with its words (no pod was created)
+        result = plan(job, _observe(ctx, job, owned, nodes, (), denied=sync.denied[0][1]), now)
 
     status = result.status.wire()
     for event in result.events:
@@ -77,14 +79,15 @@ def _child_key(obj: dict) -> tuple[str, str, str]:
     return (obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
 
 
-def _observe(ctx: Context, job: TrainingJob, owned: dict, nodes: list | None, foreign: tuple[str, ...]) -> Observed:
+def _observe(ctx: Context, job: TrainingJob, owned: dict, nodes: list | None, foreign: tuple[str, ...],
+             denied: str | None = None) -> Observed:
     pods = [o for (_, kind, _), o in owned.items() if kind == "Pod"]
     lease = next((o for (_, kind, _), o in owned.items() if kind == "Lease"), None)
     current_gang = gang_name(job.metadata.name, job.status.attempt)
     gang = next((o for (av, kind, n), o in owned.items() if kind == "PodGroup" and n == current_gang), None)
     return Observed.from_objects(
         pods=pods, nodes=nodes, lease=lease, gang_object=gang, served=ctx.served, foreign_children=foreign,
-        startup_grace_seconds=ctx.startup_grace_seconds, node_lost_grace_seconds=ctx.node_lost_grace_seconds,
+        admission_denied=denied, startup_grace_seconds=ctx.startup_grace_seconds, node_lost_grace_seconds=ctx.node_lost_grace_seconds,
     )
 
 

@@ -7,6 +7,10 @@ that are no longer desired, guarded by the child's uid so a same-named successor
 
 A child with our name but another controller (another uid, or none) is never adopted or
 overwritten: it is reported back so status can say so (the user decides what to do).
+
+A create that Pod Security admission rejects (403 "violates PodSecurity") is reported back
+too, with the API server's message, instead of raising: retrying the same pod can never pass,
+and the operator must not quietly drop the capability the user asked for.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from llmops.api import labels
-from llmops.kube.client import Kube
+from llmops.kube.client import ApiError, Kube
 
 
 def controller_uid(obj: dict) -> str | None:
@@ -41,6 +45,12 @@ class SyncResult:
     applied: list[tuple[str, str, str]] = field(default_factory=list)
     pruned: list[tuple[str, str, str]] = field(default_factory=list)
     foreign: list[tuple[str, str, str]] = field(default_factory=list)  # name taken by another owner
+    denied: list[tuple[tuple[str, str, str], str]] = field(default_factory=list)  # (child, admission message)
+
+
+def is_admission_denial(exc: ApiError) -> bool:
+    """A 403 from an admission policy (permanent for this object), not from RBAC."""
+    return exc.status == 403 and "violates PodSecurity" in exc.message
 
 
 def list_owned(kube: Kube, owner: dict, kinds: Iterable[tuple[str, str]]) -> dict[tuple[str, str, str], dict]:
@@ -75,7 +85,13 @@ def sync_children(
             if existing is not None and controller_uid(existing) != uid:
                 result.foreign.append(key)
                 continue
-        kube.apply(obj)
+        try:
+            kube.apply(obj)
+        except ApiError as exc:
+            if not is_admission_denial(exc):
+                raise
+            result.denied.append((key, exc.message))
+            continue
         result.applied.append(key)
     wanted = {_key(o) for o in desired}
     prunable = set(prunable_kinds)

@@ -72,6 +72,7 @@ HEARTBEAT_STALE = "HeartbeatStale"  # Stalled=True: rank 0's heartbeat is older 
 HEARTBEAT_FRESH = "HeartbeatFresh"  # Stalled=False again
 CHECKPOINT_HEALTHY = "CheckpointHealthy"  # CheckpointFailing=False again
 FOREIGN_CHILD = "ChildOwnedByOther"  # a child name is taken by an object another owner controls
+POD_SECURITY_VIOLATION = "PodSecurityViolation"  # Pod Security admission rejected the worker pods (permanent)
 NOT_SUSPENDED = "NotSuspended"
 
 DEFAULT_SCHEDULING_TIMEOUT = 600  # seconds, when spec.scheduling.gang.timeoutSeconds is unset
@@ -94,6 +95,7 @@ class Observed:
     served: frozenset[str] = frozenset()  # "group/version/plural" from discovery, for gang auto
     last_failure: LastFailure | None = None  # overrides status.lastFailure (tests); see failures.LastFailure
     foreign_children: tuple[str, ...] = ()  # "Kind/name" of children another owner controls
+    admission_denied: str | None = None  # the API server's message when Pod Security rejected a pod
     # the cluster's policy the operator was started with (llmops operator --*-grace-seconds)
     startup_grace_seconds: float = STARTUP_GRACE_SECONDS
     node_lost_grace_seconds: float = NODE_LOST_GRACE_SECONDS
@@ -108,6 +110,7 @@ class Observed:
         served: Iterable[str] = (),
         last_failure: LastFailure | None = None,
         foreign_children: Iterable[str] = (),
+        admission_denied: str | None = None,
         startup_grace_seconds: float = STARTUP_GRACE_SECONDS,
         node_lost_grace_seconds: float = NODE_LOST_GRACE_SECONDS,
     ) -> "Observed":
@@ -146,6 +149,7 @@ class Observed:
             served=frozenset(served),
             last_failure=last_failure,
             foreign_children=tuple(sorted(foreign_children)),
+            admission_denied=admission_denied,
             startup_grace_seconds=startup_grace_seconds,
             node_lost_grace_seconds=node_lost_grace_seconds,
         )
@@ -308,6 +312,11 @@ def plan(job: TrainingJob, observed: Observed, now: dt.datetime) -> Plan:
             requeue = POLL_SECONDS
     elif deadline is not None and started is not None and (now - started).total_seconds() >= deadline:
         final(C.FAILED, C.DEADLINE_EXCEEDED, f"activeDeadlineSeconds ({deadline}) passed since {start_time}")
+    elif observed.admission_denied:
+        # Permanent for this spec in this namespace: re-POSTing cannot pass, and silently dropping
+        # the capability (IPC_LOCK for RDMA) would break the job later. The API's words, verbatim.
+        final(C.FAILED, POD_SECURITY_VIOLATION, f"{observed.admission_denied} (permanent: relax the namespace's "
+              "pod-security.kubernetes.io/enforce level or drop spec.network.rdma, then recreate the job)")
     else:
         if C.find_condition(prev.conditions, C.SUSPENDED) is not None:
             # Resumed stays the reason once set (no flip to NotSuspended on the next reconcile: churn).

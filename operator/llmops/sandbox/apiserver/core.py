@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from . import patching
+from .admission import pod_security_violation
 from .errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
 from .registry import Registry, Resource
 from .selectors import parse_field_selector, parse_label_selector, selector_string
@@ -141,6 +142,11 @@ class Cluster:
                     break
         if self.store.get(self.key(res, namespace, meta["name"])) is not None:
             raise already_exists(res.group, res.plural, meta["name"])
+        if res.group_resource == ("", "pods"):
+            ns_labels = (self.store.get(self.store.key("", "namespaces", None, namespace or "")) or {}).get("metadata", {}).get("labels") or {}
+            denied = pod_security_violation(ns_labels, obj)
+            if denied:
+                raise ApiError(403, denied, reason="Forbidden")
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
         meta["generation"] = 1
