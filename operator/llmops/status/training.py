@@ -545,12 +545,14 @@ def _place(  # noqa: PLR0913
     pod_dicts = [_pod_view(p) for p in cur_pods]
     placement = backend_for(backend).placement(observed.gang_object, pod_dicts) if cur_pods else Placement.PENDING
     if placement == Placement.WAITING_FOR_QUOTA:
-        reason = C.WAITING_FOR_QUOTA
+        reason, what = C.WAITING_FOR_QUOTA, "waiting for queue quota"
     elif not cur_pods or placement == Placement.PENDING:
-        reason = C.GANG_PENDING
+        reason, what = C.GANG_PENDING, "waiting for the whole gang to be placed"
     else:
-        reason = C.POD_PENDING
-    msg = f"{len(running)}/{n} worker pods running (attempt {attempt}, gang backend {backend.value})"
+        reason, what = C.POD_PENDING, "gang placed, waiting for containers to start"
+    # Each reason says what is awaited, so the Events of a start (GangPending -> PodPending ->
+    # AllPodsRunning) read as distinct steps in `kubectl describe`.
+    msg = f"{what}: {len(running)}/{n} worker pods running (attempt {attempt}, gang backend {backend.value})"
     unsched = [c.message for p in cur_pods for c in p.conditions if c.type == "PodScheduled" and c.status == "False" and c.message]
     if unsched:
         msg += f"; scheduler: {unsched[0]}"
