@@ -66,3 +66,18 @@ def test_test_module_basenames_are_unique() -> None:
             clashes.append(f"{seen[path.name].relative_to(root)} vs {path.relative_to(root)}")
         seen.setdefault(path.name, path)
     assert not clashes, "duplicate test module names: " + "; ".join(clashes)
+
+
+def test_pyflakes_clean() -> None:
+    """No unused imports or variables, undefined names, or placeholder-less f-strings (ruff's F rules)."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff", path=str(pathlib.Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff not installed (it is in the test extra)")
+    root = SRC.parent
+    out = subprocess.run([ruff, "check", "--select", "F", "--output-format", "concise", "--no-cache",
+                          "operator", "tests", "e2e", "bench"], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

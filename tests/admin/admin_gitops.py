@@ -7,12 +7,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import yaml
 
 from llmops.kube.client import Kube
 from llmops.sandbox.run import Sandbox
+from llmops.sandbox.testing import eventually as sandbox_eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCE = "app.kubernetes.io/instance"  # Argo CD's default tracking label
@@ -20,15 +22,7 @@ API = "llmops.dev/v1alpha1"
 PLURALS = {"TrainingJob": "trainingjobs", "InferenceService": "inferenceservices", "FinetuneJob": "finetunejobs"}
 
 
-def eventually(fn, timeout: float = 120.0, interval: float = 0.2):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+eventually = partial(sandbox_eventually, timeout=120.0, interval=0.2)
 
 
 def is_true(obj: dict | None, type_: str) -> bool:

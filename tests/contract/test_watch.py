@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 
 from contract_helpers import configmap, ns_path
 

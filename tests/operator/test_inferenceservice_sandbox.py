@@ -17,7 +17,6 @@ import json
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import boto3
 import numpy as np

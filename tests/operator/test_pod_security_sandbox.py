@@ -7,25 +7,19 @@ its own. The same job in an unlabelled namespace runs."""
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import pytest
 
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox, operator_available
+from llmops.sandbox.testing import eventually as sandbox_eventually
 
 pytestmark = pytest.mark.skipif(not operator_available(), reason="operator dependencies (kopf) not installed")
 TJ = ("llmops.dev/v1alpha1", "TrainingJob")
 
 
-def eventually(fn, timeout: float = 60.0, interval: float = 0.2):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+eventually = partial(sandbox_eventually, timeout=60.0, interval=0.2)
 
 
 def rdma_job(ns: str) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,20 +20,13 @@ import yaml
 
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox
+from llmops.sandbox.testing import eventually as sandbox_eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "manifests" / "samples" / "trainingjob-tiny-cpu.yaml"
 
 
-def eventually(fn, timeout: float = 120.0, interval: float = 0.2):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+eventually = partial(sandbox_eventually, timeout=120.0, interval=0.2)
 
 
 def condition(tj: dict, type_: str) -> dict | None:

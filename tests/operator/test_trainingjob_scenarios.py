@@ -36,7 +36,8 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -44,6 +45,7 @@ import yaml
 
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox
+from llmops.sandbox.testing import eventually as sandbox_eventually
 
 NS = "default"
 TJ = ("llmops.dev/v1alpha1", "TrainingJob")
@@ -52,15 +54,7 @@ STARTUP_GRACE = 8  # operator --startup-grace-seconds for this module
 NODE_LOST_GRACE = 4  # operator --node-lost-grace-seconds
 
 
-def eventually(fn: Callable[[], Any], timeout: float = 120.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+eventually = partial(sandbox_eventually, timeout=120.0, interval=0.2)
 
 
 def condition(tj: dict | None, type_: str) -> dict | None:

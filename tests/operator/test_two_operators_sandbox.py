@@ -15,9 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox, operator_available
+from llmops.sandbox.testing import eventually as sandbox_eventually
 
 pytestmark = pytest.mark.skipif(not operator_available(), reason="operator dependencies (kopf) not installed")
 NS = "default"
@@ -32,15 +33,7 @@ TJ = ("llmops.dev/v1alpha1", "TrainingJob")
 SLEEP = ["python", "-c", "import time; time.sleep(600)"]
 
 
-def eventually(fn, timeout: float = 60.0, interval: float = 0.2):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+eventually = partial(sandbox_eventually, timeout=60.0, interval=0.2)
 
 
 def free_port() -> int:

@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import random
 import re
-import string
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -275,9 +274,9 @@ class Cluster:
                                     "application/merge-patch+json, application/apply-patch+yaml")
             candidate = patching.strategic_merge(old, body, patching.builtin_list_rule)
         else:
-            raise ApiError(415, f"the body of the request was in an unknown format - accepted media "
-                                f"types include: application/json-patch+json, application/merge-patch+json, "
-                                f"application/apply-patch+yaml, application/strategic-merge-patch+json")
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media "
+                                "types include: application/json-patch+json, application/merge-patch+json, "
+                                "application/apply-patch+yaml, application/strategic-merge-patch+json")
         if not isinstance(candidate, dict):
             raise ApiError(422, "patch result is not an object")
         rv = (candidate.get("metadata") or {}).get("resourceVersion")

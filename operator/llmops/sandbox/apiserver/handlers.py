@@ -54,8 +54,8 @@ async def _body(request: web.Request) -> Any:
         return None
     if "protobuf" in request.content_type:
         # Clients (kubectl's client-go) fall back to JSON when protobuf is refused with 415.
-        raise ApiError(415, f'the body of the request was in an unknown format - accepted media '
-                            f'types include: application/json, application/yaml')
+        raise ApiError(415, 'the body of the request was in an unknown format - accepted media '
+                            'types include: application/json, application/yaml')
     try:
         if "yaml" in request.content_type:
             return yaml.safe_load(raw.decode())
