@@ -137,3 +137,19 @@ def test_ip_pool_round_robin_without_early_reuse() -> None:
         pool.take()
     pool.give(taken[0])
     assert pool.take() == taken[0]  # the only free one
+
+
+def test_rendezvous_port_is_per_job_and_attempt() -> None:
+    """All pods of one attempt agree on the port; another job or attempt gets another one, so
+    torch stores of jobs sharing the host never meet. Pods of no job keep the port."""
+    from llmops.sandbox.node.pod import rendezvous_port
+
+    def pod(job: str | None, attempt: str, ns: str = "default") -> dict:
+        labels = {"llmops.dev/job-name": job, "llmops.dev/attempt": attempt} if job else {}
+        return {"metadata": {"namespace": ns, "labels": labels}}
+
+    a0 = rendezvous_port(pod("a", "0"), "29500")
+    assert a0 == rendezvous_port(pod("a", "0"), "29500") and 10000 <= a0 < 28000
+    assert len({a0, rendezvous_port(pod("a", "1"), "29500"), rendezvous_port(pod("b", "0"), "29500"),
+                rendezvous_port(pod("a", "0", ns="other"), "29500")}) == 4
+    assert rendezvous_port(pod(None, "0"), "29500") == 29500

@@ -16,6 +16,7 @@ none will restart; Failed when all ended, one failed, and none will restart.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import threading
@@ -27,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from llmops.api import labels as L
+from llmops.api import runtime_env as E
 from llmops.sandbox.node import probes, spec, volumes
 from llmops.sandbox.node.client import ApiException, Kube, is_status
 from llmops.sandbox.node.process import Proc, Reaper, group_rss
@@ -43,6 +46,18 @@ MAX_TERMINATION_MESSAGE = 4096
 def now_rfc3339(t: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if t is None else t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+
+def rendezvous_port(pod: Mapping[str, Any], port: str) -> int:
+    """The c10d store port a sandbox pod really uses. On a cluster every pod has its own network
+    namespace, so every job can use the same port; here all pods are processes of one host and
+    torch's store listens on all addresses, so two jobs (or two attempts) on one port would meet
+    each other. Each (namespace, job, attempt) gets its own port, the same on all its pods."""
+    meta = pod.get("metadata") or {}
+    job = (meta.get("labels") or {}).get(L.JOB_NAME)
+    if not job:
+        return int(port)
+    key = f"{meta.get('namespace')}/{job}/{(meta.get('labels') or {}).get(L.ATTEMPT, '0')}/{port}"
+    return 10000 + int(hashlib.sha256(key.encode()).hexdigest(), 16) % 18000  # below the ephemeral range
 
 @dataclass
 class Host:
@@ -268,6 +283,8 @@ class PodRunner:
             base = {**h.base_env, "POD_IP": self.pod_ip, "HOSTNAME": (self.pod.get("spec") or {}).get("hostname") or self.name}
             base.update(volumes.mount(self.dirs, c.spec))
             c.env = spec.container_env(self.pod, c.spec, self.pod_ip, h.lookup, base)
+            if E.MASTER_PORT in c.env:
+                c.env[E.MASTER_PORT] = str(rendezvous_port(self.pod, c.env[E.MASTER_PORT]))
             argv = spec.command_line(c.spec, c.env)
             c.cwd = volumes.working_dir(self.dirs, c.spec)
             self._termination_path(c).unlink(missing_ok=True)
