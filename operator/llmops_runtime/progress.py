@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from llmops.api import labels
 from llmops.api import runtime_env as E
-from llmops.api.progress import CommittedCheckpoint, ProgressReport
+from llmops.api.progress import CommittedCheckpoint, FinetuneReport, ProgressReport
 
 log = logging.getLogger("llmops_runtime.progress")
 
@@ -58,6 +58,7 @@ def build_report(
     checkpoint: CommittedCheckpoint | None = None,
     checkpoint_failing_since: dt.datetime | None = None,
     checkpoint_error: str | None = None,
+    finetune: FinetuneReport | None = None,
 ) -> ProgressReport:
     """A report from plain facts (pure). Non-finite values are dropped, never reported."""
 
@@ -77,6 +78,7 @@ def build_report(
         # Annotations are small; a storage error text can be a stack trace.
         checkpoint_error=(checkpoint_error[:1024] if checkpoint_error else None) if checkpoint_failing_since else None,
         heartbeat=rfc3339(now),
+        finetune=finetune,
     )
 
 
@@ -153,6 +155,9 @@ class ProgressReporter:
         self._clock = clock or time.monotonic
         self._cond = threading.Condition()
         self._pending: ProgressReport | None = None
+        self._pending_seq = 0
+        self._submitted = 0  # reports handed over so far
+        self._delivered = 0  # sequence number of the newest report the sink accepted
         self._urgent = False
         self._closed = False
         self._last_publish = float("-inf")
@@ -164,9 +169,31 @@ class ProgressReporter:
     def submit(self, report: ProgressReport, urgent: bool = False) -> None:
         """Hand over the newest report; never blocks on I/O. ``urgent`` skips the rate limit."""
         with self._cond:
-            self._pending = report
+            self._submitted += 1
+            self._pending, self._pending_seq = report, self._submitted
             self._urgent = self._urgent or urgent
-            self._cond.notify()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Block until every report submitted so far is published (failed publications are
+        retried about once a second), or ``timeout`` seconds passed; True when delivered.
+
+        For facts that must reach the operator before the process exits (the finetune
+        runtime's published output)."""
+        deadline = self._clock() + timeout
+        with self._cond:
+            target = self._submitted
+            self._urgent = True
+            self._cond.notify_all()
+            while self._delivered < target:
+                left = deadline - self._clock()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._cond.wait(min(left, 1.0))
+                if self._pending is not None and self._delivered < target:
+                    self._urgent = True  # a failed publication waits for a retry: do not wait the rate limit
+                    self._cond.notify_all()
+        return True
 
     def _run(self) -> None:
         while True:
@@ -179,32 +206,35 @@ class ProgressReporter:
                         self._cond.wait(wait)
                     else:
                         self._cond.wait()
-                report, self._pending, self._urgent = self._pending, None, False
+                report, seq, self._pending, self._urgent = self._pending, self._pending_seq, None, False
                 closed = self._closed
             if report is not None:
-                self._publish(report)
+                self._publish(report, seq)
             if closed:
                 return
 
-    def _publish(self, report: ProgressReport) -> None:
+    def _publish(self, report: ProgressReport, seq: int = 0) -> None:
         self._last_publish = self._clock()
         try:
             self._sink.publish(report)
             self.published += 1
+            with self._cond:
+                self._delivered = max(self._delivered, seq)
+                self._cond.notify_all()
         except Exception as error:  # noqa: BLE001 - progress must never stop training
             self.errors += 1
             log.warning("progress report not published: %s", error)
             with self._cond:
                 if self._pending is None and not self._closed:
                     # Retry the same report (nothing newer came in), no sooner than a second.
-                    self._pending = report
+                    self._pending, self._pending_seq = report, seq
                     self._last_publish = self._clock() + max(0.0, 1.0 - self._interval)
 
     def close(self, timeout: float = 10.0) -> None:
         """Publish what is pending (best effort, bounded) and stop the thread."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()
         self._thread.join(timeout)
         try:
             self._sink.close()

@@ -62,7 +62,7 @@ import torch.distributed as dist
 from pydantic import BaseModel, Field
 
 from llmops.api import runtime_env as E
-from llmops.api.progress import CommittedCheckpoint
+from llmops.api.progress import CommittedCheckpoint, FinetuneReport
 from llmops.api.runtime_env import ExitCode
 from llmops_runtime import data as rdata
 from llmops_runtime import progress as rprogress
@@ -213,6 +213,7 @@ class Session:
         self._last_loss: float | None = None
         self._rate_window: collections.deque[tuple[float, int]] = collections.deque(maxlen=32)
         self._committed: CommittedCheckpoint | None = None
+        self._finetune: FinetuneReport | None = None
         self._finished = False
 
     # --- construction -----------------------------------------------------------------------
@@ -432,16 +433,37 @@ class Session:
             self._save(blocking=False)
         self._report()
 
-    def finish(self) -> int:
-        """Final checkpoint (blocking, unless this step is saved), flush progress; returns 0."""
+    def finish(self, *, keep_reporting: bool = False) -> int:
+        """Final checkpoint (blocking, unless this step is saved), flush progress; returns 0.
+
+        ``keep_reporting``: the progress reporter stays open for facts that come after the
+        final checkpoint (the finetune runtime's published output); end it with
+        :meth:`close_reporting`."""
         if self._finished:
             return int(ExitCode.OK)
         if self.manager is not None and self._saved_step != self.step and self.step > 0:
             self._save(blocking=True)
         self._report(urgent=True)
-        self._shutdown(wait=True)
+        self._shutdown(wait=True, keep_reporter=keep_reporting)
         self._finished = True
         return int(ExitCode.OK)
+
+    def report_finetune(self, section: FinetuneReport, *, urgent: bool = False) -> None:
+        """Set the ``finetune`` section of the progress report (rank 0 of the finetune
+        runtime); every later report carries it. A no-op on ranks without a reporter."""
+        self._finetune = section
+        if self.reporter is not None and urgent:
+            self._report(urgent=True)
+
+    def close_reporting(self, timeout: float = 60.0) -> bool:
+        """Deliver every report submitted so far (retrying for up to ``timeout`` seconds),
+        then stop the reporter. True when delivered (or there is no reporter)."""
+        if self.reporter is None:
+            return True
+        delivered = self.reporter.flush(timeout)
+        self.reporter.close()
+        self.reporter = None
+        return delivered
 
     # --- internals ---------------------------------------------------------------------------
     def _save(self, blocking: bool) -> None:
@@ -494,11 +516,13 @@ class Session:
             checkpoint=committed,
             checkpoint_failing_since=failing_since,
             checkpoint_error=str(error) if error else None,
+            finetune=self._finetune,
         )
         self.reporter.submit(report, urgent=urgent)
 
-    def _shutdown(self, wait: bool) -> None:
-        """Drain the engine (when ``wait``), publish a last report, stop the threads."""
+    def _shutdown(self, wait: bool, keep_reporter: bool = False) -> None:
+        """Drain the engine (when ``wait``), publish a last report, stop the threads (the
+        reporter too, unless ``keep_reporter``)."""
         if self.manager is not None:
             try:
                 if wait:
@@ -511,7 +535,7 @@ class Session:
             except Exception as error:  # noqa: BLE001
                 log.warning("checkpoint engine did not close cleanly: %s", error)
             self.manager = None
-        if self.reporter is not None:
+        if self.reporter is not None and not keep_reporter:
             self.reporter.close()
             self.reporter = None
 

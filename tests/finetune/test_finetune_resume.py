@@ -151,6 +151,23 @@ def test_manifest_verifies_and_the_card_names_the_inputs(runs):
     assert not list((runs.root / "out").glob(".ref.tmp-*")), "temp dir left behind"
 
 
+def test_progress_reports_carry_the_finetune_section(runs):
+    """Rank 0 reports dataset and evaluation while training and the output last: what the
+    FinetuneJob status is built from (llmops.api.progress.FinetuneReport)."""
+    reports = [json.loads(line) for line in (runs.root / "ref.progress.jsonl").read_text().splitlines()]
+    sections = [r["finetune"] for r in reports if "finetune" in r]
+    results = runs.results("ref")
+    assert sections[0]["dataset"] == {k: results["dataset"][k] for k in ("examples", "validationExamples", "tokens", "sha256")}
+    assert sections[0]["evaluation"]["baseValidationLoss"] == results["evaluation"]["baseValidationLoss"]
+    assert "output" not in sections[0]
+    last = sections[-1]
+    assert last["output"] == _published(runs.root, "ref", 0)  # uri, manifestSha256, sizeBytes, baseModelRevision
+    ev = results["evaluation"]
+    assert last["evaluation"] == {"baseValidationLoss": ev["baseValidationLoss"], "validationLoss": ev["validationLoss"],
+                                  "perplexity": ev["perplexity"], "bestStep": ev["bestStep"], "bestValidationLoss": ev["bestValidationLoss"]}
+    assert reports[-1]["step"] == STEPS and [("output" in s) for s in sections].index(True) == len(sections) - 1
+
+
 def test_two_ranks_gloo_killed_and_resumed_is_bitwise_identical(tmp_path):
     _check_exact(Runs(_world(tmp_path), 2))
 

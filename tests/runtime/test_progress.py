@@ -11,7 +11,7 @@ import time
 import pytest
 
 from llmops.api import labels
-from llmops.api.progress import CommittedCheckpoint, ProgressReport
+from llmops.api.progress import CommittedCheckpoint, FinetuneReport, ProgressReport
 from llmops_runtime import progress
 from llmops.sandbox.testing import eventually
 
@@ -94,6 +94,23 @@ def test_reporter_survives_sink_errors_and_never_blocks_the_caller():
     eventually(lambda: sink.reports and sink.reports[-1].step == 199, timeout=10)
     reporter.close()
     assert reporter.errors == 2
+
+
+def test_flush_delivers_through_sink_errors_or_times_out():
+    """The finetune runtime's output report must reach the operator before rank 0 exits 0."""
+    sink = RecordingSink(fail=2)
+    reporter = progress.ProgressReporter(sink, interval=3600)
+    final = progress.build_report(attempt=0, step=5, now=NOW, finetune=FinetuneReport.model_validate(
+        {"output": {"uri": "pvc://out/a", "manifestSha256": "a" * 64}}))
+    reporter.submit(final)
+    assert reporter.flush(timeout=10)  # two failures, retried about once a second
+    assert sink.reports[-1].finetune.output.uri == "pvc://out/a" and reporter.errors == 2
+    reporter.close()
+    down = progress.ProgressReporter(RecordingSink(fail=10**6), interval=3600)
+    down.submit(final)
+    start = time.monotonic()
+    assert not down.flush(timeout=0.5) and time.monotonic() - start < 3
+    down.close(timeout=1)
 
 
 def test_stream_sink_writes_json_lines(tmp_path):

@@ -78,7 +78,11 @@ ADAPTER_NOT_READY = "AdapterNotReady"  # a listed adapter failed to load
 # finetune
 TRAINING = "Training"  # the child TrainingJob runs
 PUBLISHING = "Publishing"  # output being written
-OUTPUT_PUBLISHED = "OutputPublished"  # output committed (and InferenceService created when asked)
+OUTPUT_PUBLISHED = "OutputPublished"  # Published=True: the output is committed and the InferenceService lists the adapter ready
+WAITING_FOR_OUTPUT = "WaitingForOutput"  # Published=False: the job succeeded but its output report was not seen yet
+WAITING_FOR_SERVICE = "WaitingForService"  # Published=False: serve.inferenceServiceName does not exist (create it, or set serve.create)
+SERVICE_CREATE_FAILED = "ServiceCreateFailed"  # Published=False: serve.create was refused by the API server (message says why)
+JOB_FAILED = "JobFailed"  # Published=False: the training failed, nothing to publish
 
 
 class ConditionStatus(str, enum.Enum):

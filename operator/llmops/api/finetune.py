@@ -238,9 +238,24 @@ class FinetuneJobSpec(SpecModel):
     run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Suspend, deadline and TTL.")
     template: PodTemplate = Field(default_factory=PodTemplate, description="The narrow part of the worker pods the user may shape.")
 
+    @model_validator(mode="after")
+    def _servable(self) -> "FinetuneJobSpec":
+        if self.serve is not None and self.output.mode != OutputMode.ADAPTER:
+            raise ValueError("serve needs output.mode adapter (a merged model is served by an InferenceService of its own)")
+        return self
 
-#: Spec fields frozen while the child training runs (they define the run).
-IMMUTABLE_WHILE_RUNNING = ("baseModel", "dataset", "method", "hyperparameters", "output", "nodes", "resources")
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            {"rule": "!has(self.serve) || !has(self.output.mode) || self.output.mode == 'adapter'",
+             "message": "serve needs output.mode adapter (a merged model is served by an InferenceService of its own)", "fieldPath": ".serve"}
+        )
+    )
+
+
+#: Spec fields frozen while the child training runs: they define the run, or they reach
+#: TrainingJob fields that are themselves immutable while it runs (image, procsPerNode,
+#: checkpoint), so an edit is refused here instead of failing every apply of the child.
+IMMUTABLE_WHILE_RUNNING = ("baseModel", "dataset", "method", "hyperparameters", "output", "image", "nodes", "procsPerNode", "resources", "checkpoint")
 
 
 def immutable_while_running_rules() -> list[dict[str, str]]:

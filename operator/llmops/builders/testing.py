@@ -8,6 +8,7 @@ import copy
 import dataclasses
 from typing import Any
 
+from llmops.api.finetune import FinetuneJob, parse_finetune_job
 from llmops.api.training import TrainingJob, parse_training_job
 from llmops.builders.training import pod_name
 from llmops.failures import ContainerFacts, PodConditionFacts, PodFacts
@@ -120,6 +121,56 @@ def example_job(name: str = "llama", backend: str = "volcano") -> JobBuilder:
             env=[{"name": "NCCL_DEBUG", "value": "WARN"}],
         )
     )
+
+
+class FinetuneJobBuilder:
+    """Fluent builder of a FinetuneJob body (a small LoRA job on PVCs by default);
+    ``build()`` parses it through the real model."""
+
+    def __init__(self, name: str, namespace: str = "ml") -> None:
+        self.body: dict[str, Any] = {
+            "apiVersion": "llmops.dev/v1alpha1",
+            "kind": "FinetuneJob",
+            "metadata": {"name": name, "namespace": namespace, "uid": EXAMPLE_UID, "generation": 1},
+            "spec": {
+                "baseModel": {"uri": "pvc://models/tiny"},
+                "dataset": {"uri": "pvc://data/train.jsonl", "textField": "text"},
+                "method": {"type": "lora", "lora": {"r": 4, "alpha": 8}},
+                "hyperparameters": {"maxSteps": 12},
+                "output": {"uri": "pvc://out/adapter"},
+            },
+        }
+
+    def spec(self, **kw: Any) -> "FinetuneJobBuilder":
+        """Set (or, for dict values, merge into) top-level spec sections."""
+        for key, value in kw.items():
+            if isinstance(value, dict) and isinstance(self.body["spec"].get(key), dict):
+                self.body["spec"][key] = {**self.body["spec"][key], **value}
+            else:
+                self.body["spec"][key] = value
+        return self
+
+    def serve(self, service: str, adapter: str | None = None, create: bool = False) -> "FinetuneJobBuilder":
+        serve: dict[str, Any] = {"inferenceServiceName": service, "create": create}
+        if adapter:
+            serve["adapterName"] = adapter
+        self.body["spec"]["serve"] = serve
+        return self
+
+    def annotate(self, **annotations: str) -> "FinetuneJobBuilder":
+        self.body["metadata"].setdefault("annotations", {}).update(annotations)
+        return self
+
+    def status(self, status: dict[str, Any]) -> "FinetuneJobBuilder":
+        self.body["status"] = status
+        return self
+
+    def build(self) -> FinetuneJob:
+        return parse_finetune_job(copy.deepcopy(self.body))
+
+
+def make_finetune_job(name: str, namespace: str = "ml") -> FinetuneJobBuilder:
+    return FinetuneJobBuilder(name, namespace)
 
 
 # --- pod facts ---------------------------------------------------------------------------------

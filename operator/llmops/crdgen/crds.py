@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from llmops.api import finetune, inference, training
 from llmops.api.common import API_GROUP, API_VERSION, OBJECT_NAME_PATTERN
-from llmops.api.conditions import PUBLISHED, READY, RUNNING, SUCCEEDED
+from llmops.api.conditions import FAILED, PUBLISHED, READY, RUNNING, SUCCEEDED
 from llmops.crdgen.schema import strip_defaults, to_structural
 
 CATEGORY = "llmops"
@@ -92,9 +92,12 @@ KINDS: tuple[KindInfo, ...] = (
             column("Step", "integer", ".status.progress.step", "Optimizer steps completed"),
             column("Total", "integer", ".status.progress.totalSteps", "Declared total steps"),
             column("Ckpt", "integer", ".status.checkpoint.step", "Step of the last committed checkpoint"),
+            column("Restarts", "integer", ".status.restarts.total", "Gang restarts of the child TrainingJob"),
+            column("Val Loss", "number", ".status.evaluation.validationLoss", "Latest validation loss"),
             condition_column("Running", RUNNING),
             condition_column("Succeeded", SUCCEEDED),
             condition_column("Published", PUBLISHED),
+            condition_column("Failed", FAILED, priority=1),
             column("Base", "string", ".spec.baseModel.uri", "Base model", priority=1),
             column("Output", "string", ".status.output.uri", "Published output", priority=1),
             AGE,

@@ -6,9 +6,10 @@ from llmops.controller import Controller
 
 
 def build_controller(kubeconfig: str | None = None, **options: object) -> Controller:
-    from llmops.handlers import inferenceservice, trainingjob
+    from llmops.handlers import finetunejob, inferenceservice, trainingjob
 
     controller = Controller(kubeconfig, **options)  # type: ignore[arg-type]
     controller.register("TrainingJob", "trainingjobs", trainingjob.reconcile)
+    controller.register("FinetuneJob", "finetunejobs", finetunejob.reconcile)
     controller.register("InferenceService", "inferenceservices", inferenceservice.reconcile)
     return controller

@@ -19,7 +19,13 @@ resume is exact with an adapter-sized checkpoint.
 
 Evaluation results go to ``results.json`` in the published artifact and, while running,
 to ``$LLMOPS_FINETUNE_RESULTS_FILE`` when set (rank 0 rewrites it atomically after every
-evaluation), because the progress report has no free-form fields.
+evaluation). Rank 0 also puts the dataset statistics, the evaluation summary and, once
+published, the output (uri, manifest digest, size, base revision) into the ``finetune``
+section of its progress report (``llmops.api.progress.FinetuneReport``): that is how the
+FinetuneJob's status learns them. The report with the output is delivered (retried for up to
+``REPORT_TIMEOUT_SECONDS``) before rank 0 exits 0; if it cannot be, rank 0 exits
+``USER_ERROR`` so the operator restarts the gang, which resumes from the final checkpoint
+with zero steps left and publishes and reports again.
 
 Publishing (rank 0, after ``Session.finish``): the best weights (the last ones when no
 evaluation ran) are saved with ``save_pretrained(safe_serialization=True)`` (adapter, or
@@ -48,7 +54,17 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from llmops.api import runtime_env as E
-from llmops.api.finetune import FinetuneJobSpec, Lora, MethodType, OutputMode, Precision
+from llmops.api.finetune import (
+    DatasetStats,
+    EvaluationStatus,
+    FinetuneJobSpec,
+    Lora,
+    MethodType,
+    OutputMode,
+    OutputStatus,
+    Precision,
+)
+from llmops.api.progress import FinetuneReport
 from llmops_runtime import data as rdata
 from llmops_runtime.rng import seed_all
 from llmops_runtime.serve import manifest as M
@@ -60,6 +76,7 @@ from . import inputs as I
 RESULTS_FILE_ENV = E.FINETUNE_RESULTS_FILE
 RESULTS_NAME = "results.json"
 CARD_NAME = "README.md"
+REPORT_TIMEOUT_SECONDS = 60.0  # how long rank 0 retries delivering the output report before failing the attempt
 
 
 class TrainableState:
@@ -127,6 +144,27 @@ class EvalTracker:
             "earlyStopped": self.stopped,
             "history": self.history,
         }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def finetune_report(stats: dict[str, Any], tracker: "EvalTracker", output: dict[str, Any] | None = None) -> FinetuneReport:
+    """The ``finetune`` section of the progress report (pure): what the FinetuneJob status shows."""
+    ev = tracker.summary()
+    evaluation = None
+    if ev["baseValidationLoss"] is not None or tracker.history:
+        evaluation = EvaluationStatus(
+            base_validation_loss=_finite(ev["baseValidationLoss"]), validation_loss=_finite(ev["validationLoss"]),
+            perplexity=_finite(ev["perplexity"]), best_step=ev["bestStep"], best_validation_loss=_finite(ev["bestValidationLoss"]),
+        )
+    return FinetuneReport(
+        dataset=DatasetStats(examples=stats["examples"], validation_examples=stats["validationExamples"],
+                             tokens=stats["tokens"], sha256=stats["sha256"]),
+        evaluation=evaluation,
+        output=OutputStatus.model_validate(output) if output else None,
+    )
 
 
 def perplexity(loss: float | None) -> float | None:
@@ -399,6 +437,7 @@ def run(spec: FinetuneJobSpec, prepared: Prepared, session: Session, *, log_file
         if loss is not None:
             tracker.record(step, loss)
             results_file(step)
+            session.report_finetune(finetune_report(stats, tracker))
 
     def results_file(step: int) -> None:
         path = os.environ.get(RESULTS_FILE_ENV)
@@ -408,6 +447,7 @@ def run(spec: FinetuneJobSpec, prepared: Prepared, session: Session, *, log_file
     if start == 0 and val_seqs and tracker.base_loss is None:
         tracker.base_loss = validation_loss(model, val_seqs, pad_id, eval_batch, session.device, session.rank, session.world_size)
         results_file(0)
+    session.report_finetune(finetune_report(stats, tracker), urgent=True)
     log = open(f"{log_file}.rank{session.rank}", "a", encoding="utf-8") if log_file else None
     try:
         if not tracker.stopped:
@@ -448,7 +488,7 @@ def run(spec: FinetuneJobSpec, prepared: Prepared, session: Session, *, log_file
                     time.sleep(step_delay)
         if val_seqs and (not tracker.history or tracker.history[-1]["step"] != session.step) and not tracker.stopped:
             evaluate(session.step)  # e.g. resumed at the end, or epochs ended early
-        code = session.finish()
+        code = session.finish(keep_reporting=True)  # the output report comes after the final checkpoint
     finally:
         if log is not None:
             log.close()
@@ -469,6 +509,11 @@ def run(spec: FinetuneJobSpec, prepared: Prepared, session: Session, *, log_file
         path = os.environ.get(RESULTS_FILE_ENV)
         if path:
             _write_atomic_json(Path(path), results)
+        session.report_finetune(finetune_report(stats, tracker, output), urgent=True)
+    if not session.close_reporting(REPORT_TIMEOUT_SECONDS):
+        print(f"llmops finetune: the published output could not be reported to the operator within "
+              f"{REPORT_TIMEOUT_SECONDS:.0f}s; exiting {int(E.ExitCode.USER_ERROR)} so the job retries", file=sys.stderr, flush=True)
+        code = int(E.ExitCode.USER_ERROR)
     if session.world_size > 1 and dist.is_initialized():
         dist.barrier()  # no rank reports success before the artifact exists
     return code

@@ -1,0 +1,131 @@
+"""FinetuneJob reconcile: parse, observe (child TrainingJob, its progress Lease, the
+InferenceService named by serve), plan (pure), apply + prune, create the InferenceService when
+``serve.create`` asks, events, one status write.
+
+All decisions are in llmops.status.finetune.plan; this module only gathers facts and executes
+the plan through llmops.kube. The InferenceService is created, never applied: it is not a
+child (no owner), and once it exists its spec belongs to its users (the adapter reaches it
+through the publish contract, see llmops.status.finetune.published_adapters).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from llmops import API_VERSION
+from llmops.api import conditions as C
+from llmops.api.common import ApiValidationError
+from llmops.api.finetune import FinetuneJob, parse_finetune_job
+from llmops.api.inference import KIND as ISVC_KIND
+from llmops.builders import finetune as B
+from llmops.builders.training import lease_name
+from llmops.controller import Context
+from llmops.kube.children import controller_uid, list_owned, sync_children
+from llmops.kube.client import ApiError
+from llmops.kube.events import emit
+from llmops.status import finetune as S
+
+logger = logging.getLogger(__name__)
+KIND = "FinetuneJob"
+
+
+def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
+    kube = ctx.kube
+    body = kube.get(API_VERSION, KIND, namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None  # the child TrainingJob goes with its owner (garbage collection)
+    now = dt.datetime.fromtimestamp(ctx.clock(), dt.UTC)
+    try:
+        job = parse_finetune_job(body)
+    except ApiValidationError as exc:
+        _invalid(ctx, body, exc, now)
+        return None
+
+    owned = list_owned(kube, body, B.CHILD_KINDS)
+    tj_key = (API_VERSION, "TrainingJob", B.training_job_name(name))
+    child = owned.get(tj_key)
+    service = _service(ctx, job)
+    observed = S.Observed.from_objects(training_job=child, lease=_lease(ctx, namespace, child), inference_service=service)
+    result = S.plan(job, observed, now)
+
+    try:
+        sync = sync_children(kube, body, result.desired, owned, B.CHILD_KINDS)
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        # e.g. an edit the child refuses while it runs: report in the log, keep mirroring the child
+        logger.warning("FinetuneJob %s/%s: applying the TrainingJob was refused: %s", namespace, name, exc)
+        sync = None
+    if sync is not None and sync.foreign:
+        foreign = tuple(f"{kind}/{n}" for _, kind, n in sync.foreign)
+        observed = S.Observed.from_objects(training_job=child, lease=_lease(ctx, namespace, child),
+                                           inference_service=service, foreign_children=foreign)
+        result = S.plan(job, observed, now)
+
+    created, error = None, None
+    if result.create_service is not None:
+        created, error = _create_service(ctx, result.create_service)
+        observed = S.Observed(training_job=observed.training_job, report=observed.report, inference_service=created,
+                              service_create_error=error, foreign_children=observed.foreign_children)
+        result = S.plan(job, observed, now)
+
+    status = result.status.wire()
+    for event in result.events:
+        emit(kube, body, event.type, event.reason, event.message, event.key, now)
+    if created is not None and error is None:
+        svc = result.status.served.inference_service_name if result.status.served else ""
+        emit(kube, body, "Normal", "InferenceServiceCreated", f"created InferenceService {svc} for the base model (serve.create; not owned by this job)", f"create/{svc}", now)
+    if status != (body.get("status") or {}):
+        try:
+            kube.replace_status(API_VERSION, KIND, namespace, name, status, body["metadata"]["resourceVersion"])
+        except ApiError as exc:
+            if exc.status in (409, 422):  # the object moved under us: re-read at once
+                return 0.0
+            raise
+    return result.requeue_after
+
+
+def _service(ctx: Context, job: FinetuneJob) -> dict | None:
+    serve = job.spec.serve
+    if serve is None:
+        return None
+    return ctx.kube.get(API_VERSION, ISVC_KIND, job.metadata.namespace or "default", serve.inference_service_name)
+
+
+def _lease(ctx: Context, namespace: str, child: dict | None) -> dict | None:
+    """The child's progress Lease, when the child controls it (the report's owner check is in status)."""
+    if child is None:
+        return None
+    lease = ctx.kube.get("coordination.k8s.io/v1", "Lease", namespace, lease_name(child["metadata"]["name"]))
+    if lease is not None and controller_uid(lease) != child["metadata"].get("uid"):
+        return None
+    return lease
+
+
+def _create_service(ctx: Context, obj: dict) -> tuple[dict | None, str | None]:
+    """Create the InferenceService; (object, None), or (existing, None) after a race, or (None, why)."""
+    meta = obj["metadata"]
+    try:
+        return ctx.kube.create(obj), None
+    except ApiError as exc:
+        if exc.status == 409:  # someone else created it meanwhile: use theirs, never overwrite
+            return ctx.kube.get(API_VERSION, ISVC_KIND, meta["namespace"], meta["name"]), None
+        if exc.status in (400, 403, 422):
+            return None, (exc.message or exc.reason or str(exc))[:1024]
+        raise
+
+
+def _invalid(ctx: Context, body: dict, exc: ApiValidationError, now: dt.datetime) -> None:
+    """A CR that passed the CRD but not the typed model: Failed/InvalidSpec (a job's terminal
+    condition, as for TrainingJob; a fixed spec starts the job), one Event."""
+    meta = body["metadata"]
+    prev = body.get("status") or {}
+    message = "; ".join(f"{path}: {msg}" for path, msg in exc.errors)[:1024]
+    conds = [C.Condition.model_validate(c) for c in prev.get("conditions") or []]
+    conds = C.set_condition(conds, C.Condition(type=C.FAILED, status=C.ConditionStatus.TRUE, reason=C.INVALID_SPEC,
+                                               message=message, observed_generation=meta.get("generation")), now)
+    status = {**prev, "conditions": [c.wire() for c in conds], "observedGeneration": meta.get("generation")}
+    if status != prev:
+        emit(ctx.kube, body, "Warning", C.INVALID_SPEC, message, f"gen{meta.get('generation')}", now)
+        ctx.kube.replace_status(API_VERSION, KIND, meta["namespace"], meta["name"], status)
