@@ -95,9 +95,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         write_jsonl(pvc / "data" / "train.jsonl", [{"text": t} for t in corpus(80, 1)])
         write_jsonl(pvc / "data" / "bad.jsonl", [{"text": t} for t in corpus(20, 2)] + [{"content": "no text field"}])
         kube = Kube(load_api_client(sb.kubeconfig))
-        # The two 2-node jobs run one after the other: in the sandbox every pod is a process of
-        # one host, and torch's c10d store on rank 0 listens on all addresses at the fixed
-        # rendezvous port, so two multi-node gangs at once would meet each other's store.
+        # The two 2-node jobs run one after the other, so the two CPU cores serve one gang at a time.
         for body in (finetune_job("ft-ref", root, nodes=2, serve={"inferenceServiceName": "ft-serve", "create": True}),
                      finetune_job("ft-bad", root, dataset="bad.jsonl")):
             kube.apply(body)
