@@ -66,3 +66,34 @@ def test_cli_rejects_an_invalid_cr(tmp_path, capsys):
     bad.write_text(CR.read_text().replace("nodes: 4", "nodes: 0"))
     assert main(["render", "-f", str(bad)]) == 1
     assert "spec.nodes" in capsys.readouterr().err
+
+
+SAMPLES = HERE.parents[1] / "manifests" / "samples"
+
+
+def test_cli_renders_a_finetunejob_as_its_trainingjob_and_that_jobs_children(capsys):
+    assert main(["render", "-f", str(SAMPLES / "finetunejob-minimal.yaml")]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    (tj,) = [d for d in docs if d["kind"] == "TrainingJob"]
+    assert tj["metadata"]["ownerReferences"][0]["kind"] == "FinetuneJob"
+    (pod,) = [d for d in docs if d["kind"] == "Pod"]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    spec = yaml.safe_load(env["LLMOPS_FINETUNE_SPEC"])  # the FinetuneJob spec the runtime reads (JSON)
+    assert spec["baseModel"]["uri"] == yaml.safe_load((SAMPLES / "finetunejob-minimal.yaml").read_text())["spec"]["baseModel"]["uri"]
+    assert "llmops_runtime.finetune" in " ".join(pod["spec"]["containers"][0]["command"] + pod["spec"]["containers"][0].get("args", []))
+
+
+def test_cli_renders_an_inferenceservice(capsys):
+    assert main(["render", "-f", str(SAMPLES / "inferenceservice-minimal.yaml")]) == 0
+    docs = {d["kind"]: d for d in yaml.safe_load_all(capsys.readouterr().out)}
+    assert {"Deployment", "Service", "PodDisruptionBudget"} <= set(docs)
+    server = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    args = " ".join(server.get("command", []) + server.get("args", []))
+    assert "--load-format safetensors" in args and "--trust-remote-code" not in args
+
+
+def test_cli_names_the_kinds_it_renders(tmp_path, capsys):
+    other = tmp_path / "cm.yaml"
+    other.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    assert main(["render", "-f", str(other)]) == 2
+    assert "TrainingJob, FinetuneJob, InferenceService" in capsys.readouterr().err
