@@ -178,7 +178,7 @@ def pods(kube: Kube, name: str, live_only: bool = False) -> list[dict]:
 
 
 def wait_running(kube: Kube, name: str, timeout: float = 120.0) -> dict:
-    return eventually(lambda: (t := get(kube, name)) and has(t, "Running") and t, timeout)
+    return eventually(lambda: (t := get(kube, name)) and has(t, "Running") and t, timeout=timeout)
 
 
 def finish(kube: Kube, name: str) -> None:
