@@ -109,18 +109,57 @@ def test_trust_remote_code_only_when_allowed():
     assert "--trust-remote-code" in a
 
 
-def test_lora_settings_and_adapter_fetch():
+def test_lora_settings_and_adapter_agent():
     s = svc(adapters=[{"name": "sql", "uri": "s3://ad/sql"}, {"name": "ft", "fromFinetuneJob": "tune"}], engine={"maxLoras": 8})
     objs = B.build_inference_children(s, B.BuildInputs())
     c = server(objs)
-    assert "--enable-lora" in c["args"] and flag(c["args"], "--max-loras") == "2"
+    # the limit comes from engine.maxLoras, never from the number of adapters
+    assert "--enable-lora" in c["args"] and flag(c["args"], "--max-loras") == "8" and flag(c["args"], "--max-cpu-loras") == "8"
     assert {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"} in c["env"]
-    inits = deployment(objs)["spec"]["template"]["spec"]["initContainers"]
-    assert [i["name"] for i in inits] == ["fetch-model", "fetch-adapter-0"]  # unresolved finetune adapter: not fetched
-    assert flag(inits[1]["command"], "--link") == "chat-lora-sql"
-    objs = B.build_inference_children(s, B.BuildInputs(adapter_uris={"ft": "s3://out/tune"}))
-    inits = deployment(objs)["spec"]["template"]["spec"]["initContainers"]
-    assert flag(inits[2]["command"], "--uri") == "s3://out/tune"
+    pod = deployment(objs)["spec"]["template"]["spec"]
+    assert [i["name"] for i in pod["initContainers"]] == ["fetch-model"]  # adapters are not fetched by init containers
+    agent = pod["containers"][1]
+    assert agent["name"] == "adapter-agent" and agent["command"][:3] == ["python", "-m", "llmops_runtime.serve.adapters"]
+    assert flag(agent["command"], "--port") == "8001" and flag(agent["command"], "--cache-dir") == B.CACHE_DIR
+    assert flag(agent["command"], "--max-adapters") == "8"
+    assert {"mountPath": B.CACHE_DIR, "name": B.CACHE_VOLUME} in agent["volumeMounts"]
+    assert "readinessProbe" not in agent and agent["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_pod_template_does_not_depend_on_the_adapter_list():
+    one = svc(adapters=[{"name": "a", "uri": "s3://ad/a"}])
+    two = svc(adapters=[{"name": "a", "uri": "s3://ad/a"}, {"name": "b", "uri": "s3://ad/b"}])
+    published = B.BuildInputs(adapter_uris={"a": "s3://ad/a", "c": "s3://out/c"})
+    templates = [deployment(B.build_inference_children(s, i))["spec"]["template"]
+                 for s, i in ((one, B.BuildInputs()), (two, B.BuildInputs()), (one, published))]
+    assert templates[0] == templates[1] == templates[2]
+    # LoRA off without adapters (auto); engine.lora enabled keeps it on, so the first adapter restarts nothing
+    assert "--enable-lora" not in server(B.build_inference_children(svc(), B.BuildInputs()))["args"]
+    assert len(deployment(B.build_inference_children(svc(), B.BuildInputs()))["spec"]["template"]["spec"]["containers"]) == 1
+    enabled = svc(engine={"lora": "enabled"})
+    assert deployment(B.build_inference_children(enabled, B.BuildInputs()))["spec"]["template"] == \
+        deployment(B.build_inference_children(svc(engine={"lora": "enabled"}, adapters=[{"name": "a", "uri": "s3://ad/a"}]), B.BuildInputs()))["spec"]["template"]
+    # a FinetuneJob's adapter alone switches LoRA on (auto)
+    assert "--enable-lora" in server(B.build_inference_children(svc(), B.BuildInputs(adapter_uris={"c": "s3://out/c"})))["args"]
+
+
+def test_adapter_paths_change_with_the_source():
+    p = B.adapter_path("chat", "sql", "s3://ad/sql")
+    assert p.startswith(B.CACHE_DIR + "/lora-chat-sql-") and p == B.adapter_path("chat", "sql", "s3://ad/sql")
+    assert p != B.adapter_path("chat", "sql", "s3://ad/sql-v2") != B.adapter_path("chat", "sql", "s3://ad/sql", "e" * 64)
+
+
+def test_pvc_adapters_mount_their_claim():
+    objs = B.build_inference_children(svc(), B.BuildInputs(adapter_uris={"c": "pvc://outputs/c"}))
+    pod = deployment(objs)["spec"]["template"]["spec"]
+    assert {"name": "source-0", "persistentVolumeClaim": {"claimName": "outputs", "readOnly": True}} in pod["volumes"]
+    assert {"mountPath": "/mnt/pvc/outputs", "name": "source-0", "readOnly": True} in pod["containers"][1]["volumeMounts"]
+
+
+def test_adapter_agent_resources_keep_the_qos_class():
+    objs = B.build_inference_children(svc(resources={"gpus": 1, "cpu": "4", "memory": "32Gi"}, engine={"lora": "enabled"}), B.BuildInputs())
+    agent = deployment(objs)["spec"]["template"]["spec"]["containers"][1]
+    assert agent["resources"]["requests"] == agent["resources"]["limits"] == B.ADAPTER_AGENT_RESOURCES
 
 
 def test_fetch_init_container_pins_and_pickle():

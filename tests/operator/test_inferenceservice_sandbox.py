@@ -4,10 +4,17 @@ fetcher (from the sandbox's S3 server) and the vLLM stand-in (a test double: the
 annotated ``llmops.dev/serve-command: standin``).
 
 Covers: a tiny safetensors model becomes Ready with the verified digest; a pickle-only model
-gives ModelCached=False/PickleNotAllowed naming the file; raising the queue on the stand-in
+gives ModelCached=False/PickleNotAllowed naming the file, a model whose file does not match its
+llmops-manifest.json ModelDigestMismatch naming the file; raising the queue on the stand-in
 (its test-only /standin/load endpoint) scales the Deployment up one step per load time (maxStep 1,
 at least the measured load time apart) without passing maxReplicas, and never writes the CR spec;
-when the queue empties it scales down to minReplicas only after the hold.
+when the queue empties it scales down to minReplicas only after the hold. Two replicas on the
+created cache PVC download the model once (the other fetch is a cache hit); LoRA adapters load
+into every replica through the adapter-agent sidecar, a second one without replacing any pod,
+a replaced pod gets them again, and more than engine.maxLoras gives AdaptersReady
+False/AdapterLimitExceeded. A revision whose pods fail (a maxModelLen beyond the KV cache) is
+Degraded/InsufficientGPUMemory with vLLM's text while the old pod keeps serving (maxSurge 1,
+maxUnavailable 0), and the builtin autoscaler does not add replicas meanwhile.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
+from llmops_runtime.serve import manifest as M
+
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.deployments import HASH_LABEL, plan_pods
 from llmops.sandbox.run import DEFAULT_BUCKET, Sandbox
@@ -30,6 +39,7 @@ from llmops.status.inference import REQUEUE_SECONDS
 
 API = "llmops.dev/v1alpha1"
 NS = "default"
+ADAPTERS = ("sql", "legal", "extra")
 
 
 def eventually(fn, timeout: float = 90.0, interval: float = 0.2):  # noqa: ANN001, ANN201
@@ -54,9 +64,19 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
                           aws_secret_access_key=sb.s3_env["AWS_SECRET_ACCESS_KEY"], region_name=sb.s3_env["AWS_REGION"])
         weights = save({"embed.weight": np.arange(64, dtype=np.float32).reshape(8, 8)})
         config = json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}).encode()
-        for key, data in (("models/tiny/model.safetensors", weights), ("models/tiny/config.json", config),
-                          ("models/pickled/pytorch_model.bin", b"\x80\x04not really a pickle"),
-                          ("models/pickled/config.json", config)):
+        # a manifest whose sha256 for model.safetensors is wrong (the size is right)
+        entries = {"config.json": M.Entry(M.digest(config), len(config)), "model.safetensors": M.Entry("0" * 64, len(weights))}
+        objects = [("models/tiny/model.safetensors", weights), ("models/tiny/config.json", config),
+                   ("models/pickled/pytorch_model.bin", b"\x80\x04not really a pickle"), ("models/pickled/config.json", config),
+                   ("models/badsum/model.safetensors", weights), ("models/badsum/config.json", config),
+                   ("models/badsum/" + M.DEFAULT_NAME, M.render(entries))]
+        for i, name in enumerate(ADAPTERS):
+            cfg = json.dumps({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"], "peft_type": "LORA"}).encode()
+            lora = save({"base_model.model.q_proj.lora_A.weight": np.full((8, 8), i, dtype=np.float32)})
+            files = {"adapter_config.json": cfg, "adapter_model.safetensors": lora}
+            files[M.DEFAULT_NAME] = M.render({k: M.Entry(M.digest(v), len(v)) for k, v in files.items()})
+            objects += [(f"adapters/{name}/{k}", v) for k, v in files.items()]
+        for key, data in objects:
             s3.upload_fileobj(io.BytesIO(data), DEFAULT_BUCKET, key)
         yield sb
 
@@ -83,6 +103,17 @@ def test_pickle_only_model_names_the_file(sandbox: Sandbox, kube: Kube) -> None:
     assert condition(svc, "Ready")["status"] == "False"
     assert condition(svc, "Degraded")["reason"] == "PickleNotAllowed"
     kube.delete(API, "InferenceService", NS, "pickled")
+
+
+def test_digest_mismatch_names_the_file(sandbox: Sandbox, kube: Kube) -> None:
+    kube.apply(service("badsum", "badsum"))
+    get = lambda: kube.get(API, "InferenceService", NS, "badsum")  # noqa: E731
+    svc = eventually(lambda: (o := get()) and condition(o, "ModelCached").get("reason") == "ModelDigestMismatch" and o)
+    mc = condition(svc, "ModelCached")
+    assert mc["status"] == "False" and mc["message"].startswith("model.safetensors: sha256 ")
+    assert "0" * 64 in mc["message"]  # the expected digest from the manifest
+    assert condition(svc, "Degraded")["reason"] == "ModelDigestMismatch"
+    kube.delete(API, "InferenceService", NS, "badsum")
 
 
 class ReplicaWatch:
@@ -169,6 +200,120 @@ def test_ready_then_scale_up_one_load_time_at_a_time(sandbox: Sandbox, kube: Kub
     decision = svc["status"]["lastScaleDecision"]
     assert decision["to"] == 1 and decision["from"] == 3 and decision["reason"].startswith("ScaleDown")
     assert eventually(lambda: len(kube.list("v1", "Pod", NS, svc["status"]["selector"])) == 1, timeout=90)
+
+
+def _ready_pods(kube: Kube, name: str) -> list[dict]:
+    pods = kube.list("v1", "Pod", NS, f"llmops.dev/owner-name={name},llmops.dev/role=server")
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+
+
+def _served(ip: str) -> set[str]:
+    with urllib.request.urlopen(f"http://{ip}:8000/v1/models", timeout=5) as r:
+        return {m["id"] for m in json.load(r)["data"]}
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+
+
+def test_adapters_load_without_restart_and_the_second_replica_hits_the_cache(sandbox: Sandbox, kube: Kube) -> None:
+    def lora(*names: str) -> dict:
+        return service("lora", "tiny", minReplicas=2, maxReplicas=2, cache={"size": "1Gi"}, engine={"maxLoras": 2},
+                       adapters=[{"name": n, "uri": f"s3://{DEFAULT_BUCKET}/adapters/{n}"} for n in names])
+
+    get = lambda: kube.get(API, "InferenceService", NS, "lora")  # noqa: E731
+
+    def adapters_ready(*names: str):  # noqa: ANN202
+        def check():  # noqa: ANN202
+            o = get()
+            st = {a["name"]: a for a in ((o or {}).get("status") or {}).get("adapters", [])}
+            return o if all(st.get(n, {}).get("ready") and st[n].get("loadedReplicas") == 2 for n in names) else None
+        return check
+
+    kube.apply(lora("sql"))
+    svc = eventually(lambda: (o := adapters_ready("sql")()) and condition(o, "AdaptersReady").get("status") == "True" and o, timeout=90)
+    assert condition(svc, "AdaptersReady")["reason"] == "AdaptersLoaded" and svc["status"]["readyReplicas"] == 2
+    pods = _ready_pods(kube, "lora")
+    assert len(pods) == 2
+    uids = {p["metadata"]["uid"] for p in pods}
+    # one shared cache (the created PVC): the model was downloaded once, the other fetch was a hit
+    fetches = sorted(next(c for c in p["status"]["initContainerStatuses"] if c["name"] == "fetch-model")["state"]["terminated"]["message"]
+                     for p in pods)
+    assert ["cache=hit" in m for m in fetches].count(True) == 1 and ["cache=miss" in m for m in fetches].count(True) == 1, fetches
+    assert all({"lora", "sql"} == _served(p["status"]["podIP"]) for p in pods)
+    out = _post(f"http://{pods[0]['status']['podIP']}:8000/v1/completions", {"model": "sql", "prompt": "select", "max_tokens": 2})
+    assert out["model"] == "sql"
+
+    # a second adapter: loaded on both replicas, no pod replaced
+    kube.apply(lora("sql", "legal"))
+    svc = eventually(lambda: (o := adapters_ready("sql", "legal")()) and condition(o, "AdaptersReady").get("status") == "True" and o, timeout=60)
+    pods = _ready_pods(kube, "lora")
+    assert {p["metadata"]["uid"] for p in pods} == uids
+    assert all({"lora", "sql", "legal"} == _served(p["status"]["podIP"]) for p in pods)
+
+    # more than engine.maxLoras: a clear condition, the first two stay loaded, no pod replaced
+    kube.apply(lora("sql", "legal", "extra"))
+    svc = eventually(lambda: (o := get()) and condition(o, "AdaptersReady").get("reason") == "AdapterLimitExceeded" and o, timeout=30)
+    msg = condition(svc, "AdaptersReady")["message"]
+    assert "engine.maxLoras allows 2 per replica" in msg and msg.endswith("not loaded: extra"), msg
+    extra = next(a for a in svc["status"]["adapters"] if a["name"] == "extra")
+    assert not extra["ready"] and "maxLoras" in extra["message"]
+    assert {p["metadata"]["uid"] for p in _ready_pods(kube, "lora")} == uids
+
+    # a replaced replica gets the adapters again
+    victim = sorted(pods, key=lambda p: p["metadata"]["name"])[0]
+    kube.delete("v1", "Pod", NS, victim["metadata"]["name"])
+
+    def replaced():  # noqa: ANN202
+        now = _ready_pods(kube, "lora")
+        fresh = [p for p in now if p["metadata"]["uid"] not in uids]
+        return fresh and len(now) == 2 and {"sql", "legal"} <= _served(fresh[0]["status"]["podIP"]) and fresh[0]
+
+    fresh = eventually(replaced, timeout=60)
+    assert "extra" not in _served(fresh["status"]["podIP"])
+    eventually(adapters_ready("sql", "legal"), timeout=30)
+    kube.delete(API, "InferenceService", NS, "lora")
+
+
+def test_failing_revision_leaves_the_old_one_serving(sandbox: Sandbox, kube: Kube) -> None:
+    auto = {"engine": "builtin", "signal": "queue", "target": 2, "scaleUp": {"maxStep": 1}}
+    spec = {"minReplicas": 1, "maxReplicas": 2, "autoscaling": auto, "rollout": {"maxSurge": 1, "maxUnavailable": 0}}
+    kube.apply(service("canary", "tiny", **spec))
+    get = lambda: kube.get(API, "InferenceService", NS, "canary")  # noqa: E731
+    eventually(lambda: (o := get()) and condition(o, "Ready").get("status") == "True" and o, timeout=60)
+    (old,) = _ready_pods(kube, "canary")
+    ip = old["status"]["podIP"]
+
+    # the new revision asks for a context its KV cache cannot hold (the stand-in, like vLLM,
+    # prints "... larger than the maximum number of tokens that can be stored in KV cache" and exits 1)
+    kube.apply(service("canary", "tiny", **spec, engine={"maxModelLen": 4_000_000}))
+    svc = eventually(lambda: (o := get()) and condition(o, "Degraded").get("status") == "True" and o, timeout=60)
+    dg = condition(svc, "Degraded")
+    assert dg["reason"] == "InsufficientGPUMemory", dg
+    assert "larger than the maximum number of tokens that can be stored in KV cache" in dg["message"], dg
+    assert condition(svc, "Ready")["status"] == "True"
+    # the old pod keeps serving
+    assert [p["metadata"]["uid"] for p in _ready_pods(kube, "canary")] == [old["metadata"]["uid"]]
+    assert _post(f"http://{ip}:8000/v1/completions", {"model": "canary", "prompt": "hi", "max_tokens": 2})["choices"]
+
+    # load on the old pod: the autoscaler would scale up, but not onto the failing revision
+    with ReplicaWatch(kube, "canary") as watch:
+        _post(f"http://{ip}:8000/standin/load", {"waiting": 40})
+        log = sandbox.workdir / "operator.log"
+        eventually(lambda: "canary: not scaling up 1 -> 2" in log.read_text(errors="replace"), timeout=REQUEUE_SECONDS + 10)
+    assert {w for w, _ in watch.samples} == {1}, watch.samples
+    ups = [e["message"] for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "canary" and e["reason"] == "ScalingUp"]
+    assert not ups, ups
+    assert [p["metadata"]["uid"] for p in _ready_pods(kube, "canary")] == [old["metadata"]["uid"]]
+    _post(f"http://{ip}:8000/standin/load", {"waiting": 0})
+
+    # back to the good revision: the failing pod goes, Degraded clears
+    kube.apply(service("canary", "tiny", **spec))
+    eventually(lambda: (o := get()) and condition(o, "Degraded").get("status") == "False" and o, timeout=60)
+    kube.delete(API, "InferenceService", NS, "canary")
 
 
 # --- the sandbox Deployment controller's pure pass (no sandbox needed) -------------------------

@@ -206,6 +206,13 @@ def test_failure_modes_print_vllms_text_and_exit_nonzero(model, fail, text) -> N
             assert "max seq len (8192)" in err
 
 
+def test_max_model_len_beyond_the_kv_cache_fails_like_vllm(model) -> None:
+    with standin(model, "--max-model-len", "4000000", "--gpu-memory-utilization", "0.45") as s:
+        _, err = s.proc.communicate(timeout=30)
+        assert s.proc.returncode == 1
+        assert f"max seq len (4000000) is larger than the maximum number of tokens that can be stored in KV cache ({S.kv_cache_tokens(0.45)})" in err
+
+
 @pytest.mark.parametrize(
     ("weights", "load_format", "ok"),
     [("safetensors", "safetensors", True), ("pickle", "safetensors", False), ("pickle", "auto", True), ("pickle", "pt", True), ("safetensors", "pt", False)],
@@ -237,14 +244,55 @@ def test_standin_accepts_the_rendered_flags() -> None:
     assert (a.tensor_parallel_size, a.max_num_seqs, a.max_loras, a.load_format, a.enable_prefix_caching) == (2, 64, 4, "safetensors", True)
 
 
+def _builder_renderings() -> list[list[str]]:
+    """``vllm serve`` arguments as the InferenceService builder renders them for a few specs
+    (defaults; every typed engine field; LoRA on; pickle allowed), the model path moved to --model."""
+    from llmops.api.inference import parse_inference_service
+    from llmops.builders import inference as B
+
+    engines = [
+        {},
+        {"tensorParallelSize": 2, "maxModelLen": 8192, "gpuMemoryUtilization": 0.85, "dtype": "bfloat16", "quantization": "awq",
+         "enablePrefixCaching": False, "maxNumSeqs": 64, "maxLoras": 8,
+         "extraArgs": [{"name": n} if n in ("--enforce-eager", "--disable-log-requests") else {"name": n, "value": v}
+                       for n, v in (("--max-num-batched-tokens", "8192"), ("--block-size", "16"), ("--swap-space", "4"),
+                                    ("--kv-cache-dtype", "fp8"), ("--enforce-eager", None), ("--seed", "1"), ("--max-lora-rank", "32"),
+                                    ("--scheduling-policy", "priority"), ("--disable-log-requests", None))]},
+    ]
+    out = []
+    for engine, model, lora in ((engines[0], {}, False), (engines[1], {"trustRemoteCode": True}, True),
+                                (engines[0], {"format": "pickle", "allowPickle": True}, True)):
+        svc = parse_inference_service({"apiVersion": "llmops.dev/v1alpha1", "kind": "InferenceService",
+                                       "metadata": {"name": "chat", "namespace": "ml", "uid": "u"},
+                                       "spec": {"model": {"uri": "s3://models/llama", **model}, "engine": engine,
+                                                "resources": {"gpus": 2}}})
+        args = B.server_args(svc, lora)
+        out.append(["--model", args[0], *args[1:]])
+    return out
+
+
+def test_standin_accepts_what_the_builder_renders() -> None:
+    for args in _builder_renderings():
+        S.build_parser().parse_args(args)
+
+
 def test_rendered_flags_parse_with_vllms_own_parser() -> None:
     vllm = pytest.importorskip("vllm", reason="vLLM is not installable here (needs CUDA); runs where vllm imports")
     from vllm.entrypoints.openai.cli_args import make_arg_parser  # type: ignore[import-not-found]
-    from vllm.utils import FlexibleArgumentParser  # type: ignore[import-not-found]
+
+    try:  # moved in later vLLM releases
+        from vllm.utils.argparse_utils import FlexibleArgumentParser  # type: ignore[import-not-found]
+    except ImportError:
+        from vllm.utils import FlexibleArgumentParser  # type: ignore[import-not-found,no-redef]
 
     parser = make_arg_parser(FlexibleArgumentParser())
     ns = parser.parse_args(RENDERED)
     assert ns.tensor_parallel_size == 2 and ns.max_num_seqs == 64 and ns.load_format == "safetensors", vllm.__version__
+    default, full, pickle = (parser.parse_args(a) for a in _builder_renderings())
+    assert default.load_format == "safetensors" and not default.enable_lora and default.served_model_name == ["chat"]
+    assert (full.tensor_parallel_size, full.max_model_len, full.max_num_seqs, full.max_loras, full.max_cpu_loras) == (2, 8192, 64, 8, 8)
+    assert full.enable_lora and full.trust_remote_code and full.enable_prefix_caching is False and full.quantization == "awq"
+    assert pickle.load_format == "auto"
 
 
 @pytest.mark.parametrize(("timeout", "drained"), [("10", True), ("0", False)])

@@ -59,6 +59,7 @@ def test_ready_service():
     assert (cond(st, C.MODEL_CACHED).status.value, cond(st, C.MODEL_CACHED).reason) == ("True", C.MODEL_VERIFIED)
     assert cond(st, C.DEGRADED).status.value == "False" and cond(st, C.PROGRESSING).status.value == "False"
     assert [c.type for c in st.conditions] == list(C.SERVING_TYPES)
+    assert (cond(st, C.ADAPTERS_READY).status.value, cond(st, C.ADAPTERS_READY).reason) == ("True", C.NO_ADAPTERS)
     assert st.url == "http://chat.ml.svc:8000/v1" and st.replicas == 1 and st.ready_replicas == 1 and st.desired_replicas == 1
     assert st.selector == "llmops.dev/owner-kind=InferenceService,llmops.dev/owner-name=chat,llmops.dev/role=server"
     assert st.model.uri == "s3://models/llama" and st.model.digest == f"sha256:{DIGEST}"
@@ -136,11 +137,86 @@ def test_load_seconds_last_and_p95():
     assert S.load_seconds((pod(),), ls) == ls  # none ready: keep
 
 
-def test_adapters_status():
+def ftj(name, service=None, uri=None, succeeded=True, adapter=None, sha=None):
+    spec = {"serve": {"inferenceServiceName": service, **({"adapterName": adapter} if adapter else {})}} if service else {}
+    status = {"conditions": [{"type": "Succeeded", "status": "True" if succeeded else "False"}]}
+    if uri:
+        status["output"] = {"uri": uri, **({"manifestSha256": sha} if sha else {})}
+    return {"metadata": {"name": name, "namespace": "ml"}, "spec": spec, "status": status}
+
+
+def test_wanted_adapters_merge_spec_and_finetune_jobs():
+    s = svc(adapters=[{"name": "sql", "uri": "s3://ad/sql"}, {"name": "ft", "fromFinetuneJob": "tune"},
+                      {"name": "later", "fromFinetuneJob": "running"}, {"name": "gone", "fromFinetuneJob": "nope"}],
+            engine={"maxLoras": 5})
+    jobs = [ftj("tune", uri="s3://out/tune", sha="e" * 64), ftj("running", succeeded=False, uri="s3://out/partial"),
+            ftj("legal-v2", "chat", uri="s3://out/legal", adapter="legal"), ftj("other", "other-svc", uri="s3://out/o"),
+            ftj("sql-again", "chat", uri="s3://out/sql2", adapter="sql")]  # spec wins the name
+    w = S.wanted_adapters(s, jobs)
+    assert [(a.name, a.uri, a.finetune_job, a.admitted) for a in w] == [
+        ("sql", "s3://ad/sql", None, True), ("ft", "s3://out/tune", "tune", True), ("later", None, "running", True),
+        ("gone", None, "nope", True), ("legal", "s3://out/legal", "legal-v2", True)]
+    assert w[1].manifest_sha256 == "e" * 64 and "no published output yet" in w[2].pending and "not found" in w[3].pending
+    # the per-replica limit admits the first maxLoras, in that order
+    assert [a.admitted for a in S.wanted_adapters(svc(adapters=[{"name": "a", "uri": "s3://xx/a"}], engine={"maxLoras": 1}),
+                                                  [ftj("j", "chat", uri="s3://out/j")])] == [True, False]
+
+
+def test_adapters_status_and_condition():
     s = svc(adapters=[{"name": "sql", "uri": "s3://ad/sql"}, {"name": "ft", "fromFinetuneJob": "tune"}])
-    st = S.compute_status(s, S.Observed(deployment=dep(), adapters={"sql": (True, "")}), NOW)
-    assert [(a.name, a.ready) for a in st.adapters] == [("sql", True), ("ft", False)]
+    w = S.wanted_adapters(s, [])
+    st = S.compute_status(s, S.Observed(deployment=dep(), wanted=w, adapters={"sql": S.AdapterState(replicas=2, loaded=2)}), NOW)
+    assert [(a.name, a.ready, a.loaded_replicas) for a in st.adapters] == [("sql", True, 2), ("ft", False, None)]
     assert "tune" in st.adapters[1].message
+    ar = cond(st, C.ADAPTERS_READY)
+    assert (ar.status.value, ar.reason) == ("False", C.ADAPTERS_LOADING) and "ft: FinetuneJob tune" in ar.message
+    # all loaded
+    s1 = svc(adapters=[{"name": "sql", "uri": "s3://ad/sql"}])
+    st = S.compute_status(s1, S.Observed(deployment=dep(), wanted=S.wanted_adapters(s1), adapters={"sql": S.AdapterState(2, 2)}), NOW)
+    assert (cond(st, C.ADAPTERS_READY).status.value, cond(st, C.ADAPTERS_READY).reason) == ("True", C.ADAPTERS_LOADED)
+    assert st.adapters[0].uri == "s3://ad/sql"
+    # one replica failed: the fetcher's reason and the file
+    bad = S.AdapterState(2, 1, failed="pod chat-b: ModelDigestMismatch: adapter_model.safetensors: sha256 aa != expected bb")
+    st = S.compute_status(s1, S.Observed(deployment=dep(), wanted=S.wanted_adapters(s1), adapters={"sql": bad}), NOW)
+    ar = cond(st, C.ADAPTERS_READY)
+    assert (ar.status.value, ar.reason) == ("False", C.ADAPTER_NOT_READY) and "adapter_model.safetensors" in ar.message
+    assert not st.adapters[0].ready and st.adapters[0].loaded_replicas == 1
+    # no adapters at all
+    assert cond(S.compute_status(svc(), S.Observed(deployment=dep()), NOW), C.ADAPTERS_READY).reason == C.NO_ADAPTERS
+
+
+def test_adapter_limit_is_a_clear_condition():
+    s = svc(adapters=[{"name": n, "uri": f"s3://ad/{n}"} for n in ("a", "b", "c")], engine={"maxLoras": 2})
+    w = S.wanted_adapters(s)
+    p = S.plan(s, S.Observed(deployment=dep(), wanted=w, adapters={"a": S.AdapterState(1, 1), "b": S.AdapterState(1, 1)}), NOW)
+    ar = cond(p.status, C.ADAPTERS_READY)
+    assert (ar.status.value, ar.reason) == ("False", C.ADAPTER_LIMIT_EXCEEDED)
+    assert "engine.maxLoras allows 2 per replica" in ar.message and ar.message.endswith("not loaded: c")
+    assert [(a.name, a.ready) for a in p.status.adapters] == [("a", True), ("b", True), ("c", False)]
+    assert "maxLoras" in p.status.adapters[2].message
+    assert any(e.type == "Warning" and e.reason == C.ADAPTER_LIMIT_EXCEEDED for e in p.events)
+
+
+def test_adapters_loading_requeues_soon():
+    s = svc(adapters=[{"name": "a", "uri": "s3://ad/a"}])
+    p = S.plan(s, S.Observed(deployment=dep(), wanted=S.wanted_adapters(s), adapters={"a": S.AdapterState(1, 0, loading="loading on pod x")}), NOW)
+    assert p.requeue_after == S.ADAPTER_REQUEUE_SECONDS and p.status.adapters[0].message == "loading on pod x"
+    p = S.plan(s, S.Observed(deployment=dep(), wanted=S.wanted_adapters(s), adapters={"a": S.AdapterState(1, 1)}), NOW)
+    assert p.requeue_after == S.REQUEUE_SECONDS
+
+
+def test_failing_new_revision_degrades_while_the_old_pod_serves():
+    """maxSurge rollout: the old pod is ready (ready == desired) but the new one fails: Degraded
+    quotes vLLM's line, and the autoscaler is told not to add replicas."""
+    text = "INFO starting\nValueError: The model's max seq len (4096) is larger than the maximum number of tokens that can be stored in KV cache (1024).\nINFO shutting down"
+    old, new = pod(name="chat-old", ready=True, fetch=OK_FETCH), pod(name="chat-new", fetch=OK_FETCH, server_exit=(1, text))
+    st = S.compute_status(svc(), S.Observed(deployment=dep(replicas=2, ready=1, updated=1), pods=(old, new), desired_replicas=1), NOW)
+    dg = cond(st, C.DEGRADED)
+    assert (dg.status.value, dg.reason) == ("True", S.INSUFFICIENT_GPU_MEMORY)
+    assert dg.message.startswith("pod chat-new: ValueError: The model's max seq len (4096)")
+    assert cond(st, C.READY).status.value == "True"
+    assert S.scale_up_blocked((old, new)) == "server pod(s) failing: chat-new"
+    assert S.scale_up_blocked((old, pod(name="loading", fetching=True))) is None
 
 
 def test_no_churn_and_transition_events():

@@ -31,10 +31,11 @@ READY = "Ready"  # serving status computer writes when readyReplicas >= min and 
 MODEL_CACHED = "ModelCached"  # serving status computer writes once the fetch/verify step committed the model to the cache; autoscaler reads
 PROGRESSING = "Progressing"  # serving status computer writes during rollouts and scaling; users read
 DEGRADED = "Degraded"  # serving status computer writes when fewer replicas than wanted are ready; alerts read
+ADAPTERS_READY = "AdaptersReady"  # serving status computer writes: every wanted LoRA adapter loaded on every ready replica; FinetuneJob publisher, users read
 
 JOB_TYPES = (QUEUED, RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED, STALLED, CHECKPOINT_FAILING)
 FINETUNE_TYPES = (*JOB_TYPES, PUBLISHED)
-SERVING_TYPES = (READY, MODEL_CACHED, PROGRESSING, DEGRADED)
+SERVING_TYPES = (READY, MODEL_CACHED, PROGRESSING, DEGRADED, ADAPTERS_READY)
 
 # --- reasons (CamelCase). Writer: the status computers; reader: users, alerts, tests ----------
 # placement
@@ -75,6 +76,12 @@ SCALING_DOWN = "ScalingDown"  # autoscaler lowered the replica count
 SCALED_TO_ZERO = "ScaledToZero"  # no replicas by opt-in scale-to-zero
 ROLLOUT_IN_PROGRESS = "RolloutInProgress"  # a new revision is rolling out
 ADAPTER_NOT_READY = "AdapterNotReady"  # a listed adapter failed to load
+ADAPTERS_LOADED = "AdaptersLoaded"  # AdaptersReady=True: every wanted adapter is loaded on every ready replica
+NO_ADAPTERS = "NoAdapters"  # AdaptersReady=True: the service has no adapters
+ADAPTERS_LOADING = "AdaptersLoading"  # AdaptersReady=False: being fetched/loaded, or waiting for a FinetuneJob's output or a ready replica
+ADAPTER_LIMIT_EXCEEDED = "AdapterLimitExceeded"  # AdaptersReady=False: more adapters wanted than engine.maxLoras allows per replica
+INSUFFICIENT_GPU_MEMORY = "InsufficientGPUMemory"  # Degraded=True: vLLM could not fit weights + KV cache (its CUDA OOM / KV cache text)
+SERVER_FAILED = "ServerFailed"  # Degraded=True: the server container exited for another reason
 # finetune
 TRAINING = "Training"  # the child TrainingJob runs
 PUBLISHING = "Publishing"  # output being written

@@ -116,6 +116,13 @@ class EngineQuantization(str, enum.Enum):
     BITSANDBYTES = "bitsandbytes"
 
 
+class LoraMode(str, enum.Enum):
+    """When vLLM's LoRA support is on (adapters then load at run time, without a restart)."""
+
+    AUTO = "auto"  # on while the service has adapters (spec.adapters or published by a FinetuneJob); switching it on restarts the replicas once
+    ENABLED = "enabled"  # always on: the first adapter (e.g. a FinetuneJob's) loads without a restart; vLLM reserves memory for maxLoras adapters
+
+
 class ExtraArgName(str, enum.Enum):
     """vLLM flags a user may add; everything else is rendered from typed fields or refused."""
 
@@ -149,7 +156,8 @@ class Engine(SpecModel):
     quantization: EngineQuantization = Field(default=EngineQuantization.NONE, description="Weight quantization the checkpoint uses.")
     enable_prefix_caching: bool = Field(default=True, description="Reuse KV cache across requests with a common prefix.")
     max_num_seqs: int | None = Field(default=None, ge=1, le=4096, description="Concurrent sequences per replica.")
-    max_loras: int = Field(default=4, ge=1, le=64, description="Adapters resident per replica.")
+    max_loras: int = Field(default=4, ge=1, le=64, description="Most adapters loaded per replica (vLLM --max-loras and --max-cpu-loras); adapters beyond it are not loaded and condition AdaptersReady says so.")
+    lora: LoraMode = Field(default=LoraMode.AUTO, description="auto: LoRA on while the service has adapters (turning it on restarts the replicas once); enabled: always on.")
     extra_args: list[ExtraArg] = Field(default_factory=list, max_length=16, json_schema_extra=keyed("name"), description="Allowlisted extra flags (keyed by name).")
 
 
@@ -324,17 +332,20 @@ class ResolvedModel(StatusModel):
 
 
 class AdapterStatus(StatusModel):
-    """Readiness of one adapter across replicas."""
+    """Readiness of one adapter across replicas (spec.adapters first, then those FinetuneJobs publish)."""
 
     name: Annotated[str, StringConstraints(max_length=63)] = Field(description="Adapter name.")
+    uri: Annotated[str, StringConstraints(max_length=2048)] | None = Field(default=None, description="Resolved location (a FinetuneJob's status.output.uri for fromFinetuneJob and published adapters).")
+    finetune_job: Annotated[str, StringConstraints(max_length=63)] | None = Field(default=None, description="FinetuneJob the adapter comes from, if any.")
     ready: bool = Field(default=False, description="Loaded on every ready replica.")
+    loaded_replicas: int | None = Field(default=None, ge=0, description="Ready replicas that have it loaded.")
     message: Annotated[str, StringConstraints(max_length=4096)] = Field(default="", description="Why not, when not ready.")
 
 
 class InferenceServiceStatus(StatusModel):
     """Observed state of an InferenceService."""
 
-    conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra=keyed("type"), description="Ready, ModelCached, Progressing, Degraded.")
+    conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra=keyed("type"), description="Ready, ModelCached, Progressing, Degraded, AdaptersReady.")
     observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation this status describes.")
     url: Annotated[str, StringConstraints(max_length=2048)] | None = Field(default=None, description="In-cluster base URL of the OpenAI-compatible API.")
     replicas: int | None = Field(default=None, ge=0, description="Current replicas (scale subresource statusReplicasPath).")
@@ -344,7 +355,7 @@ class InferenceServiceStatus(StatusModel):
     load_seconds: LoadSeconds | None = Field(default=None, description="Measured load time.")
     last_scale_decision: ScaleDecision | None = Field(default=None, description="Last replica change by the autoscaler.")
     model: ResolvedModel | None = Field(default=None, description="Resolved model.")
-    adapters: list[AdapterStatus] = Field(default_factory=list, max_length=32, json_schema_extra=keyed("name"), description="Per-adapter readiness.")
+    adapters: list[AdapterStatus] = Field(default_factory=list, max_length=64, json_schema_extra=keyed("name"), description="Per-adapter readiness: spec.adapters, then adapters FinetuneJobs publish into this service (at most 64 listed).")
 
 
 class InferenceService(BaseModel):

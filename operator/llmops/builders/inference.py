@@ -7,7 +7,11 @@ Pure and deterministic (no cluster, clock or randomness). The children of one se
   container runs vLLM's OpenAI server (``vllm serve``) on the cached copy. The cache is the
   PVC named in ``spec.cache.claimName``, a PVC ``<name>-model-cache`` the operator creates
   when ``spec.cache.size`` is set (shared by the replicas: the second one does not download
-  again), else an emptyDir per pod;
+  again), else an emptyDir per pod. With LoRA on, an ``adapter-agent`` sidecar
+  (``python -m llmops_runtime.serve.adapters``) fetches adapters with the same verified
+  fetcher and loads them into the local vLLM when the operator asks: the pod template does
+  not depend on the list of adapters, so adding or removing one restarts nothing (only
+  switching LoRA on, or an adapter on a PVC claim the pods do not mount yet, does);
 * a Service ``<name>`` on the server port;
 * a PodDisruptionBudget ``<name>-pdb`` (at most one server evicted at a time);
 * with ``autoscaling.engine`` hpa/keda: a HorizontalPodAutoscaler or KEDA ScaledObject
@@ -22,6 +26,7 @@ llmops_runtime.serve.standin`` (the test double of vLLM) with the same arguments
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +34,7 @@ from typing import Any
 
 from llmops.api import labels as L
 from llmops.api.common import GROUP_VERSION
-from llmops.api.inference import KIND, AutoscalingEngine, EngineQuantization, InferenceService, Signal
+from llmops.api.inference import KIND, AutoscalingEngine, EngineQuantization, InferenceService, LoraMode, Signal
 from llmops.builders.names import bounded_name
 
 DEFAULT_SERVER_IMAGE = "ghcr.io/llmops/llmops-server:0.1.0"  # vLLM + llmops_runtime (fetcher)
@@ -40,8 +45,12 @@ SERVE_COMMANDS = {
 }
 SERVER_CONTAINER = "server"
 FETCH_CONTAINER = "fetch-model"
+ADAPTER_AGENT_CONTAINER = "adapter-agent"
 SERVER_ROLE = "server"
 PORT = 8000
+ADAPTER_AGENT_PORT = 8001  # the sidecar's HTTP port (not in the Service: only the operator calls it)
+#: requests = limits of the sidecar when the server has resources (keeps the pod's QoS class).
+ADAPTER_AGENT_RESOURCES = {"cpu": "500m", "memory": "1Gi"}
 CACHE_VOLUME = "model-cache"
 CACHE_DIR = "/var/cache/llmops/models"
 DSHM_VOLUME = "dshm"
@@ -94,16 +103,23 @@ def model_link(name: str) -> str:
     return bounded_name(name, f"-{MODEL_LINK}")
 
 
-def adapter_link(name: str, adapter: str) -> str:
-    return bounded_name(f"{name}-lora-{adapter}")
+def adapter_link(name: str, adapter: str, uri: str, manifest_sha256: str | None = None) -> str:
+    """Cache entry name of one adapter source: a new uri (or pin) is a new path, so the
+    operator sees from vLLM's ``/v1/models`` (``root``) whether the loaded copy is current."""
+    h = hashlib.sha256(f"{uri}\0{manifest_sha256 or ''}".encode()).hexdigest()[:12]
+    return f"lora-{name}-{adapter}-{h}"
 
 
 def model_path(name: str) -> str:
     return f"{CACHE_DIR}/{model_link(name)}"
 
 
-def adapter_path(name: str, adapter: str) -> str:
-    return f"{CACHE_DIR}/{adapter_link(name, adapter)}"
+def adapter_path(name: str, adapter: str, uri: str, manifest_sha256: str | None = None) -> str:
+    return f"{CACHE_DIR}/{adapter_link(name, adapter, uri, manifest_sha256)}"
+
+
+def adapter_agent_url(pod_ip: str) -> str:
+    return f"http://{pod_ip}:{ADAPTER_AGENT_PORT}"
 
 
 def url(svc: InferenceService) -> str:
@@ -119,7 +135,10 @@ class BuildInputs:
 
     replicas: int = 1  # Deployment replicas
     serve_command: str | None = None  # "vllm" / "standin"; None: the CR annotation, else vllm
-    adapter_uris: Mapping[str, str] = field(default_factory=dict)  # fromFinetuneJob adapters resolved to a uri
+    # Every adapter the service loads (spec.adapters resolved, plus those FinetuneJobs publish):
+    # name -> uri. Only whether there are any (LoRA on) and their pvc:// claims (mounted) shape
+    # the pod template; the list itself does not, so adapters come and go without a restart.
+    adapter_uris: Mapping[str, str] = field(default_factory=dict)
     model_bytes: int | None = None  # size of the model (from the fetch marker), if known
     load_bytes_per_second: float | None = None  # measured load rate, if known
     load_seconds_p95: float | None = None  # measured load time (start -> ready), if known
@@ -165,9 +184,15 @@ def serve_command(svc: InferenceService, inputs: BuildInputs) -> list[str]:
     return list(SERVE_COMMANDS[choice])
 
 
-def server_args(svc: InferenceService) -> list[str]:
-    """``vllm serve`` arguments rendered from the typed spec (no free-form flags)."""
-    spec, eng, model = svc.spec, svc.spec.engine, svc.spec.model
+def lora_enabled(svc: InferenceService, inputs: BuildInputs) -> bool:
+    """LoRA on: engine.lora enabled, or the service has adapters (listed, or published to it)."""
+    return svc.spec.engine.lora == LoraMode.ENABLED or bool(svc.spec.adapters) or bool(inputs.adapter_uris)
+
+
+def server_args(svc: InferenceService, lora: bool | None = None) -> list[str]:
+    """``vllm serve`` arguments rendered from the typed spec (no free-form flags). ``lora``:
+    whether LoRA is on (default: engine.lora enabled or spec.adapters non-empty)."""
+    eng, model = svc.spec.engine, svc.spec.model
     args = [
         model_path(svc.metadata.name),
         "--served-model-name", model.served_model_name or svc.metadata.name,
@@ -186,9 +211,12 @@ def server_args(svc: InferenceService) -> list[str]:
         args += ["--quantization", eng.quantization.value]
     if eng.max_num_seqs is not None:
         args += ["--max-num-seqs", str(eng.max_num_seqs)]
-    if spec.adapters:
-        args += ["--enable-lora", "--max-loras", str(min(eng.max_loras, len(spec.adapters))),
-                 "--max-cpu-loras", str(max(eng.max_loras, len(spec.adapters)))]
+    if lora is None:
+        lora = lora_enabled(svc, BuildInputs())
+    if lora:
+        # Fixed by engine.maxLoras, not by the number of adapters: the operator loads at most
+        # that many per replica, so the list can change without changing the pod template.
+        args += ["--enable-lora", "--max-loras", str(eng.max_loras), "--max-cpu-loras", str(eng.max_loras)]
     if model.trust_remote_code:
         args.append("--trust-remote-code")
     for extra in eng.extra_args:
@@ -238,9 +266,14 @@ def per_pod_resources(svc: InferenceService) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def _pvc_claims(svc: InferenceService) -> list[str]:
+def adapter_agent_args(svc: InferenceService) -> list[str]:
+    return ["python", "-m", "llmops_runtime.serve.adapters", "--port", str(ADAPTER_AGENT_PORT), "--cache-dir", CACHE_DIR,
+            "--server-port", str(PORT), "--max-adapters", str(svc.spec.engine.max_loras)]
+
+
+def _pvc_claims(svc: InferenceService, inputs: BuildInputs) -> list[str]:
     """Claims of pvc:// sources (model and adapters), sorted and unique."""
-    uris = [svc.spec.model.uri] + [a.uri for a in svc.spec.adapters if a.uri]
+    uris = [svc.spec.model.uri] + [a.uri for a in svc.spec.adapters if a.uri] + list(inputs.adapter_uris.values())
     return sorted({u[len("pvc://"):].split("/", 1)[0] for u in uris if u.startswith("pvc://")})
 
 
@@ -255,7 +288,7 @@ def _cache_volume(svc: InferenceService) -> dict[str, Any]:
 
 def build_pod_template(svc: InferenceService, inputs: BuildInputs) -> dict[str, Any]:
     spec, tmpl, name = svc.spec, svc.spec.template, svc.metadata.name
-    claims = _pvc_claims(svc)
+    claims = _pvc_claims(svc, inputs)
     shm: dict[str, Any] = {"medium": "Memory"}
     if spec.resources.shared_memory:
         shm["sizeLimit"] = spec.resources.shared_memory
@@ -288,21 +321,18 @@ def build_pod_template(svc: InferenceService, inputs: BuildInputs) -> dict[str, 
     model = spec.model
     inits = [fetcher(FETCH_CONTAINER, fetch_args(model.uri, CACHE_DIR, model_link(name), revision=model.revision,
                                                  manifest_sha256=model.manifest_sha256, allow_pickle=model.allow_pickle))]
-    for i, ad in enumerate(spec.adapters):
-        uri = ad.uri or inputs.adapter_uris.get(ad.name)
-        if uri:
-            inits.append(fetcher(f"fetch-adapter-{i}", fetch_args(uri, CACHE_DIR, adapter_link(name, ad.name))))
 
     res = per_pod_resources(svc)
+    lora = lora_enabled(svc, inputs)
     env = list(user_env)
-    if spec.adapters:
+    if lora:
         env.append({"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"})
     budget = startup_budget_seconds(inputs)
     server: dict[str, Any] = {
         "name": SERVER_CONTAINER,
         "image": image,
         "command": serve_command(svc, inputs),
-        "args": server_args(svc),
+        "args": server_args(svc, lora),
         "env": env,
         "ports": [{"containerPort": PORT, "name": "http", "protocol": "TCP"}],
         "resources": {"limits": dict(res), "requests": dict(res)} if res else {},
@@ -317,8 +347,19 @@ def build_pod_template(svc: InferenceService, inputs: BuildInputs) -> dict[str, 
     }
     if env_from:
         server["envFrom"] = env_from
+    containers = [server]
+    if lora:
+        # Adapters are fetched and loaded at run time by this sidecar (asked by the operator),
+        # never by init containers: the template stays the same when adapters change.
+        agent = fetcher(ADAPTER_AGENT_CONTAINER, adapter_agent_args(svc))
+        agent["ports"] = [{"containerPort": ADAPTER_AGENT_PORT, "name": "adapters", "protocol": "TCP"}]
+        # Liveness only: a stuck agent is restarted, but never takes the server out of the Service.
+        agent["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": "adapters"}, "periodSeconds": 10, "failureThreshold": 3}
+        if res:
+            agent["resources"] = {"limits": dict(ADAPTER_AGENT_RESOURCES), "requests": dict(ADAPTER_AGENT_RESOURCES)}
+        containers.append(agent)
     pod_spec: dict[str, Any] = {
-        "containers": [server],
+        "containers": containers,
         "enableServiceLinks": False,
         "initContainers": inits,
         "terminationGracePeriodSeconds": PRESTOP_SECONDS + DRAIN_SECONDS + GRACE_MARGIN_SECONDS,

@@ -5,11 +5,19 @@ With ``autoscaling.engine: builtin`` the operator runs ``llmops.autoscaling.deci
 function the fleet simulator runs) on each reconcile and puts the result on the Deployment's
 replicas (never on the CR spec). The policy state and the scrape history live in this process's
 memory, per service uid; a restarted operator starts from the current replica count. The
-reconcile requeues every REQUEUE_SECONDS to scrape.
+reconcile requeues every REQUEUE_SECONDS to scrape (and so picks up FinetuneJob outputs). It
+never adds replicas while a server pod is failing: they would run the same template.
+
+Adapters: the wanted set (``S.wanted_adapters``: spec.adapters plus what FinetuneJobs publish)
+is pushed into every ready replica: vLLM's ``/v1/models`` says what a replica has (and from
+which path); the pod's adapter agent (``llmops_runtime.serve.adapters``) is asked to unload
+what is not wanted, then to fetch-and-load what is missing (it answers at once; the next
+reconcile, ADAPTER_REQUEUE_SECONDS later while loading, sees the result).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -22,7 +30,7 @@ from dataclasses import dataclass, field
 from llmops import API_VERSION
 from llmops.api import conditions as C
 from llmops.api.common import ApiValidationError
-from llmops.api.inference import AutoscalingEngine, InferenceService, ScaleDecision, parse_inference_service
+from llmops.api.inference import AutoscalingEngine, InferenceService, LoraMode, ScaleDecision, parse_inference_service
 from llmops.autoscaling import AutoscaleInputs, Behaviour, FleetSample, PolicyState, SignalKind, decide, parse_vllm_metrics
 from llmops.autoscaling.metrics import replica_signal
 from llmops.autoscaling.policy import Reason
@@ -127,19 +135,32 @@ def _autoscale(svc: InferenceService, pods: list[S.PodView], current: int, now: 
     while mem.history and mem.history[0].time < now - HISTORY_SECONDS:
         mem.history.popleft()
     ready = sum(1 for p in pods if p.ready and not p.deleting)
-    # Loading: started (or only created) but not ready; replicas the Deployment has no pod for
-    # yet count as loading since now, so a pending scale-up is never repeated.
-    loading = [S._parse_time(p.start_time or p.created).timestamp() for p in pods  # noqa: SLF001
-               if not p.ready and not p.deleting and (p.start_time or p.created)]
-    live = sum(1 for p in pods if not p.deleting)
-    loading += [now] * max(0, current - live)
+    # Loading: started (or only created) but not ready, and not failing (a crash-looping pod is
+    # no capacity on its way). The policy's replicas must be the Deployment's: at most
+    # current - ready loading ones (the newest; a rollout's surge pod is no extra replica), and
+    # slots the Deployment has no pod for yet count as loading since now, so a pending
+    # scale-up is never repeated.
+    loading = sorted(S._parse_time(p.start_time or p.created).timestamp() for p in pods  # noqa: SLF001
+                     if not p.ready and not p.deleting and not p.failing and (p.start_time or p.created))
+    slots = max(0, current - ready)
+    loading = loading[len(loading) - min(slots, len(loading)):]
+    failing = sum(1 for p in pods if p.failing)
+    loading += [now] * max(0, slots - len(loading) - failing)
     loading = tuple(sorted(loading))
     ls = svc.status.load_seconds
     inputs = AutoscaleInputs(now=now, history=tuple(mem.history), ready_replicas=ready, loading_since=loading,
                              load_seconds_last=ls.last if ls else None, load_seconds_p95=ls.p95 if ls else None)
+    previous_scale_up = mem.state.last_scale_up_at
     decision, mem.state = decide(inputs, _behaviour(svc), mem.state)
     desired = current if decision.reason == Reason.NO_METRICS else decision.desired
     desired = max(svc.spec.min_replicas, min(svc.spec.max_replicas, desired))
+    blocked = S.scale_up_blocked(pods) if desired > current else None
+    if blocked:
+        # A new replica would run the failing template too: keep the count (and do not record
+        # a scale-up in the policy state, so the next healthy decision is not held back by it).
+        logger.info("%s/%s: not scaling up %d -> %d: %s", svc.metadata.namespace, svc.metadata.name, current, desired, blocked)
+        mem.state = dataclasses.replace(mem.state, last_scale_up_at=previous_scale_up)
+        return current, None
     if desired == current:
         return current, None
     when = C.rfc3339(dt.datetime.fromtimestamp(now, dt.UTC))
@@ -160,28 +181,69 @@ def _desired_replicas(svc: InferenceService, deployment: dict | None, pods: list
     return _autoscale(svc, pods, current, now)
 
 
-def _adapters(svc: InferenceService, pods: list[S.PodView], uris: dict[str, str]) -> dict[str, tuple[bool, str]]:
-    """Load missing adapters into every ready replica (vLLM's runtime LoRA API); readiness."""
-    if not svc.spec.adapters:
-        return {}
-    ready = [p for p in pods if p.ready and p.ip and not p.deleting]
-    out: dict[str, tuple[bool, str]] = {}
-    for a in svc.spec.adapters:
-        if not (a.uri or uris.get(a.name)):
+def _post_agent(ip: str, path: str, body: dict) -> tuple[int, dict]:
+    """(HTTP status, JSON body) of a call to a pod's adapter agent; HTTP errors are answers too."""
+    try:
+        return 200, json.loads(_http(f"{B.adapter_agent_url(ip)}{path}", body) or "{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read().decode(errors="replace") or "{}")
+        except ValueError:
+            return exc.code, {"message": str(exc)}
+
+
+def _sync_adapters(svc: InferenceService, pods: list[S.PodView], wanted: tuple[S.WantedAdapter, ...]) -> dict[str, S.AdapterState]:
+    """Make every ready replica hold exactly the admitted wanted adapters; their state."""
+    name = svc.metadata.name
+    want = {w.name: w for w in wanted if w.admitted and w.uri}
+    ready = sorted((p for p in pods if p.ready and p.ip and not p.deleting), key=lambda p: p.name)
+    if not wanted and svc.spec.engine.lora != LoraMode.ENABLED:
+        return {}  # LoRA off: no agent, nothing to load
+    loaded = dict.fromkeys(want, 0)
+    failed: dict[str, str] = {}
+    loading: dict[str, str] = {}
+    asked = 0
+    for p in ready:
+        try:
+            models = json.loads(_http(f"http://{p.ip}:{B.PORT}/v1/models")).get("data") or []
+        except (OSError, ValueError) as exc:
+            for n in want:
+                loading.setdefault(n, f"pod {p.name}: /v1/models: {exc}")
+            asked += 1
             continue
-        ok, msg = bool(ready), "" if ready else "no ready replica"
-        for p in ready:
-            base = f"http://{p.ip}:{B.PORT}"
-            try:
-                models = {m.get("id") for m in json.loads(_http(f"{base}/v1/models")).get("data", [])}
-                if a.name not in models:
-                    _http(f"{base}/v1/load_lora_adapter", {"lora_name": a.name, "lora_path": B.adapter_path(svc.metadata.name, a.name)})
-            except urllib.error.HTTPError as exc:
-                ok, msg = False, f"pod {p.name}: {exc.read().decode(errors='replace')[:500]}"
-            except OSError as exc:
-                ok, msg = False, f"pod {p.name}: {exc}"
-        out[a.name] = (ok, msg)
-    return out
+        asked += 1
+        served = {str(m.get("id")): str(m.get("root") or "") for m in models if m.get("parent")}
+        try:
+            for extra in sorted(set(served) - set(want)):  # unload first: the limit counts them
+                _post_agent(p.ip, "/adapters/unload", {"name": extra})
+            for n, w in want.items():
+                path = w.path(name)
+                if served.get(n) == path:
+                    loaded[n] += 1
+                    continue
+                body = {"name": n, "uri": w.uri, "path": path}
+                if w.manifest_sha256:
+                    body["manifestSha256"] = w.manifest_sha256
+                code, rec = _post_agent(p.ip, "/adapters", body)
+                if rec.get("state") == "failed" or code >= 400:
+                    why = f"{rec.get('reason')}: {rec.get('message')}" if rec.get("reason") else str(rec.get("message") or f"HTTP {code}")
+                    failed.setdefault(n, f"pod {p.name}: {why}")
+                else:
+                    loading.setdefault(n, f"loading on pod {p.name}")
+        except OSError as exc:  # the agent is not up yet (or gone): try again next time
+            for n in want:
+                if served.get(n) != want[n].path(name):
+                    loading.setdefault(n, f"pod {p.name}: adapter agent: {exc}")
+    return {n: S.AdapterState(replicas=asked, loaded=loaded[n], failed=failed.get(n, ""), loading=loading.get(n, "")) for n in want}
+
+
+def _finetune_jobs(kube, namespace: str) -> list[dict]:  # noqa: ANN001
+    """The namespace's FinetuneJobs (raw bodies: one invalid job must not break serving)."""
+    try:
+        return list(kube.list(API_VERSION, "FinetuneJob", namespace))
+    except ApiError as exc:
+        logger.debug("listing FinetuneJobs in %s failed: %s", namespace, exc)
+        return []
 
 
 def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
@@ -203,9 +265,9 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     deployment = next((o for (_, k, n), o in owned.items() if k == "Deployment" and n == B.deployment_name(name)), None)
     pods = [S.PodView.from_pod(p) for p in kube.list("v1", "Pod", namespace, B.selector_string(svc))]
     desired, decision = _desired_replicas(svc, deployment, pods, now_s)
-    uris = {a.name: a.uri for a in svc.spec.adapters if a.uri}
+    wanted = S.wanted_adapters(svc, _finetune_jobs(kube, namespace))
     observed = S.Observed(deployment=deployment, pods=tuple(pods), desired_replicas=desired, decision=decision,
-                          adapters=_adapters(svc, pods, uris), adapter_uris=uris)
+                          wanted=wanted, adapters=_sync_adapters(svc, pods, wanted))
     result = S.plan(svc, observed, now)
     sync_children(kube, body, result.desired, owned, kinds)
 

@@ -11,12 +11,24 @@ Conditions:
   file) when one failed; False/ModelFetching while fetching.
 * ``Ready``: True/ReplicasReady when at least min(desired, max(minReplicas, 1)) replicas are
   ready; False/ScaledToZero at zero desired; else False/ReplicasUnavailable.
-* ``Degraded``: True when fewer replicas than desired are ready and a pod failed: the fetch
-  reason, InsufficientGPUMemory for vLLM's out-of-memory / KV-cache-too-small text, or
-  ServerFailed; else False/ReplicasReady.
+* ``Degraded``: True when a replica is not ready because its pod failed (fewer ready than
+  desired, or a new revision's pod failing beside the old one that keeps serving): the fetch
+  reason, InsufficientGPUMemory for vLLM's out-of-memory / KV-cache-too-small text (the
+  message quotes vLLM's line), or ServerFailed; else False/ReplicasReady.
 * ``Progressing``: True/RolloutInProgress while the Deployment has not caught up with the
   template or the replica count; True/ScalingUp|ScalingDown right after an autoscaler
   change; else False/ReplicasReady.
+* ``AdaptersReady``: True/AdaptersLoaded when every wanted LoRA adapter is loaded on every
+  ready replica (True/NoAdapters without adapters); False/AdapterLimitExceeded when more are
+  wanted than ``engine.maxLoras`` allows per replica (the first maxLoras are loaded, the
+  message names the rest); False/AdapterNotReady when a load failed (the fetcher's reason or
+  vLLM's text); else False/AdaptersLoading.
+
+Wanted adapters (:func:`wanted_adapters`): ``spec.adapters`` in order (``uri``, or
+``fromFinetuneJob`` resolved from that FinetuneJob's ``status.output`` once its Succeeded
+condition is True), then every adapter FinetuneJobs of the namespace publish into this
+service (``llmops.status.finetune.published_adapter_details``), by name; a spec entry wins a
+name clash. The first ``engine.maxLoras`` are admitted. The operator never writes the spec.
 """
 
 from __future__ import annotations
@@ -32,9 +44,10 @@ from llmops.api.conditions import Condition, ConditionStatus
 from llmops.api.inference import AdapterStatus, InferenceService, InferenceServiceStatus, LoadSeconds, ResolvedModel, ScaleDecision
 from llmops.api.runtime_env import FETCH_OK_REASON, FETCH_REASONS, parse_termination_message
 from llmops.builders import inference as B
+from llmops.status.finetune import published_adapter_details
 
-INSUFFICIENT_GPU_MEMORY = "InsufficientGPUMemory"  # vLLM could not fit weights + KV cache
-SERVER_FAILED = "ServerFailed"  # the server container exited for another reason
+INSUFFICIENT_GPU_MEMORY = C.INSUFFICIENT_GPU_MEMORY
+SERVER_FAILED = C.SERVER_FAILED
 STABLE = "Stable"
 #: vLLM's stderr texts that mean "not enough GPU memory".
 GPU_MEMORY_TEXTS = (
@@ -44,8 +57,10 @@ GPU_MEMORY_TEXTS = (
     "No available memory for the cache blocks",
 )
 FETCH_FAILURE_REASONS = frozenset(v for v in FETCH_REASONS.values() if v != FETCH_OK_REASON)
-REQUEUE_SECONDS = 10.0  # metrics scrape cadence of the builtin autoscaler
+REQUEUE_SECONDS = 10.0  # metrics scrape cadence of the builtin autoscaler; FinetuneJob outputs are picked up as often
+ADAPTER_REQUEUE_SECONDS = 2.0  # while adapters load: look again soon
 MAX_MESSAGE = 1024
+MAX_ADAPTERS_LISTED = 64  # status.adapters bound
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,12 @@ class PodView:
     fetch: tuple[int, str] | None = None  # (exit code, termination message) of fetch-model
     fetching: bool = False
     server_failure: str | None = None  # last termination message of the server when it exited non-zero
+
+    @property
+    def failing(self) -> bool:
+        """Not ready because something failed (fetch or server), and not going away."""
+        fetch_failed = self.fetch is not None and self.fetch[0] != 0
+        return not self.ready and not self.deleting and (fetch_failed or bool(self.server_failure))
 
     @staticmethod
     def from_pod(pod: Mapping[str, Any]) -> "PodView":
@@ -96,6 +117,32 @@ class PodView:
 
 
 @dataclass(frozen=True)
+class WantedAdapter:
+    """One adapter the service should have loaded on every replica."""
+
+    name: str
+    uri: str | None  # None: not resolvable yet (``pending`` says why)
+    manifest_sha256: str | None = None  # pin (a FinetuneJob's status.output.manifestSha256)
+    finetune_job: str | None = None
+    pending: str = ""
+    admitted: bool = True  # within engine.maxLoras
+
+    def path(self, service: str) -> str | None:
+        """Where the replica loads it from (changes with uri/pin: see B.adapter_link)."""
+        return B.adapter_path(service, self.name, self.uri, self.manifest_sha256) if self.uri else None
+
+
+@dataclass(frozen=True)
+class AdapterState:
+    """One adapter across the ready replicas, as the reconcile found and pushed it."""
+
+    replicas: int = 0  # ready replicas looked at
+    loaded: int = 0  # of those, replicas vLLM lists it on (from the expected path)
+    failed: str = ""  # "pod P: Reason: detail" of a failed fetch/load
+    loading: str = ""  # what is under way / why not yet (agent unreachable, ...)
+
+
+@dataclass(frozen=True)
 class Observed:
     """Facts the reconcile gathered."""
 
@@ -103,8 +150,8 @@ class Observed:
     pods: tuple[PodView, ...] = ()
     desired_replicas: int = 1  # what the plan puts on the Deployment (autoscaler or fixed)
     decision: ScaleDecision | None = None  # a change made in this reconcile, if any
-    adapters: Mapping[str, tuple[bool, str]] = field(default_factory=dict)  # name -> (ready, message)
-    adapter_uris: Mapping[str, str] = field(default_factory=dict)
+    wanted: tuple[WantedAdapter, ...] = ()  # wanted_adapters(svc, FinetuneJobs of the namespace)
+    adapters: Mapping[str, AdapterState] = field(default_factory=dict)  # name -> state on the ready replicas
 
 
 @dataclass(frozen=True)
@@ -148,6 +195,95 @@ def load_seconds(pods: Sequence[PodView], previous: LoadSeconds | None) -> LoadS
 
 def gpu_memory_failure(text: str) -> bool:
     return any(t in text for t in GPU_MEMORY_TEXTS)
+
+
+def failure_line(text: str) -> str:
+    """The line of a server's last output that says why it died: vLLM's GPU-memory line when
+    there is one (its traceback may end with other lines), else the last non-empty line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if gpu_memory_failure(ln):
+            return ln
+    return lines[-1] if lines else ""
+
+
+def scale_up_blocked(pods: Sequence[PodView]) -> str | None:
+    """Why the autoscaler must not add replicas now: a server pod is failing (a new replica
+    would run the same template and fail the same way). None when scaling up may help."""
+    failing = sorted(p.name for p in pods if p.failing)
+    return f"server pod(s) failing: {', '.join(failing[:3])}" if failing else None
+
+
+# --- adapters ----------------------------------------------------------------------------------
+
+
+def _succeeded(body: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == C.SUCCEEDED and c.get("status") == "True" for c in (body.get("status") or {}).get("conditions") or [])
+
+
+def wanted_adapters(svc: InferenceService, finetune_job_bodies: Sequence[Mapping[str, Any]] = ()) -> tuple[WantedAdapter, ...]:
+    """The effective adapter set (see the module docstring); pure, order-stable."""
+    jobs = {(b.get("metadata") or {}).get("name"): b for b in finetune_job_bodies}
+    out: list[WantedAdapter] = []
+    for a in svc.spec.adapters:
+        if a.uri:
+            out.append(WantedAdapter(a.name, a.uri))
+            continue
+        job = a.from_finetune_job
+        body = jobs.get(job)
+        output = ((body or {}).get("status") or {}).get("output") or {}
+        if body is None:
+            out.append(WantedAdapter(a.name, None, finetune_job=job, pending=f"FinetuneJob {job} not found in the namespace"))
+        elif not _succeeded(body) or not output.get("uri"):
+            out.append(WantedAdapter(a.name, None, finetune_job=job, pending=f"FinetuneJob {job} has no published output yet"))
+        else:
+            out.append(WantedAdapter(a.name, str(output["uri"]), output.get("manifestSha256") or None, finetune_job=job))
+    listed = {a.name for a in svc.spec.adapters}
+    for name, pub in published_adapter_details(finetune_job_bodies, svc.metadata.name).items():
+        if name not in listed:  # the service's own spec wins a name clash
+            out.append(WantedAdapter(name, pub.uri, pub.manifest_sha256, finetune_job=pub.finetune_job))
+    limit = svc.spec.engine.max_loras
+    return tuple(WantedAdapter(w.name, w.uri, w.manifest_sha256, w.finetune_job, w.pending, i < limit) for i, w in enumerate(out))
+
+
+def _adapter_statuses(wanted: Sequence[WantedAdapter], states: Mapping[str, AdapterState], limit: int) -> list[AdapterStatus]:
+    out = []
+    for w in wanted[:MAX_ADAPTERS_LISTED]:
+        st = states.get(w.name)
+        ready, loaded, msg = False, None, ""
+        if not w.admitted:
+            msg = f"not loaded: {len(wanted)} adapters wanted, engine.maxLoras allows {limit} per replica"
+        elif w.uri is None:
+            msg = w.pending
+        elif st is None or st.replicas == 0:
+            msg = "no ready replica to load it into"
+        else:
+            loaded = st.loaded
+            ready = st.loaded == st.replicas
+            msg = "" if ready else (st.failed or st.loading or f"loading: {st.loaded}/{st.replicas} replicas have it")
+        out.append(AdapterStatus(name=w.name, uri=w.uri, finetune_job=w.finetune_job, ready=ready,
+                                 loaded_replicas=loaded, message=msg[:MAX_MESSAGE]))
+    return out
+
+
+def _adapters_condition(wanted: Sequence[WantedAdapter], statuses: Sequence[AdapterStatus], states: Mapping[str, AdapterState],
+                        limit: int, gen: int | None) -> Condition:
+    if not wanted:
+        return _cond(C.ADAPTERS_READY, True, C.NO_ADAPTERS, "no adapters", gen)
+    over = [w.name for w in wanted if not w.admitted]
+    if over:
+        return _cond(C.ADAPTERS_READY, False, C.ADAPTER_LIMIT_EXCEEDED,
+                     f"{len(wanted)} adapters wanted but engine.maxLoras allows {limit} per replica; "
+                     f"not loaded: {', '.join(over)}", gen)
+    failed = [(w.name, states[w.name].failed) for w in wanted if w.name in states and states[w.name].failed]
+    if failed:
+        name, why = failed[0]
+        return _cond(C.ADAPTERS_READY, False, C.ADAPTER_NOT_READY, f"adapter {name}: {why}", gen)
+    waiting = [s for s in statuses if not s.ready]
+    if not waiting:
+        replicas = max((st.replicas for st in states.values()), default=0)
+        return _cond(C.ADAPTERS_READY, True, C.ADAPTERS_LOADED, f"{len(wanted)} adapter(s) loaded on {replicas} ready replica(s)", gen)
+    return _cond(C.ADAPTERS_READY, False, C.ADAPTERS_LOADING, "; ".join(f"{s.name}: {s.message}" for s in waiting[:4]), gen)
 
 
 def _cond(type_: str, status: bool | None, reason: str, message: str, gen: int | None) -> Condition:
@@ -200,12 +336,14 @@ def compute_status(svc: InferenceService, observed: Observed, now: dt.datetime) 
         failure_reason, failure_msg = fetch_reason, fetch_msg
     else:
         for p in sorted(pods, key=lambda p: p.name):
-            if p.server_failure and not p.ready:
+            if p.server_failure and not p.ready and not p.deleting:
                 text = p.server_failure.strip()
                 failure_reason = INSUFFICIENT_GPU_MEMORY if gpu_memory_failure(text) else SERVER_FAILED
-                failure_msg = f"pod {p.name}: {text.splitlines()[-1] if text else ''}"
+                failure_msg = f"pod {p.name}: {failure_line(text)}"
                 break
-    if ready < desired and failure_reason:
+    # A failing pod degrades the service when replicas are missing, and also when it belongs
+    # to a new revision that cannot come up while the old pods keep serving (maxSurge).
+    if failure_reason and (ready < desired or any(p.failing for p in pods)):
         wanted.append(_cond(C.DEGRADED, True, failure_reason, failure_msg, gen))
     else:
         wanted.append(_cond(C.DEGRADED, False, C.REPLICAS_READY, f"{ready}/{desired} replicas ready", gen))
@@ -221,6 +359,10 @@ def compute_status(svc: InferenceService, observed: Observed, now: dt.datetime) 
     else:
         wanted.append(_cond(C.PROGRESSING, False, STABLE, f"{replicas} replicas at the current revision", gen))
 
+    limit = spec.engine.max_loras
+    adapters = _adapter_statuses(observed.wanted, observed.adapters, limit)
+    wanted.append(_adapters_condition(observed.wanted, adapters, observed.adapters, limit, gen))
+
     conditions = list(prev.conditions)
     for c in wanted:
         conditions = C.set_condition(conditions, c, now)
@@ -229,12 +371,6 @@ def compute_status(svc: InferenceService, observed: Observed, now: dt.datetime) 
 
     model_uri = spec.model.uri + (f"@{spec.model.revision}" if spec.model.revision else "")
     digest = fields.get("digest") or (prev.model.digest if prev.model and prev.model.uri == model_uri else None)
-    adapters = []
-    for a in spec.adapters:
-        ok, msg = observed.adapters.get(a.name, (False, "not loaded yet"))
-        if a.from_finetune_job and a.name not in observed.adapter_uris and not a.uri:
-            ok, msg = False, f"FinetuneJob {a.from_finetune_job} has no published output yet"
-        adapters.append(AdapterStatus(name=a.name, ready=ok, message="" if ok else msg[:MAX_MESSAGE]))
 
     return InferenceServiceStatus(
         conditions=conditions,
@@ -261,7 +397,8 @@ def _events(before: Sequence[Condition], after: Sequence[Condition], decision: S
         if c.type == C.PROGRESSING and c.reason in (C.SCALING_UP, C.SCALING_DOWN):
             continue  # the scale decision has its own event below
         warning = (c.type == C.DEGRADED and c.status == ConditionStatus.TRUE) or (
-            c.type == C.MODEL_CACHED and c.reason in FETCH_FAILURE_REASONS)
+            c.type == C.MODEL_CACHED and c.reason in FETCH_FAILURE_REASONS) or (
+            c.type == C.ADAPTERS_READY and c.reason in (C.ADAPTER_NOT_READY, C.ADAPTER_LIMIT_EXCEEDED))
         out.append(Event("Warning" if warning else "Normal", c.reason, f"{c.type}={c.status.value}: {c.message}"[:MAX_MESSAGE]))
     if decision is not None and decision.to != decision.from_:
         reason = C.SCALING_UP if decision.to > decision.from_ else C.SCALING_DOWN
@@ -274,8 +411,12 @@ def plan(svc: InferenceService, observed: Observed, now: dt.datetime) -> Plan:
     status = compute_status(svc, observed, now)
     inputs = B.BuildInputs(
         replicas=observed.desired_replicas,
-        adapter_uris=dict(observed.adapter_uris),
+        adapter_uris={w.name: w.uri for w in observed.wanted if w.uri and w.admitted},
         load_seconds_p95=status.load_seconds.p95 if status.load_seconds else None,
     )
     desired = B.build_inference_children(svc, inputs)
-    return Plan(status=status, desired=desired, events=_events(svc.status.conditions, status.conditions, observed.decision))
+    # Look again soon only while a ready replica is loading an adapter (not while replicas start).
+    loading = any(st.loaded < st.replicas and not st.failed for st in observed.adapters.values())
+    requeue = ADAPTER_REQUEUE_SECONDS if loading else REQUEUE_SECONDS
+    return Plan(status=status, desired=desired, events=_events(svc.status.conditions, status.conditions, observed.decision),
+                requeue_after=requeue)

@@ -28,6 +28,9 @@ Stand-in-only knobs (environment):
 ``LLMOPS_STANDIN_MAX_NUM_SEQS``    overrides ``--max-num-seqs`` (default 256, vLLM's)
 ``LLMOPS_STANDIN_FAIL``            ``kv-cache``: die after loading with vLLM's "not enough KV
                                    cache memory" error; ``cuda-oom``: CUDA out of memory
+``LLMOPS_STANDIN_KV_CACHE_TOKENS``  tokens the pretend KV cache holds at
+                                   ``--gpu-memory-utilization 0.9`` (scaled linearly; default
+                                   1048576); a ``--max-model-len`` above it dies as vLLM does
 ``LLMOPS_STANDIN_WAITING``         synthetic requests added to num_requests_waiting
 =================================  ==========================================================
 
@@ -63,6 +66,8 @@ SERVICE_RATE = "LLMOPS_STANDIN_SERVICE_RATE"
 MAX_NUM_SEQS = "LLMOPS_STANDIN_MAX_NUM_SEQS"
 FAIL = "LLMOPS_STANDIN_FAIL"
 WAITING = "LLMOPS_STANDIN_WAITING"
+KV_CACHE_TOKENS = "LLMOPS_STANDIN_KV_CACHE_TOKENS"
+DEFAULT_KV_CACHE_TOKENS = 1 << 20
 
 VERSION = "0.0.0+llmops-standin"
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
@@ -115,9 +120,15 @@ class LoadError(Exception):
     """The model directory cannot be served; the text mirrors vLLM's."""
 
 
-def kv_cache_failure_text(max_model_len: int) -> str:
+def kv_cache_tokens(gpu_memory_utilization: float) -> int:
+    """Tokens the pretend KV cache holds (more GPU memory for vLLM, more cache)."""
+    base = int(os.environ.get(KV_CACHE_TOKENS) or DEFAULT_KV_CACHE_TOKENS)
+    return max(16, int(base * gpu_memory_utilization / 0.9))
+
+
+def kv_cache_failure_text(max_model_len: int, fits: int | None = None) -> str:
     """vLLM's message when the KV cache cannot hold one sequence of max_model_len."""
-    fits = max(16, max_model_len // 4)
+    fits = max(16, max_model_len // 4) if fits is None else fits
     return (
         f"ValueError: The model's max seq len ({max_model_len}) is larger than the maximum number of tokens "
         f"that can be stored in KV cache ({fits}). Try increasing `gpu_memory_utilization` or decreasing "
@@ -415,8 +426,9 @@ async def serve(args: argparse.Namespace) -> int:
         except TimeoutError:
             pass
         fail = env.get(FAIL, "")
-        if fail == "kv-cache":
-            print(kv_cache_failure_text(max_model_len), file=sys.stderr, flush=True)
+        capacity = kv_cache_tokens(args.gpu_memory_utilization)
+        if fail == "kv-cache" or max_model_len > capacity:
+            print(kv_cache_failure_text(max_model_len, None if fail == "kv-cache" else capacity), file=sys.stderr, flush=True)
             return 1
         if fail == "cuda-oom":
             print(CUDA_OOM_TEXT, file=sys.stderr, flush=True)
