@@ -55,6 +55,7 @@ class _Memory:
     history: deque = field(default_factory=lambda: deque(maxlen=256))
     last_scrape: dict[str, dict[str, float]] = field(default_factory=dict)  # pod -> parsed metrics
     completed: float = 0.0  # cumulative vllm:request_success_total increases over pods
+    loads_recorded: set[str] = field(default_factory=set)  # pods whose load time went into the histogram
 
 
 _MEMORY: dict[tuple[str, str, str], _Memory] = {}
@@ -270,6 +271,7 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
                           wanted=wanted, adapters=_sync_adapters(svc, pods, wanted))
     result = S.plan(svc, observed, now)
     sync_children(kube, body, result.desired, owned, kinds)
+    _record_metrics(ctx, svc, pods, decision)
 
     status = result.status.wire()
     rv = body["metadata"].get("resourceVersion")
@@ -283,6 +285,21 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
                 return 0.0
             raise
     return result.requeue_after
+
+
+def _record_metrics(ctx: Context, svc: InferenceService, pods: list[S.PodView], decision: ScaleDecision | None) -> None:
+    """Each replica's measured load time once (per operator process), each replica change once."""
+    ns, name = svc.metadata.namespace or "default", svc.metadata.name
+    mem = _memory(ns, name, svc.metadata.uid or "")
+    for p in pods:
+        seconds = S.pod_load_seconds(p) if p.ready else None
+        if seconds is not None and p.name not in mem.loads_recorded:
+            ctx.metrics.model_load_seconds.labels(ns, name).observe(seconds)
+            mem.loads_recorded.add(p.name)
+    mem.loads_recorded &= {p.name for p in pods}  # forget replaced pods (bounded memory)
+    if decision is not None:
+        direction = "up" if decision.to > decision.from_ else "down"
+        ctx.metrics.scale_decisions.labels(ns, name, direction, decision.reason.split(" (")[0]).inc()
 
 
 def _invalid(ctx: Context, body: dict, exc: ApiValidationError, now: dt.datetime) -> None:
