@@ -88,6 +88,7 @@ class SessionConfig(BaseModel):
     keep: int = Field(default=3, ge=1, description="Committed checkpoints retained.")
     max_age_seconds: float | None = Field(default=None, ge=0, description="Storage failures tolerated this long.")
     resume_from: str | None = Field(default=None, description="Operator's hint: the checkpoint it saw committed.")
+    continue_other_runs: bool = Field(default=False, description="resumePolicy Continue: another run's checkpoints may be resumed.")
     total_steps: int | None = Field(default=None, ge=0, description="Declared total, for ETA.")
     progress_interval: float = Field(default=5.0, gt=0, description="Seconds between progress publications.")
     omit: frozenset[str] = Field(default=frozenset(), description="Test-only: state parts not saved.")
@@ -110,6 +111,7 @@ class SessionConfig(BaseModel):
             keep=num(E.CHECKPOINT_KEEP, int, 3),
             max_age_seconds=num(E.CHECKPOINT_MAX_AGE_SECONDS, float, None),
             resume_from=env.get(E.RESUME_FROM) or None,
+            continue_other_runs=env.get(E.RESUME_POLICY) == "Continue",
             total_steps=num(E.TOTAL_STEPS, int, None) or None,
             progress_interval=num(E.PROGRESS_INTERVAL_SECONDS, float, 5.0),
             omit=omit,
@@ -243,6 +245,7 @@ class Session:
             manager = CheckpointManager(
                 open_store(config.checkpoint_uri), config.run_id, config.attempt, rank, world_size,
                 keep_last=config.keep, max_age_seconds=config.max_age_seconds,
+                continue_other_runs=config.continue_other_runs,
             )
         reporter = None
         if rank == 0:
@@ -329,8 +332,12 @@ class Session:
             self._report(urgent=True)
             return 0
         from llmops_runtime.checkpoint import CheckpointError
+        from llmops_runtime.checkpoint.manager import OwnedByAnotherRun
 
-        candidates = [info for info in self.manager.candidates() if self.manager.verify(info)]
+        try:
+            candidates = [info for info in self.manager.candidates() if self.manager.verify(info)]
+        except OwnedByAnotherRun as error:  # never resume, overwrite or collect someone else's run
+            _die(RuntimeExit(ExitCode.CONFIG_ERROR, f"CheckpointOwnedByAnotherRun: {error}"))
         try:
             choose_resume_point(candidates[0] if candidates else None, self.config.resume_from, self.world_size)
         except RuntimeExit as error:

@@ -4,7 +4,8 @@ processes), checkpoints to the sandbox's S3 server, and kubectl for the user's s
 
 Covers: a job trains to Succeeded; a worker killed mid-run causes exactly one gang restart
 that resumes from the last committed step (lost work <= the checkpoint interval); no rank
-ever has two live pods; printer columns show the facts.
+ever has two live pods; printer columns show the facts; a deleted and re-created job never
+takes another run's checkpoints over unless resumePolicy says Continue (scenario 21).
 """
 
 from __future__ import annotations
@@ -115,3 +116,36 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(sandbox: Sandbox) ->
     events = [e for e in kube.list("v1", "Event", "default") if e["involvedObject"]["name"] == "resume"]
     restarts = [e for e in events if "restarting the gang" in e["message"]]
     assert len(restarts) == 1, [(e["reason"], e["message"]) for e in events]  # one Event per transition
+
+
+def test_recreated_job_never_silently_takes_over_and_continues_when_asked(sandbox: Sandbox) -> None:
+    """Reliability scenario 21: a job deleted mid-run (an Argo CD prune) and re-created with the
+    same name and checkpoint uri. By default (resumePolicy SameRun) the new object fails at once
+    with CheckpointOwnedByAnotherRun and the old checkpoints stay; with resumePolicy Continue it
+    continues from the deleted job's newest checkpoint."""
+    kube = Kube(load_api_client(sandbox.kubeconfig))
+    get = lambda: kube.get("llmops.dev/v1alpha1", "TrainingJob", "default", "again")  # noqa: E731
+    manifest = sample("again", total_steps=40, step_delay=0.1)
+    kubectl(sandbox, "apply", "-f", "-", stdin=manifest)
+    saved = eventually(lambda: ((get().get("status") or {}).get("checkpoint") or {}).get("step", 0) >= 10 and get()["status"]["checkpoint"])
+    kubectl(sandbox, "delete", "tj", "again", "--wait=true")
+    eventually(lambda: not kube.list("v1", "Pod", "default", "llmops.dev/job-name=again"), timeout=60)
+
+    kubectl(sandbox, "apply", "-f", "-", stdin=manifest)  # the same manifest again
+    failed = eventually(lambda: (t := get()) and is_true(t, "Failed") and t)
+    cond = next(c for c in failed["status"]["conditions"] if c["type"] == "Failed")
+    assert cond["reason"] == "ConfigError" and "CheckpointOwnedByAnotherRun" in cond["message"], cond
+    assert "resumePolicy: Continue" in cond["message"]
+    assert (failed["status"].get("restarts") or {}).get("total", 0) == 0
+
+    kubectl(sandbox, "delete", "tj", "again", "--wait=true")
+    body = yaml.safe_load(manifest)
+    body["spec"]["checkpoint"]["resumePolicy"] = "Continue"
+    kubectl(sandbox, "apply", "-f", "-", stdin=yaml.safe_dump(body))
+
+    # rank 0 reports at once where it resumed: the new object's first progress is not step 0
+    first = eventually(lambda: ((get() or {}).get("status") or {}).get("progress"), timeout=60)
+    done = eventually(lambda: (t := get()) and (is_true(t, "Succeeded") or is_true(t, "Failed")) and t, timeout=240)
+    assert is_true(done, "Succeeded"), done["status"]["conditions"]
+    assert done["status"]["progress"]["step"] == 40
+    assert first["step"] >= saved["step"], (first, saved)  # the deleted job's work is kept

@@ -325,6 +325,13 @@ class Credentials(SpecModel):
     )
 
 
+class ResumePolicy(str, enum.Enum):
+    """Whose checkpoints at ``checkpoint.uri`` a job may resume."""
+
+    SAME_RUN = "SameRun"  # only this object's (its uid); another run's checkpoints there fail the job, untouched
+    CONTINUE = "Continue"  # also the newest one an earlier object left (a deleted and re-created job continues)
+
+
 class Checkpoint(SpecModel):
     """Step-level checkpoints: sharded, committed by manifest then pointer, resumed after restarts."""
 
@@ -337,6 +344,12 @@ class Checkpoint(SpecModel):
         description="While saves fail, keep training as long as the last good checkpoint is younger than this.",
     )
     credentials: Credentials | None = Field(default=None, description="Storage credentials (S3 only).")
+    resume_policy: ResumePolicy = Field(
+        default=ResumePolicy.SAME_RUN,
+        description="SameRun: resume only checkpoints this object wrote; if the uri holds another run's (a deleted "
+                    "job's), fail with CheckpointOwnedByAnotherRun and touch nothing. Continue: also continue from "
+                    "the newest checkpoint another run left there (same world size), keeping it until a newer commit.",
+    )
 
     @model_validator(mode="after")
     def _trigger(self) -> "Checkpoint":

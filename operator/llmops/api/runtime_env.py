@@ -32,6 +32,7 @@ CHECKPOINT_EVERY_SECONDS = "LLMOPS_CHECKPOINT_EVERY_SECONDS"  # 0 = not time-tri
 CHECKPOINT_KEEP = "LLMOPS_CHECKPOINT_KEEP"  # keep-last-K retention
 CHECKPOINT_MAX_AGE_SECONDS = "LLMOPS_CHECKPOINT_MAX_AGE_SECONDS"  # storage errors tolerated while the last good checkpoint is younger
 RESUME_FROM = "LLMOPS_RESUME_FROM"  # checkpoint id the operator saw committed (hint; verified by the runtime)
+RESUME_POLICY = "LLMOPS_RESUME_POLICY"  # "SameRun" (default) or "Continue": may another run's checkpoints be resumed
 
 # --- progress channel -------------------------------------------------------------------------
 PROGRESS_LEASE = "LLMOPS_PROGRESS_LEASE"  # coordination.k8s.io Lease rank 0 renews with progress

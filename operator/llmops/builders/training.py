@@ -260,6 +260,7 @@ def worker_env(job: TrainingJob, rank: int, inputs: BuildInputs) -> list[dict[st
             _env(E.CHECKPOINT_EVERY_STEPS, ck.every_steps or 0),
             _env(E.CHECKPOINT_EVERY_SECONDS, ck.every_seconds or 0),
             _env(E.CHECKPOINT_KEEP, ck.keep_last),
+            _env(E.RESUME_POLICY, ck.resume_policy.value),
         ]
         if ck.max_age_seconds is not None:
             env.append(_env(E.CHECKPOINT_MAX_AGE_SECONDS, ck.max_age_seconds))

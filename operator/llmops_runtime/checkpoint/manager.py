@@ -77,6 +77,10 @@ class CheckpointError(Exception):
     (the runtime exits with ``ExitCode.CHECKPOINT_UNRECOVERABLE``), or a load failed."""
 
 
+class OwnedByAnotherRun(CheckpointError):
+    """The prefix's pointer names another run and this run may not continue it (SameRun)."""
+
+
 class CheckpointCorrupt(CheckpointError):
     """A committed checkpoint's files are missing or do not match its manifest."""
 
@@ -179,6 +183,7 @@ class CheckpointManager:
         keep_last: int = 3,
         max_age_seconds: float | None = None,
         barrier_timeout: float = 600,
+        continue_other_runs: bool = False,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
@@ -192,6 +197,9 @@ class CheckpointManager:
         self.keep_last = keep_last
         self.max_age_seconds = max_age_seconds
         self.barrier_timeout = barrier_timeout
+        #: resumePolicy Continue: another run's checkpoints at this prefix may be resumed and
+        #: stay kept (never garbage-collected) until newer commits push them out
+        self.continue_other_runs = continue_other_runs
         #: wall-clock time (time.time()) of the first failure since the last success
         self.failing_since: float | None = None
         self.last_error: str | None = None
@@ -381,7 +389,11 @@ class CheckpointManager:
                     return None
                 kept = [e for e in cur.get("kept", []) if int(e["step"]) < info.step]
             elif cur is not None:
-                log.warning("pointer belonged to run %s; this run %s takes the prefix over", cur.get("run_id"), self.run_id)
+                if not self.continue_other_runs:
+                    refusal.append(f"the prefix holds run {cur.get('run_id')}'s checkpoints (resumePolicy SameRun): not taking it over")
+                    return None
+                log.warning("pointer belonged to run %s; this run %s continues it", cur.get("run_id"), self.run_id)
+                kept = [e for e in cur.get("kept", []) if int(e["step"]) < info.step]
             entry = _entry_json(info)
             pointer = {"format": POINTER_FORMAT, **entry, "kept": [entry, *kept][: self.keep_last]}
             return json.dumps(pointer, indent=1).encode()
@@ -422,7 +434,11 @@ class CheckpointManager:
         if pointer is not None and pointer.get("run_id") == self.run_id:
             return [_info_from(e, self.store) for e in pointer.get("kept", [])]
         if pointer is not None:
-            return []  # the prefix holds another run's checkpoints: never resume them
+            if self.continue_other_runs:  # resumePolicy Continue: the earlier run's kept checkpoints
+                return [_info_from(e, self.store) for e in pointer.get("kept", [])]
+            raise OwnedByAnotherRun(
+                f"{self.store.uri} holds checkpoints of another run ({pointer.get('run_id')}, newest step "
+                f"{pointer.get('step')}); set spec.checkpoint.resumePolicy: Continue to continue them, or use another uri")
         found: list[CheckpointInfo] = []
         for key in self.store.list():
             if not _MANIFEST_RE.match(key):

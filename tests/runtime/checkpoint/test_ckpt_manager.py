@@ -24,7 +24,7 @@ from llmops_runtime.checkpoint import (
     Store,
     open_store,
 )
-from llmops_runtime.checkpoint.manager import POINTER_KEY, checkpoint_id
+from llmops_runtime.checkpoint.manager import POINTER_KEY, OwnedByAnotherRun, checkpoint_id
 
 
 def make_state(seed: int, n: int = 1000) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def mgr(uri: str, attempt: int = 0, rank: int = 0, world: int = 1, run: str = "r
 def committed_files(store: Store) -> dict[str, str]:
     """sha256 of every file of every committed checkpoint (manifest included)."""
     out: dict[str, str] = {}
-    m = CheckpointManager(store, "run-1", 0, 0, 1)
+    m = CheckpointManager(store, "reader", 0, 0, 1, continue_other_runs=True)  # whoever's they are
     for info in m.candidates():
         out[info.manifest] = hashlib.sha256(store.read(info.manifest)).hexdigest()
         for key in json.loads(store.read(info.manifest))["files"]:
@@ -197,13 +197,38 @@ def test_corruption_falls_back_to_previous(store_uri: str, what: str) -> None:
     assert found is not None and found[0].step == 1 and same(found[1], make_state(1))
 
 
-def test_other_runs_are_never_resumed(store_uri: str) -> None:
+def test_another_runs_checkpoints_are_refused_and_left_untouched(store_uri: str) -> None:
+    """resumePolicy SameRun (default): a re-created job meets the deleted job's checkpoints.
+    It neither resumes them silently nor takes the prefix over (which would let retention
+    delete them): it is told why, and every committed byte stays."""
     a = mgr(store_uri, run="run-a")
     a.save(9, make_state(9)).result()
+    before = committed_files(a.store)
     b = mgr(store_uri, run="run-b")
-    assert b.latest() is None and b.candidates() == []
-    a.store.delete_prefix(POINTER_KEY)  # even when scanning manifests
-    assert b.latest() is None
+    with pytest.raises(OwnedByAnotherRun, match="run-a.*newest step 9.*resumePolicy: Continue"):
+        b.candidates()
+    assert b.save(20, make_state(20)).result() is None and "SameRun" in (b.last_error or "")  # refused, reported
+    assert json.loads(a.store.read(POINTER_KEY))["run_id"] == "run-a"
+    assert {k: v for k, v in committed_files(a.store).items() if k in before} == before
+    a.store.delete_prefix(POINTER_KEY)  # no pointer: the manifest scan still finds only own runs
+    assert [i.run_id for i in b.candidates()] in ([], ["run-b"]) and mgr(store_uri, run="run-c").latest() is None
+
+
+def test_continue_resumes_another_run_and_keeps_it_until_newer_commits(store_uri: str) -> None:
+    a = mgr(store_uri, run="run-a")
+    a.save(9, make_state(9)).result()
+    b = mgr(store_uri, run="run-b", keep_last=2, continue_other_runs=True)
+    found = b.load_latest()
+    assert found is not None and (found[0].step, found[0].run_id) == (9, "run-a") and same(found[1], make_state(9))
+    b.save(12, make_state(12)).result()
+    b.wait()
+    pointer = json.loads(b.store.read(POINTER_KEY))
+    assert pointer["run_id"] == "run-b" and [e["step"] for e in pointer["kept"]] == [12, 9]
+    assert b.load(b.candidates()[1]) is not None  # run-a's checkpoint is still there, verified
+    b.save(15, make_state(15)).result()
+    b.wait()
+    assert [e["step"] for e in json.loads(b.store.read(POINTER_KEY))["kept"]] == [15, 12]
+    assert not [k for k in b.store.list() if k.startswith(checkpoint_id(9))]  # pushed out by retention only now
 
 
 def test_same_step_is_noop_and_older_step_refused(store_uri: str) -> None:
