@@ -46,6 +46,7 @@ from llmops.api import labels as L
 from llmops.api import training as T
 from llmops.api.common import GROUP_VERSION
 from llmops.api.finetune import KIND, FinetuneJob
+from llmops.builders import ownership
 from llmops.builders.inference import SERVE_COMMAND_ANNOTATION
 from llmops.builders.names import bounded_name
 from llmops.builders.training import PVC_ROOT
@@ -71,18 +72,11 @@ def adapter_name(job: FinetuneJob) -> str:
 
 
 def owner_reference(job: FinetuneJob) -> dict[str, Any]:
-    return {
-        "apiVersion": GROUP_VERSION,
-        "blockOwnerDeletion": True,
-        "controller": True,
-        "kind": KIND,
-        "name": job.metadata.name,
-        "uid": job.metadata.uid or "",
-    }
+    return ownership.owner_reference(KIND, job.metadata)
 
 
 def owner_labels(job: FinetuneJob) -> dict[str, str]:
-    return {L.MANAGED_BY: L.MANAGED_BY_VALUE, L.PART_OF: KIND, L.OWNER_NAME: job.metadata.name}
+    return ownership.owner_labels(KIND, job.metadata.name)
 
 
 def runtime_spec_json(job: FinetuneJob) -> str:

@@ -35,6 +35,7 @@ from typing import Any
 from llmops.api import labels as L
 from llmops.api.common import GROUP_VERSION
 from llmops.api.inference import KIND, AutoscalingEngine, EngineQuantization, InferenceService, LoraMode, Signal
+from llmops.builders import ownership
 from llmops.builders.names import bounded_name
 
 DEFAULT_SERVER_IMAGE = "ghcr.io/llmops/llmops-server:0.1.0"  # vLLM + llmops_runtime (fetcher)
@@ -146,18 +147,11 @@ class BuildInputs:
 
 
 def owner_reference(svc: InferenceService) -> dict[str, Any]:
-    return {
-        "apiVersion": GROUP_VERSION,
-        "blockOwnerDeletion": True,
-        "controller": True,
-        "kind": KIND,
-        "name": svc.metadata.name,
-        "uid": svc.metadata.uid or "",
-    }
+    return ownership.owner_reference(KIND, svc.metadata)
 
 
 def owner_labels(svc: InferenceService) -> dict[str, str]:
-    return {L.MANAGED_BY: L.MANAGED_BY_VALUE, L.PART_OF: KIND, L.OWNER_NAME: svc.metadata.name}
+    return ownership.owner_labels(KIND, svc.metadata.name)
 
 
 def selector_labels(svc: InferenceService) -> dict[str, str]:

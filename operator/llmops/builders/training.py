@@ -27,8 +27,9 @@ from typing import Any
 
 from llmops.api import labels as L
 from llmops.api import runtime_env as E
-from llmops.api.common import GROUP_VERSION, GangBackend
+from llmops.api.common import GangBackend
 from llmops.api.training import KIND, TrainingJob
+from llmops.builders import ownership
 from llmops.builders.names import bounded_name
 from llmops.scheduling import Gang, backend_for
 
@@ -105,18 +106,11 @@ class BuildInputs:
 
 
 def owner_reference(job: TrainingJob) -> dict[str, Any]:
-    return {
-        "apiVersion": GROUP_VERSION,
-        "blockOwnerDeletion": True,
-        "controller": True,
-        "kind": KIND,
-        "name": job.metadata.name,
-        "uid": job.metadata.uid or "",
-    }
+    return ownership.owner_reference(KIND, job.metadata)
 
 
 def owner_labels(job: TrainingJob) -> dict[str, str]:
-    return {L.MANAGED_BY: L.MANAGED_BY_VALUE, L.PART_OF: KIND, L.OWNER_NAME: job.metadata.name}
+    return ownership.owner_labels(KIND, job.metadata.name)
 
 
 def _meta(job: TrainingJob, name: str, extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
