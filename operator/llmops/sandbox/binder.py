@@ -26,7 +26,6 @@ binding), and writes the PodScheduled=False condition only when its message chan
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 
 from llmops.sandbox.node.client import ApiException, Kube, is_status
 from llmops.sandbox.node.spec import format_quantity, parse_quantity, pod_requests
+from llmops.sandbox.polling import PollingController
 
 log = logging.getLogger(__name__)
 
@@ -262,32 +262,15 @@ def node_infos(nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> list[
     return out
 
 
-class Binder:
+class Binder(PollingController):
     """Polls the API server every `interval` seconds and binds what `place` decides."""
 
+    thread_name = "sandbox-binder"
+
     def __init__(self, kube: Kube, interval: float = 0.3) -> None:
-        self.kube = kube
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sandbox-binder", daemon=True)
+        super().__init__(kube, interval)
         self._reported: dict[str, str] = {}  # pod uid -> last Unschedulable message written
         self._binding_supported = True
-
-    def start(self) -> Binder:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except Exception as exc:  # noqa: BLE001 - the server may be restarting; try again
-                log.debug("binder step failed: %s", exc)
-            self._stop.wait(self.interval)
 
     def step(self) -> Placement:
         """One pass: observe, place, bind, report."""

@@ -21,10 +21,10 @@ import json
 import logging
 import math
 import secrets
-import threading
 from typing import Any
 
-from llmops.sandbox.node.client import ApiException, Kube, is_status
+from llmops.sandbox.node.client import ApiException, is_status
+from llmops.sandbox.polling import PollingController
 
 log = logging.getLogger(__name__)
 HASH_LABEL = "pod-template-hash"
@@ -85,30 +85,10 @@ def plan_pods(dep: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[int, lis
     return create, delete
 
 
-class DeploymentController:
+class DeploymentController(PollingController):
     """Polls Deployments and their pods every ``interval`` seconds."""
 
-    def __init__(self, kube: Kube, interval: float = 0.3) -> None:
-        self.kube = kube
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sandbox-deployments", daemon=True)
-
-    def start(self) -> DeploymentController:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except Exception as exc:  # noqa: BLE001 - the server may be restarting; try again
-                log.debug("deployment controller step failed: %s", exc)
-            self._stop.wait(self.interval)
+    thread_name = "sandbox-deployments"
 
     def step(self) -> None:
         deps = self.kube.get("/apis/apps/v1/deployments").get("items") or []
