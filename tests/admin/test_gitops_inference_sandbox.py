@@ -35,7 +35,8 @@ def manifest() -> dict:
         "metadata": {"name": NAME, "namespace": NS, "labels": {INSTANCE: "serving"},
                      "annotations": {"llmops.dev/serve-command": "standin"}},
         "spec": {"model": {"uri": f"s3://{DEFAULT_BUCKET}/models/tiny"}, "minReplicas": 1, "maxReplicas": 2,
-                 "autoscaling": {"engine": "builtin", "signal": "queue", "target": 2, "scaleUp": {"maxStep": 1}}},
+                 "autoscaling": {"engine": "builtin", "signal": "queue", "target": 2, "scaleUp": {"maxStep": 1}},
+                 "networkPolicy": {"enabled": True}},  # applied (the sandbox does not enforce it)
     }
 
 
@@ -55,7 +56,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, argo_health):  # noqa: ANN001,
         applied = manifest()
         get = lambda: kube.get(API, "InferenceService", NS, NAME)  # noqa: E731
         children = [(v, k, f"llmops.dev/owner-name={NAME}") for v, k in
-                    (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod"), ("policy/v1", "PodDisruptionBudget"))]
+                    (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod"), ("policy/v1", "PodDisruptionBudget"),
+                     ("networking.k8s.io/v1", "NetworkPolicy"))]
         with DriftWatch(kube, copy.deepcopy(applied), argo_health, children) as watch:
             argo_sync(sb, applied)
             ready = eventually(lambda: (o := get()) and is_true(o, "Ready") and o, timeout=120)
@@ -76,6 +78,7 @@ def test_scale_decision_and_operator_restart_leave_the_spec_alone(run) -> None: 
     assert watch.problems == []
     assert watch.polls > 20 and any(c.startswith("Pod/") for c in watch.children_seen), watch.children_seen
     assert any(c.startswith("Deployment/") for c in watch.children_seen)
+    assert f"NetworkPolicy/{NAME}" in watch.children_seen
     live = run["kube"].get(API, "InferenceService", NS, NAME)
     assert live["spec"] == crd_defaulted("InferenceService", run["applied"]["spec"])
     assert "replicas" not in live["spec"] and live["metadata"]["generation"] == 1

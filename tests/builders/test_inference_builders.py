@@ -294,3 +294,27 @@ def test_children_apply_cleanly(kube_client, fresh_namespace, eventually):
         out = kube.apply(obj)
         assert out["metadata"]["ownerReferences"][0]["uid"] == s.metadata.uid
     assert kube.get("apps/v1", "Deployment", fresh_namespace, "chat")["spec"]["replicas"] == 1
+
+
+def test_pod_monitor_only_when_asked_and_served():
+    asked = svc(monitoring={"podMonitor": True, "interval": "15s"})
+    assert "PodMonitor" not in [k for k, _ in kinds(B.build_inference_children(asked, B.BuildInputs()))]  # CRD not served
+    (mon,) = [o for o in B.build_inference_children(asked, B.BuildInputs(pod_monitor_served=True)) if o["kind"] == "PodMonitor"]
+    assert mon["spec"]["selector"]["matchLabels"] == B.selector_labels(asked)
+    assert mon["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    assert mon["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert "PodMonitor" not in [k for k, _ in kinds(B.build_inference_children(svc(), B.BuildInputs(pod_monitor_served=True)))]
+
+
+def test_network_policy_admits_callers_on_the_api_port_and_the_operator_on_both():
+    s = svc(networkPolicy={"enabled": True, "allowNamespaces": ["gateway"], "allowPodLabels": {"app": "gw"}})
+    (np,) = [o for o in B.build_inference_children(s, B.BuildInputs(operator_namespace="ops")) if o["kind"] == "NetworkPolicy"]
+    spec = np["spec"]
+    assert spec["podSelector"]["matchLabels"] == B.selector_labels(s) and spec["policyTypes"] == ["Ingress"]
+    callers, operator = spec["ingress"]
+    assert [f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for f in callers["from"]] == ["gateway", "ml"]
+    assert all(f["podSelector"] == {"matchLabels": {"app": "gw"}} for f in callers["from"])
+    assert callers["ports"] == [{"port": B.PORT, "protocol": "TCP"}]  # callers never reach the adapter agent
+    assert operator["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]
+    assert {p["port"] for p in operator["ports"]} == {B.PORT, B.ADAPTER_AGENT_PORT}
+    assert "NetworkPolicy" not in [k for k, _ in kinds(B.build_inference_children(svc(), B.BuildInputs()))]

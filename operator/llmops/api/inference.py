@@ -18,8 +18,10 @@ from pydantic.alias_generators import to_camel
 from llmops.api.common import (
     GROUP_VERSION,
     DNSLabel,
+    MAX_MAP,
     DNSSubdomain,
     ImageRef,
+    LabelKey,
     ObjectMeta,
     PodTemplate,
     Quantity,
@@ -241,6 +243,22 @@ class Cache(SpecModel):
     model_config = ConfigDict(json_schema_extra=cel(("!has(self.claimName) || (!has(self.size) && !has(self.storageClassName))", "size and storageClassName apply to a created PVC, not claimName")))
 
 
+class Monitoring(SpecModel):
+    """Prometheus Operator scraping of vLLM's own metrics (names unchanged)."""
+
+    pod_monitor: bool = Field(default=False, description="Create a monitoring.coreos.com/v1 PodMonitor for the server pods (only where that CRD is served).")
+    interval: Annotated[str, StringConstraints(pattern=r"^[0-9]+(s|m)$", max_length=8)] = Field(default="30s", description="Scrape interval, e.g. 30s.")
+
+
+class NetworkPolicyOption(SpecModel):
+    """Ingress to the server pods. When enabled, only these may reach the API port (8000), and
+    only the operator's namespace may reach the adapter agent (8001) and scrape metrics."""
+
+    enabled: bool = Field(default=False, description="Create a NetworkPolicy for the server pods.")
+    allow_namespaces: list[DNSLabel] = Field(default_factory=list, max_length=32, description="Namespaces whose pods may call the API (e.g. the gateway's, Prometheus's). The service's own namespace is always allowed.")
+    allow_pod_labels: dict[LabelKey, Annotated[str, StringConstraints(max_length=63)]] = Field(default_factory=dict, max_length=MAX_MAP, description="Within those namespaces, only pods with these labels (empty: every pod).")
+
+
 class Rollout(SpecModel):
     """How a new revision replaces the old one. The default needs no spare GPU."""
 
@@ -276,6 +294,8 @@ class InferenceServiceSpec(SpecModel):
     autoscaling: Autoscaling | None = Field(default=None, description="Autoscaling policy (unset: fixed at minReplicas).")
     cache: Cache = Field(default_factory=Cache, description="Model cache PVC.")
     rollout: Rollout = Field(default_factory=Rollout, description="Rollout of a new revision.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Prometheus Operator scraping (optional).")
+    network_policy: NetworkPolicyOption = Field(default_factory=NetworkPolicyOption, description="Ingress restriction for the server pods (optional).")
     template: PodTemplate = Field(default_factory=PodTemplate, description="The narrow part of the server pods the user may shape.")
 
     @model_validator(mode="after")

@@ -63,6 +63,7 @@ GRACE_MARGIN_SECONDS = 15
 STARTUP_PERIOD_SECONDS = 10
 STARTUP_FLOOR_SECONDS = 600  # generous floor: a first load may compile kernels, warm caches
 STARTUP_LOAD_MULTIPLE = 3.0  # budget = this many measured (or estimated) loads
+DEFAULT_OPERATOR_NAMESPACE = "llmops-system"  # manifests/; the operator passes its own (POD_NAMESPACE)
 DEFAULT_KEDA_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 
 #: Prometheus names (as exposed through an adapter: ':' -> '_') of the signals, for HPA/KEDA.
@@ -72,12 +73,15 @@ SIGNAL_METRICS = {
     Signal.TTFT: "vllm:time_to_first_token_seconds",
 }
 
+MONITOR_KIND = ("monitoring.coreos.com/v1", "PodMonitor")
+NETWORK_POLICY_KIND = ("networking.k8s.io/v1", "NetworkPolicy")
 #: (apiVersion, kind) of every child kind an InferenceService may own (listed and pruned).
 CHILD_KINDS = (
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
     ("v1", "PersistentVolumeClaim"),
     ("policy/v1", "PodDisruptionBudget"),
+    NETWORK_POLICY_KIND,
 )
 AUTOSCALER_KINDS = (
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
@@ -144,6 +148,8 @@ class BuildInputs:
     load_bytes_per_second: float | None = None  # measured load rate, if known
     load_seconds_p95: float | None = None  # measured load time (start -> ready), if known
     keda_prometheus: str = DEFAULT_KEDA_PROMETHEUS
+    pod_monitor_served: bool = False  # discovery: monitoring.coreos.com/v1 podmonitors exists
+    operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE  # may reach the adapter agent and /metrics
 
 
 def owner_reference(svc: InferenceService) -> dict[str, Any]:
@@ -476,6 +482,37 @@ def build_scaled_object(svc: InferenceService, inputs: BuildInputs) -> dict[str,
     }
 
 
+def build_pod_monitor(svc: InferenceService) -> dict[str, Any]:
+    """Scrape vLLM's /metrics on every server pod, metric names untouched."""
+    return {
+        "apiVersion": MONITOR_KIND[0], "kind": MONITOR_KIND[1], "metadata": _meta(svc, svc.metadata.name),
+        "spec": {"selector": {"matchLabels": selector_labels(svc)},
+                 "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": svc.spec.monitoring.interval}]},
+    }
+
+
+def build_network_policy(svc: InferenceService, inputs: BuildInputs) -> dict[str, Any]:
+    """API port from the service's namespace and the allowed ones (optionally by pod labels);
+    API and adapter-agent ports from the operator's namespace (scrapes, adapter loads)."""
+    np = svc.spec.network_policy
+    ns = svc.metadata.namespace or "default"
+    pods = {"podSelector": {"matchLabels": dict(np.allow_pod_labels)}} if np.allow_pod_labels else {}
+    callers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": n}}, **pods}
+               for n in sorted({ns, *np.allow_namespaces})]
+    operator = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": inputs.operator_namespace}}}]
+    return {
+        "apiVersion": NETWORK_POLICY_KIND[0], "kind": NETWORK_POLICY_KIND[1], "metadata": _meta(svc, svc.metadata.name),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(svc)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": callers, "ports": [{"port": PORT, "protocol": "TCP"}]},
+                {"from": operator, "ports": [{"port": PORT, "protocol": "TCP"}, {"port": ADAPTER_AGENT_PORT, "protocol": "TCP"}]},
+            ],
+        },
+    }
+
+
 def build_inference_children(svc: InferenceService, inputs: BuildInputs) -> list[dict[str, Any]]:
     """Every child the service should have."""
     if not svc.metadata.uid:
@@ -485,6 +522,10 @@ def build_inference_children(svc: InferenceService, inputs: BuildInputs) -> list
     if pvc:
         out.append(pvc)
     out += [build_deployment(svc, inputs), build_service(svc), build_pdb(svc)]
+    if svc.spec.monitoring.pod_monitor and inputs.pod_monitor_served:
+        out.append(build_pod_monitor(svc))
+    if svc.spec.network_policy.enabled:
+        out.append(build_network_policy(svc, inputs))
     a = svc.spec.autoscaling
     if a is not None and a.engine == AutoscalingEngine.HPA:
         out.append(build_hpa(svc))

@@ -21,6 +21,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -81,6 +82,8 @@ def _kinds(svc: InferenceService, served: set[str]) -> tuple[tuple[str, str], ..
     out = [*B.CHILD_KINDS, B.AUTOSCALER_KINDS[0]]  # autoscaling/v2 is built in: always listed, so a dropped HPA is pruned
     if engine == AutoscalingEngine.KEDA or "keda.sh/v1alpha1/scaledobjects" in served:
         out.append(B.AUTOSCALER_KINDS[1])
+    if "monitoring.coreos.com/v1/podmonitors" in served:
+        out.append(B.MONITOR_KIND)
     return tuple(out)
 
 
@@ -268,7 +271,9 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     desired, decision = _desired_replicas(svc, deployment, pods, now_s)
     wanted = S.wanted_adapters(svc, _finetune_jobs(kube, namespace))
     observed = S.Observed(deployment=deployment, pods=tuple(pods), desired_replicas=desired, decision=decision,
-                          wanted=wanted, adapters=_sync_adapters(svc, pods, wanted))
+                          wanted=wanted, adapters=_sync_adapters(svc, pods, wanted),
+                          pod_monitor_served="monitoring.coreos.com/v1/podmonitors" in ctx.served,
+                          operator_namespace=os.environ.get("POD_NAMESPACE") or B.DEFAULT_OPERATOR_NAMESPACE)
     result = S.plan(svc, observed, now)
     sync_children(kube, body, result.desired, owned, kinds)
     _record_metrics(ctx, svc, pods, decision)

@@ -152,6 +152,8 @@ class Observed:
     decision: ScaleDecision | None = None  # a change made in this reconcile, if any
     wanted: tuple[WantedAdapter, ...] = ()  # wanted_adapters(svc, FinetuneJobs of the namespace)
     adapters: Mapping[str, AdapterState] = field(default_factory=dict)  # name -> state on the ready replicas
+    pod_monitor_served: bool = False  # discovery: the Prometheus Operator's PodMonitor CRD is served
+    operator_namespace: str = B.DEFAULT_OPERATOR_NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -413,6 +415,8 @@ def plan(svc: InferenceService, observed: Observed, now: dt.datetime) -> Plan:
         replicas=observed.desired_replicas,
         adapter_uris={w.name: w.uri for w in observed.wanted if w.uri and w.admitted},
         load_seconds_p95=status.load_seconds.p95 if status.load_seconds else None,
+        pod_monitor_served=observed.pod_monitor_served,
+        operator_namespace=observed.operator_namespace,
     )
     desired = B.build_inference_children(svc, inputs)
     # Look again soon only while a ready replica is loading an adapter (not while replicas start).

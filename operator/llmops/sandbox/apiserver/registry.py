@@ -97,6 +97,7 @@ BUILTINS: tuple[Resource, ...] = (
     _r("apps/v1", "replicasets", "ReplicaSet", True, "rs", "status scale", "all"),
     _r("coordination.k8s.io/v1", "leases", "Lease"),
     _r("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "pdb", "status"),
+    _r("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True, "netpol"),
     _r("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True, "hpa",
        "status", "all"),
     _r("rbac.authorization.k8s.io/v1", "roles", "Role"),
