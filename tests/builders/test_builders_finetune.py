@@ -160,6 +160,7 @@ def test_serve_create_builds_an_unowned_service_for_the_base_model() -> None:
     assert svc["spec"]["model"] == {"uri": "hf://org/llama", "revision": "abc123", "manifestSha256": "a" * 64}
     assert svc["spec"]["resources"] == {"gpus": 1, "gpuResourceName": "nvidia.com/gpu"}
     assert "adapters" not in svc["spec"]  # the adapter comes through the publish contract
+    assert svc["spec"]["engine"] == {"lora": "enabled"}  # later finetunes publish without a restart
     parse_inference_service({**svc, "metadata": {**meta, "uid": "u"}})
     assert B.adapter_name(b.build()) == "legal"
     assert B.adapter_name(make_finetune_job("ft").serve("llama").build()) == "ft"

@@ -177,7 +177,7 @@ def build_finetune_children(job: FinetuneJob) -> list[dict[str, Any]]:
 
 def build_inference_service(job: FinetuneJob) -> dict[str, Any]:
     """The InferenceService ``serve.create`` makes when it does not exist: the base model,
-    default engine and scaling, one GPU when the finetune used GPUs. Not owned (see the
+    default engine (LoRA always on) and scaling, one GPU when the finetune used GPUs. Not owned (see the
     module essay). The sandbox-only ``serve-command`` annotation is copied from the
     FinetuneJob so tests can serve with the stand-in."""
     serve = job.spec.serve
@@ -201,7 +201,8 @@ def build_inference_service(job: FinetuneJob) -> dict[str, Any]:
     command = job.metadata.annotations.get(SERVE_COMMAND_ANNOTATION)
     if command:
         meta["annotations"] = {SERVE_COMMAND_ANNOTATION: command}
-    spec: dict[str, Any] = {"model": model}
+    # LoRA always on: a service made to serve finetunes takes every later adapter without a restart.
+    spec: dict[str, Any] = {"model": model, "engine": {"lora": "enabled"}}
     if job.spec.resources.gpus:
         spec["resources"] = {"gpus": 1, "gpuResourceName": job.spec.resources.gpu_resource_name}
     return {"apiVersion": GROUP_VERSION, "kind": I.KIND, "metadata": meta, "spec": spec}
