@@ -1,4 +1,5 @@
-"""Controllers the simulator drives: ours (the operator's own ``decide``) and the baselines.
+"""Controllers the simulator drives: ours (the operator's own ``decide``, at the operator's
+scrape cadence) and the baselines.
 
 Baselines are re-implementations of the published algorithms, reduced to what matters here
 (see /work/shared/reference/inference-anchors.md §2):
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 
 from bench.autoscaling.sim import FleetModel, Request
 from llmops.autoscaling.policy import AutoscaleInputs, Behaviour, FleetSample, PolicyState, decide
+from llmops.status.inference import REQUEUE_SECONDS
 
 __all__ = ["Ours", "HpaLike", "KpaLike", "Static", "Oracle", "oracle_needs"]
 
@@ -33,7 +35,7 @@ __all__ = ["Ours", "HpaLike", "KpaLike", "Static", "Oracle", "oracle_needs"]
 class Ours:
     behaviour: Behaviour
     load_seconds: float | None  # what the operator measured on earlier loads
-    sync: float = 15.0
+    sync: float = REQUEUE_SECONDS  # the operator's scrape-and-decide cadence
     name: str = "ours"
     state: PolicyState = field(default_factory=PolicyState)
     history: deque = field(default_factory=lambda: deque(maxlen=64))

@@ -2,7 +2,8 @@
 no overshoot while replicas load, one scale-up per load time under sustained load, the
 scale-down hold sized from the load time (with its floor), opt-in scale-to-zero after idle +
 load allowance, scale-from-zero, min/max clamps, the rate bound on backlog-driven scale-up,
-overdue loaders, missing metrics, determinism and input validation."""
+overdue loaders, the scale-up stabilisation that grows with the load time (and is dropped
+for a recurring shortage), missing metrics, determinism and input validation."""
 
 from __future__ import annotations
 
@@ -192,6 +193,54 @@ def test_other_signals_proportional(signal, target, value_each, ready, expect) -
     assert d.desired == expect  # low kv at t=0: the hold keeps 4
 
 
+def _run_burst(load: float, burst_starts: list[float], burst_len: float, until: float, sync: float = 10.0) -> list[tuple[float, int]]:
+    """Closed loop on a 2-replica fleet: a queue of 10 per replica during each burst, none
+    otherwise. Returns (time, new desired) of every scale-up."""
+    st, hist, ups = PolicyState(first_seen_at=0.0), [], []
+    ready, loading, t = 2, [], 0.0
+    while t <= until:
+        ready += sum(1 for s in loading if t - s >= load)
+        loading = [s for s in loading if t - s < load]
+        waiting = 10.0 if any(s <= t < s + burst_len for s in burst_starts) else 0.0
+        hist = [*hist, fleet(t, ready, waiting, 8 if waiting else 2)][-64:]
+        d, st = decide(AutoscaleInputs(t, tuple(hist), ready, tuple(loading), load, load), B, st)
+        if d.desired > ready + len(loading):
+            ups.append((t, d.desired))
+            loading += [t] * (d.desired - ready - len(loading))
+        t += sync
+    return ups
+
+
+@pytest.mark.parametrize(
+    "load,burst_len,expect_up",
+    [
+        (60.0, 20.0, True),  # window 6 s < one scrape: a short shortage still buys a replica
+        (1800.0, 60.0, False),  # a 1 min burst is over long before a 30 min load ends
+        (1800.0, 240.0, True),  # lasting longer than a tenth of the load: worth a replica
+        (300.0, 20.0, False),
+        (300.0, 60.0, True),
+    ],
+)
+def test_scale_up_stabilisation_grows_with_load_time(load, burst_len, expect_up) -> None:
+    ups = _run_burst(load, [100.0], burst_len, 100.0 + burst_len + 30)
+    assert bool(ups) is expect_up, ups
+    if ups:  # not before a tenth of the load had passed with the fleet short
+        assert ups[0][0] - 100.0 >= 0.1 * load - 10.0
+
+
+def test_recurring_shortage_scales_up_without_waiting() -> None:
+    """Two 20 s bursts 4 min apart with L = 300 s (hold 900 s): the first is too short to
+    buy a replica, the second is a pattern and buys one at once."""
+    ups = _run_burst(300.0, [100.0, 340.0], 20.0, 400.0)
+    assert [t for t, _ in ups] == [340.0], ups
+
+
+def test_shortages_forgotten_after_the_hold() -> None:
+    """A burst after the hold has passed is a first shortage again."""
+    ups = _run_burst(300.0, [100.0, 100.0 + 900.0 + 50.0], 20.0, 1100.0)
+    assert ups == []
+
+
 def test_deterministic() -> None:
     seq = [fleet(float(t), 3, (t % 7) * 1.5, 8, completed=float(t * 3)) for t in range(0, 3000, 15)]
 
@@ -207,7 +256,8 @@ def test_deterministic() -> None:
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(min_replicas=0), dict(min_replicas=3, max_replicas=2), dict(target=0), dict(scale_up_max_step=0)],
+    [dict(min_replicas=0), dict(min_replicas=3, max_replicas=2), dict(target=0), dict(scale_up_max_step=0),
+     dict(scale_up_stabilization_load_time_fraction=-0.1)],
 )
 def test_behaviour_validation(kw) -> None:
     with pytest.raises(ValueError):

@@ -14,9 +14,15 @@ The decision, in order
 ----------------------
 1. Demand. From the newest scrape of the ready replicas (``FleetSample``) compute an
    HPA-style recommendation ``up = ceil(ready * mean(signal) / target)`` (for the queue
-   signal that is ``ceil(total waiting / target)``), skipped inside a +-tolerance band. With
-   a scale-up stabilisation window the smallest recommendation of the window is used, so a
-   one-scrape spike does not buy a replica. A queue is a backlog, not a rate, so for the
+   signal that is ``ceil(total waiting / target)``), skipped inside a +-tolerance band. The
+   smallest recommendation of a scale-up stabilisation window is used, so a shortage must
+   last before it buys a replica. The window is ``max(scale_up_stabilization_seconds,
+   scale_up_stabilization_load_time_fraction * L)``: a replica arrives a load time later, so
+   the longer the load, the longer a shortage must last to be worth one (a 30 s burst is
+   over long before a 30 min load ends). A shortage that *recurs* within the scale-down
+   hold is a pattern, not a blip: from the second shortage episode in the hold on, the
+   window is the configured seconds only, and the replica bought then bridges to the next
+   burst. A queue is a backlog, not a rate, so for the
    queue signal, when the caller also passes the fleet's completed-request counter, the
    recommendation is capped by the arrival rate: arrivals = completions + queue growth
    over ``rate_window_seconds``, divided by what one saturated replica completes per
@@ -138,6 +144,8 @@ class Behaviour:
     signal: SignalKind = SignalKind.QUEUE
     target: float = 4.0
     scale_up_stabilization_seconds: float = 0.0
+    # Not in the CR: the stabilisation window grows with the load time (see step 1).
+    scale_up_stabilization_load_time_fraction: float = 0.1
     scale_up_max_step: int | None = None
     scale_down_hold_load_time_multiple: float = 3.0
     scale_down_min_hold_seconds: float = 300.0
@@ -155,6 +163,8 @@ class Behaviour:
             raise ValueError("need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
         if self.min_replicas == 0 and not self.scale_to_zero_enabled:
             raise ValueError("min_replicas 0 needs scale_to_zero_enabled (scale-to-zero is opt-in)")
+        if self.scale_up_stabilization_load_time_fraction < 0:
+            raise ValueError("scale_up_stabilization_load_time_fraction must be >= 0")
         if self.target <= 0:
             raise ValueError("target must be > 0")
         if self.scale_up_max_step is not None and self.scale_up_max_step < 1:
@@ -183,6 +193,8 @@ class PolicyState:
     first_seen_at: float | None = None
     saturated_concurrency: float = 0.0  # highest per-replica running seen while waiting > 0
     replica_rate: float = 0.0  # highest per-replica completions/s seen while saturated throughout
+    short: bool = False  # the last decision saw demand above capacity
+    shortages: tuple[float, ...] = ()  # start times of shortage episodes within the scale-down hold
 
 
 @dataclass(frozen=True)
@@ -291,7 +303,12 @@ def decide(inputs: AutoscaleInputs, behaviour: Behaviour, state: PolicyState) ->
     latest = samples[-1]
 
     # 1. demand
-    window = [s for s in samples if now - s.time <= b.scale_up_stabilization_seconds] or [latest]
+    short = _recommend(latest, b)[0] > capacity
+    shortages = tuple(t for t in state.shortages if now - t < hold) + ((now,) if short and not state.short else ())
+    stabilization = b.scale_up_stabilization_seconds
+    if len(shortages) < 2:  # a first shortage must last; a recurring one is a pattern
+        stabilization = max(stabilization, b.scale_up_stabilization_load_time_fraction * L)
+    window = [s for s in samples if now - s.time <= stabilization] or [latest]
     recs = [_recommend(s, b) for s in window]
     up = min(r for r, _ in recs)
     rate = state.replica_rate
@@ -312,7 +329,7 @@ def decide(inputs: AutoscaleInputs, behaviour: Behaviour, state: PolicyState) ->
     active = work > 0
     last_active = now if active else state.last_active_at
     needs = tuple((t, n) for t, n in state.needs if now - t < hold) + ((now, need),)
-    base = replace(state, last_active_at=last_active, needs=needs, first_seen_at=first_seen, saturated_concurrency=sat, replica_rate=rate)
+    base = replace(state, short=short, shortages=shortages, last_active_at=last_active, needs=needs, first_seen_at=first_seen, saturated_concurrency=sat, replica_rate=rate)
 
     def out(n: int, reason: Reason, **kw: object) -> tuple[Decision, PolicyState]:
         clamped = _clamp(n, b)
