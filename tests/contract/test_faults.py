@@ -1,6 +1,6 @@
 """Fault injection (emulator only): failed requests with a chosen code that do not mutate
-state, 429 with Retry-After, matching by verb/resource/subresource/name, cutting and
-stalling watch streams."""
+state, 429 with Retry-After, matching by verb/resource/subresource/name, faults that start
+after N matching requests, cutting and stalling watch streams, expiring the watch history."""
 
 from __future__ import annotations
 
@@ -42,6 +42,32 @@ def test_matching_by_subresource_and_name(api_server, kube, fresh_namespace) -> 
             kube.patch(f"{base}/a/status", {"status": {"phase": "Running"}})
         assert e.value.headers.get("Retry-After") == "3"
     kube.patch(f"{base}/a/status", {"status": {"phase": "Running"}})
+
+
+def test_faults_start_after_n_matching_requests(api_server, kube, fresh_namespace) -> None:
+    path = ns_path(fresh_namespace, "configmaps")
+    api_server.faults.fail(verb="create", resource="configmaps", code=503, count=2, after=2)
+    kube.create(path, configmap("one"))
+    kube.create(path, configmap("two"))
+    for _ in range(2):
+        with pytest.raises(Failed) as e:
+            kube.create(path, configmap("three"))
+        assert e.value.status == 503
+    kube.create(path, configmap("three"))
+    assert sorted(c["metadata"]["name"] for c in kube.get(path)["items"]) == ["one", "three", "two"]
+
+
+def test_expire_history_makes_resumption_410(api_server, kube, fresh_namespace) -> None:
+    path = ns_path(fresh_namespace, "configmaps")
+    rv = kube.get(path)["metadata"]["resourceVersion"]
+    kube.create(path, configmap("before"))
+    api_server.faults.expire_history()
+    events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "1"})
+    assert [(e["type"], e["object"]["code"]) for e in events] == [("ERROR", 410)]
+    fresh = kube.get(path)["metadata"]["resourceVersion"]  # a relist gives a version to resume from
+    kube.create(path, configmap("after"))
+    events = kube.stream(path, {"watch": "true", "resourceVersion": fresh, "timeoutSeconds": "1"})
+    assert [e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED"] == ["after"]
 
 
 def test_cut_watches(api_server, kube, fresh_namespace) -> None:

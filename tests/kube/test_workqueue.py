@@ -75,3 +75,30 @@ def test_workers_retry_failures_and_respect_pause() -> None:
     assert not threading.Event().wait(0.3)
     stop2.set()
     assert paused_calls == []
+
+
+class _Throttled(Exception):
+    retry_after = 30.0  # what llmops.kube.client.ApiError carries from a 429's Retry-After
+
+
+def test_workers_honour_retry_after() -> None:
+    clock = FakeClock()
+    q = WorkQueue(clock)
+    stop = threading.Event()
+    calls: list[str] = []
+    done = threading.Event()
+
+    def reconcile(key: str) -> None:
+        calls.append(key)
+        if len(calls) == 1:
+            raise _Throttled()
+        done.set()
+
+    run_workers(q, reconcile, stop, workers=1, error_backoff=lambda n: 0.0)
+    q.add("job")
+    assert not done.wait(1.2)  # the backoff alone would have retried at once
+    assert calls == ["job"]
+    clock.now += 30
+    assert done.wait(5)
+    stop.set()
+    assert calls == ["job", "job"]

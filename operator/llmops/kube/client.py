@@ -25,11 +25,12 @@ FIELD_MANAGER = "llmops-operator"
 class ApiError(Exception):
     """A non-2xx answer from the API server, with its Status reason."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after  # seconds the server asked us to wait (429/503 Retry-After)
 
     @property
     def not_found(self) -> bool:
@@ -38,6 +39,25 @@ class ApiError(Exception):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+
+def api_error(exc: ApiException) -> ApiError:
+    """Our ApiError from the client's exception: the Status reason and message, and the
+    server's Retry-After (header, else the Status's details.retryAfterSeconds)."""
+    body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body
+    reason, message, retry_after = "Unknown", body or exc.reason, None
+    try:
+        status = json.loads(body)
+        reason, message = status.get("reason", reason), status.get("message", message)
+        retry_after = (status.get("details") or {}).get("retryAfterSeconds")
+    except (TypeError, ValueError, AttributeError):
+        pass
+    header = (exc.headers or {}).get("Retry-After")
+    try:
+        retry_after = float(header) if header is not None else retry_after
+    except ValueError:
+        pass  # an HTTP date: fall back to the details or the caller's backoff
+    return ApiError(exc.status or 0, str(reason), str(message), None if retry_after is None else float(retry_after))
 
 
 def load_api_client(kubeconfig: str | None = None) -> ApiClient:
@@ -112,13 +132,7 @@ class Kube:
                 _request_timeout=30,
             )
         except ApiException as exc:
-            reason, message = "Unknown", exc.body or exc.reason
-            try:
-                status = json.loads(exc.body)
-                reason, message = status.get("reason", reason), status.get("message", message)
-            except (TypeError, ValueError):
-                pass
-            raise ApiError(exc.status or 0, str(reason), str(message)) from None
+            raise api_error(exc) from None
         data = response.data
         return json.loads(data) if data else None
 

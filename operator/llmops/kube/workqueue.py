@@ -125,10 +125,13 @@ def run_workers(
                 continue
             try:
                 after = reconcile(key)
-            except Exception:  # a bug or an API outage: retry with backoff, keep the worker alive
+            except Exception as exc:  # a bug or an API outage: retry with backoff, keep the worker alive
                 failures[key] = failures.get(key, 0) + 1
                 logger.exception("reconcile of %s failed (attempt %d)", key, failures[key])
-                queue.done(key, requeue_after=error_backoff(failures[key]))
+                # A server that said when to come back (429/503 Retry-After) is believed.
+                retry_after = getattr(exc, "retry_after", None)
+                delay = float(retry_after) if retry_after is not None else error_backoff(failures[key])
+                queue.done(key, requeue_after=delay)
                 continue
             failures.pop(key, None)
             queue.done(key, requeue_after=after)

@@ -26,6 +26,7 @@ class _Rule:
     namespace: str | None
     name: str | None
     message: str
+    after: int = 0  # matching requests still let through before the faults start
 
 
 class Faults:
@@ -34,12 +35,14 @@ class Faults:
         self._rules: list[_Rule] = []
         self._stall_until: dict[str | None, float] = {}
         self._cut_hook: Callable[[str | None], None] = lambda resource: None
+        self._expire_hook: Callable[[], None] = lambda: None
         self.injected = 0  # how many requests were failed so far
 
     def fail(self, verb: str | None = "patch", resource: str | None = "pods", code: int = 503,
              count: int = 1, retry_after: int | None = None, namespace: str | None = None,
-             name: str | None = None, message: str | None = None) -> None:
-        """Fail the next `count` requests matching verb/resource(/namespace/name) with `code`.
+             name: str | None = None, message: str | None = None, after: int = 0) -> None:
+        """Fail the next `count` requests matching verb/resource(/namespace/name) with `code`,
+        after letting `after` matching ones through (e.g. the third pod create onwards).
 
         `verb` is a Kubernetes verb (get, list, watch, create, update, patch, delete,
         deletecollection) or None for any; `resource` a plural ("pods"), a subresource
@@ -49,7 +52,7 @@ class Faults:
             retry_after = 1
         with self._lock:
             self._rules.append(_Rule(verb, resource, code, count, retry_after, namespace, name,
-                                     message or f"injected fault ({code})"))
+                                     message or f"injected fault ({code})", after))
 
     def clear(self) -> None:
         with self._lock:
@@ -70,6 +73,9 @@ class Faults:
                     continue  # "pods" does not match "pods/status"; name the subresource
                 if rule.namespace not in (None, namespace) or rule.name not in (None, name):
                     continue
+                if rule.after > 0:
+                    rule.after -= 1
+                    return
                 rule.count -= 1
                 self.injected += 1
                 raise ApiError(rule.code, rule.message, retry_after=rule.retry_after)
@@ -79,6 +85,11 @@ class Faults:
     def cut_watches(self, resource: str | None = None) -> None:
         """Close the open watch streams (of one plural, or all) now."""
         self._cut_hook(resource)
+
+    def expire_history(self) -> None:
+        """Compact the watch history now: a watch resuming from any earlier resourceVersion
+        gets 410 Gone and must relist (what etcd compaction does to a slow client)."""
+        self._expire_hook()
 
     def stall_watches(self, resource: str | None = None, seconds: float = 5.0) -> None:
         """Keep watch streams open but deliver nothing for `seconds` (events are held back)."""

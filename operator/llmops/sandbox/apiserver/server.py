@@ -39,6 +39,7 @@ class ApiServer:
         self.faults = Faults()
         self.handlers = Handlers(self.cluster, self.faults, bookmark_interval)
         self.faults._cut_hook = self._cut_threadsafe
+        self.faults._expire_hook = self._expire_threadsafe
         self.cluster.after_write = self._schedule_gc
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -149,6 +150,13 @@ class ApiServer:
     def _cut_threadsafe(self, resource: str | None) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.handlers.cut, resource)
+
+    def _expire_threadsafe(self) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._expire(), self._loop).result(5)
+
+    async def _expire(self) -> None:
+        self.store.compact()
 
     def _schedule_gc(self) -> None:
         if self._gc_scheduled or self._loop is None:

@@ -87,6 +87,11 @@ class Store:
         self._emit(Event(self.rv, "DELETED", key[0], key[1], key[2], obj, old))
         return copy.deepcopy(obj)
 
+    def compact(self) -> None:
+        """Forget every retained event: resuming from any version before now is 410 Gone."""
+        self.log.clear()
+        self.compacted_rv = self.rv
+
     def events_after(self, group: str, plural: str, rv: int) -> list[Event]:
         if rv < self.compacted_rv:
             raise gone(f"too old resource version: {rv} ({self.compacted_rv + 1})")
