@@ -45,7 +45,36 @@ class Metrics:
         self.scale_decisions = Counter(
             "autoscaler_decisions", "Autoscaler decisions that changed replicas, by direction and reason.",
             ["namespace", "service", "direction", "reason"], namespace=NAMESPACE, registry=r)
+        self.finetune_validation_loss = Gauge(
+            "finetune_validation_loss", "FinetuneJob validation loss: latest, best, and the base model's before training.",
+            ["namespace", "job", "which"], namespace=NAMESPACE, registry=r)
+        self.finetune_perplexity = Gauge(
+            "finetune_perplexity", "FinetuneJob perplexity at the latest evaluation (exp of the validation loss).",
+            ["namespace", "job"], namespace=NAMESPACE, registry=r)
+        self.finetune_dataset_tokens = Gauge(
+            "finetune_dataset_tokens", "Training tokens the FinetuneJob's runtime counted in its dataset.",
+            ["namespace", "job"], namespace=NAMESPACE, registry=r)
+        # (kind, namespace, name) -> condition types that are True, for the jobs gauge (a job
+        # is counted under each of its True conditions; a deleted job under none).
+        self._job_conditions: dict[tuple[str, str, str], tuple[str, ...]] = {}
         self.model_load_seconds = Histogram(
             "model_load_seconds", "Measured model fetch+load time of an InferenceService replica.",
             ["namespace", "service"], namespace=NAMESPACE, registry=r,
             buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600))
+
+    def set_job_conditions(self, kind: str, namespace: str, name: str, true_types: tuple[str, ...]) -> bool:
+        """Move one job between the ``jobs`` gauge's condition series (empty: it is gone).
+        Returns whether anything changed."""
+        key = (kind, namespace, name)
+        before = self._job_conditions.get(key, ())
+        if before == true_types:
+            return False
+        for t in before:
+            self.jobs.labels(kind, t).dec()
+        for t in true_types:
+            self.jobs.labels(kind, t).inc()
+        if true_types:
+            self._job_conditions[key] = true_types
+        else:
+            self._job_conditions.pop(key, None)
+        return True

@@ -16,11 +16,12 @@ import logging
 from llmops import API_VERSION
 from llmops.api import conditions as C
 from llmops.api.common import ApiValidationError
-from llmops.api.finetune import FinetuneJob, parse_finetune_job
+from llmops.api.finetune import FinetuneJob, FinetuneJobStatus, parse_finetune_job
 from llmops.api.inference import KIND as ISVC_KIND
 from llmops.builders import finetune as B
 from llmops.builders.training import lease_name
 from llmops.controller import Context
+from llmops.handlers.invalid import report_invalid
 from llmops.kube.children import controller_uid, list_owned, sync_children
 from llmops.kube.client import ApiError
 from llmops.kube.events import emit
@@ -34,12 +35,13 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     kube = ctx.kube
     body = kube.get(API_VERSION, KIND, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
+        _forget_metrics(ctx, namespace, name)
         return None  # the child TrainingJob goes with its owner (garbage collection)
     now = dt.datetime.fromtimestamp(ctx.clock(), dt.UTC)
     try:
         job = parse_finetune_job(body)
     except ApiValidationError as exc:
-        _invalid(ctx, body, exc, now)
+        report_invalid(ctx, KIND, body, exc, now)
         return None
 
     owned = list_owned(kube, body, B.CHILD_KINDS)
@@ -70,6 +72,7 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
                               service_create_error=error, foreign_children=observed.foreign_children)
         result = S.plan(job, observed, now)
 
+    _record_metrics(ctx, namespace, name, result.status)
     status = result.status.wire()
     for event in result.events:
         emit(kube, body, event.type, event.reason, event.message, event.key, now)
@@ -84,6 +87,34 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
                 return 0.0
             raise
     return result.requeue_after
+
+
+def _record_metrics(ctx: Context, namespace: str, name: str, status: FinetuneJobStatus) -> None:
+    """Jobs by condition (kind FinetuneJob), validation loss (latest, best, base), perplexity and
+    dataset tokens: what an admin compares across finetunes without opening each status."""
+    m = ctx.metrics
+    m.set_job_conditions(KIND, namespace, name, tuple(sorted(c.type for c in status.conditions if c.status == C.ConditionStatus.TRUE)))
+    ev = status.evaluation
+    if ev is not None:
+        for which, value in (("latest", ev.validation_loss), ("best", ev.best_validation_loss), ("base", ev.base_validation_loss)):
+            if value is not None:
+                m.finetune_validation_loss.labels(namespace, name, which).set(value)
+        if ev.perplexity is not None:
+            m.finetune_perplexity.labels(namespace, name).set(ev.perplexity)
+    if status.dataset is not None and status.dataset.tokens is not None:
+        m.finetune_dataset_tokens.labels(namespace, name).set(status.dataset.tokens)
+
+
+def _forget_metrics(ctx: Context, namespace: str, name: str) -> None:
+    m = ctx.metrics
+    m.set_job_conditions(KIND, namespace, name, ())
+    series = [(m.finetune_validation_loss, (namespace, name, w)) for w in ("latest", "best", "base")]
+    series += [(m.finetune_perplexity, (namespace, name)), (m.finetune_dataset_tokens, (namespace, name))]
+    for gauge, labels in series:
+        try:
+            gauge.remove(*labels)
+        except KeyError:
+            pass  # never set
 
 
 def _service(ctx: Context, job: FinetuneJob) -> dict | None:
@@ -116,16 +147,3 @@ def _create_service(ctx: Context, obj: dict) -> tuple[dict | None, str | None]:
         raise
 
 
-def _invalid(ctx: Context, body: dict, exc: ApiValidationError, now: dt.datetime) -> None:
-    """A CR that passed the CRD but not the typed model: Failed/InvalidSpec (a job's terminal
-    condition, as for TrainingJob; a fixed spec starts the job), one Event."""
-    meta = body["metadata"]
-    prev = body.get("status") or {}
-    message = "; ".join(f"{path}: {msg}" for path, msg in exc.errors)[:1024]
-    conds = [C.Condition.model_validate(c) for c in prev.get("conditions") or []]
-    conds = C.set_condition(conds, C.Condition(type=C.FAILED, status=C.ConditionStatus.TRUE, reason=C.INVALID_SPEC,
-                                               message=message, observed_generation=meta.get("generation")), now)
-    status = {**prev, "conditions": [c.wire() for c in conds], "observedGeneration": meta.get("generation")}
-    if status != prev:
-        emit(ctx.kube, body, "Warning", C.INVALID_SPEC, message, f"gen{meta.get('generation')}", now)
-        ctx.kube.replace_status(API_VERSION, KIND, meta["namespace"], meta["name"], status)

@@ -37,6 +37,7 @@ from llmops.autoscaling.metrics import replica_signal
 from llmops.autoscaling.policy import Reason
 from llmops.builders import inference as B
 from llmops.controller import Context
+from llmops.handlers.invalid import report_invalid
 from llmops.kube.children import list_owned, sync_children
 from llmops.kube.client import ApiError
 from llmops.kube.events import emit
@@ -261,7 +262,7 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     try:
         svc = parse_inference_service(body)
     except ApiValidationError as exc:
-        _invalid(ctx, body, exc, now)
+        report_invalid(ctx, KIND, body, exc, now)
         return None
 
     kinds = _kinds(svc, ctx.served)
@@ -307,15 +308,3 @@ def _record_metrics(ctx: Context, svc: InferenceService, pods: list[S.PodView], 
         ctx.metrics.scale_decisions.labels(ns, name, direction, decision.reason.split(" (")[0]).inc()
 
 
-def _invalid(ctx: Context, body: dict, exc: ApiValidationError, now: dt.datetime) -> None:
-    """A CR that passed the CRD but not the typed model: Ready False/InvalidSpec, one Event."""
-    meta = body["metadata"]
-    prev = body.get("status") or {}
-    message = "; ".join(f"{path}: {msg}" for path, msg in exc.errors)[:1024]
-    conds = [C.Condition.model_validate(c) for c in prev.get("conditions") or []]
-    conds = C.set_condition(conds, C.Condition(type=C.READY, status=C.ConditionStatus.FALSE, reason=C.INVALID_SPEC,
-                                               message=message, observed_generation=meta.get("generation")), now)
-    status = {**prev, "conditions": [c.wire() for c in conds], "observedGeneration": meta.get("generation")}
-    if status != prev:
-        emit(ctx.kube, body, "Warning", C.INVALID_SPEC, message, f"gen{meta.get('generation')}", now)
-        ctx.kube.replace_status(API_VERSION, KIND, meta["namespace"], meta["name"], status)

@@ -16,6 +16,7 @@ from llmops.api.common import ApiValidationError
 from llmops.api.training import TrainingJob, parse_training_job
 from llmops.builders.training import CHILD_KINDS, GANG_KINDS, gang_name
 from llmops.controller import Context
+from llmops.handlers.invalid import report_invalid
 from llmops.kube.children import list_owned, sync_children
 from llmops.kube.client import ApiError
 from llmops.kube.events import emit
@@ -37,7 +38,7 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     try:
         job = parse_training_job(body)
     except ApiValidationError as exc:
-        _invalid(ctx, body, exc, now)
+        report_invalid(ctx, KIND, body, exc, now)
         return None
 
     owned = list_owned(kube, body, ALL_KINDS)
@@ -91,42 +92,12 @@ def _observe(ctx: Context, job: TrainingJob, owned: dict, nodes: list | None, fo
     )
 
 
-def _invalid(ctx: Context, body: dict, exc: ApiValidationError, now: dt.datetime) -> None:
-    """A CR that passed the CRD but not the typed model: Failed/InvalidSpec, one Event."""
-    meta = body["metadata"]
-    prev = body.get("status") or {}
-    message = "; ".join(f"{path}: {msg}" for path, msg in exc.errors)[:1024]
-    conds = [C.Condition.model_validate(c) for c in prev.get("conditions") or []]
-    conds = C.set_condition(conds, C.Condition(
-        type=C.FAILED, status=C.ConditionStatus.TRUE, reason=C.INVALID_SPEC, message=message,
-        observed_generation=meta.get("generation"), last_transition_time=C.rfc3339(now)), now)
-    status = {**prev, "conditions": [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in conds],
-              "observedGeneration": meta.get("generation")}
-    if status != prev:
-        emit(ctx.kube, body, "Warning", C.INVALID_SPEC, message, f"gen{meta.get('generation')}", now)
-        ctx.kube.replace_status(API_VERSION, KIND, meta["namespace"], meta["name"], status)
-
-
-#: Per Metrics instance: (namespace, name) -> condition types that are True, for the jobs
-#: gauge (a job is counted under each of its True conditions; a deleted job under none).
-_JOB_CONDITIONS: "weakref.WeakKeyDictionary[Metrics, dict[tuple[str, str], tuple[str, ...]]]" = weakref.WeakKeyDictionary()
 #: Per Metrics instance: the (namespace, name, attempt) whose time to first step was observed.
 _FIRST_STEP_SEEN: "weakref.WeakKeyDictionary[Metrics, set[tuple[str, str, int]]]" = weakref.WeakKeyDictionary()
 
 
 def _set_job_conditions(metrics: Metrics, namespace: str, name: str, true_types: tuple[str, ...]) -> None:
-    index = _JOB_CONDITIONS.setdefault(metrics, {})
-    before = index.get((namespace, name), ())
-    if before == true_types:
-        return
-    for t in before:
-        metrics.jobs.labels(KIND, t).dec()
-    for t in true_types:
-        metrics.jobs.labels(KIND, t).inc()
-    if true_types:
-        index[(namespace, name)] = true_types
-    else:
-        index.pop((namespace, name), None)
+    if metrics.set_job_conditions(KIND, namespace, name, true_types) and not true_types:
         seen = _FIRST_STEP_SEEN.get(metrics)
         if seen:
             seen -= {k for k in seen if k[:2] == (namespace, name)}
