@@ -17,11 +17,14 @@ import os
 import sys
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import boto3
 import pytest
 import yaml
+
+from llmops.sandbox.testing import eventually
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "finetune"))
 from finetune_fixtures import build_model, corpus  # noqa: E402
@@ -29,14 +32,7 @@ from finetune_fixtures import build_model, corpus  # noqa: E402
 NAME, SERVICE, ADAPTER = "e2e-ft", "e2e-serve", "e2e-domain"
 
 
-def poll(fn, timeout: float = 300.0, interval: float = 0.5):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s")
+poll = partial(eventually, timeout=300.0, interval=0.5)
 
 
 def cond(obj: dict, type_: str) -> dict:

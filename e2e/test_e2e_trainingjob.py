@@ -6,22 +6,17 @@ then delete the job and see every child garbage-collected (nothing left holding 
 from __future__ import annotations
 
 import json
-import time
+from functools import partial
 from pathlib import Path
 
 import yaml
 
+from llmops.sandbox.testing import eventually
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def poll(fn, timeout: float = 240.0, interval: float = 0.5):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s")
+poll = partial(eventually, timeout=240.0, interval=0.5)
 
 
 def true(tj: dict, type_: str) -> bool:

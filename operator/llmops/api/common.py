@@ -225,6 +225,12 @@ class Resources(SpecModel):
         description="Size of the in-memory /dev/shm volume (NCCL and data loaders need more than the 64Mi default).",
     )
 
+    def quantities(self) -> dict[str, str]:
+        """What one pod requests (requests == limits): cpu, memory and the accelerators under
+        their resource name, sorted by name; unset ones left out."""
+        out = {"cpu": self.cpu, "memory": self.memory, self.gpu_resource_name: str(self.gpus) if self.gpus else None}
+        return {k: v for k, v in sorted(out.items()) if v}
+
 
 # --- network ---------------------------------------------------------------------------------
 

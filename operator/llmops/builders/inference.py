@@ -255,15 +255,7 @@ def startup_budget_seconds(inputs: BuildInputs) -> int:
 
 
 def per_pod_resources(svc: InferenceService) -> dict[str, str]:
-    r = svc.spec.resources
-    out: dict[str, str] = {}
-    if r.cpu:
-        out["cpu"] = r.cpu
-    if r.memory:
-        out["memory"] = r.memory
-    if r.gpus:
-        out[r.gpu_resource_name] = str(r.gpus)
-    return dict(sorted(out.items()))
+    return svc.spec.resources.quantities()
 
 
 def adapter_agent_args(svc: InferenceService) -> list[str]:

@@ -138,14 +138,7 @@ def pods_service_account(job: TrainingJob) -> tuple[str, bool]:
 
 def per_pod_requests(job: TrainingJob) -> dict[str, str]:
     """Resources one worker pod requests (requests == limits), sorted by name."""
-    r = job.spec.resources
-    out: dict[str, str] = {}
-    if r.cpu:
-        out["cpu"] = r.cpu
-    if r.memory:
-        out["memory"] = r.memory
-    if r.gpus:
-        out[r.gpu_resource_name] = str(r.gpus)
+    out = job.spec.resources.quantities()
     rdma = job.spec.network.rdma
     if rdma:
         for dev in rdma.resources:
