@@ -24,8 +24,9 @@ Scenario numbers refer to reference/reliability-anchors.md section 4:
         on the pod writes, watch streams cut, the watch history expired: 410 Gone)
 * suspend/resume -> test_suspend_deletes_pods_and_resume_starts_next_attempt
 * 13 -> test_node_lost_waits_for_terminating_pod (4 s node-lost grace here; 40 s by default)
-* 15 -> test_hang_restarts_the_gang (marked slow: hangTimeoutSeconds has a 60 s floor; the
-        "same step twice fails" rule is table-tested in tests/failures and tests/status)
+* 15 -> test_hang_restarts_the_gang (hangTimeoutSeconds has a 60 s floor: the job starts with
+        the parallel ones; the "same step twice fails" rule is table-tested in tests/failures
+        and tests/status)
 * a mutable spec edit while running (totalSteps) -> test_mutable_spec_edit_while_running_keeps_the_pods
 
 Not covered here, and why: 1/3/4/5 (admission; tests/api and tests/crdgen), 17-19
@@ -129,6 +130,7 @@ PARALLEL = [
     job("ttl", ["python", "-c", "pass"], runPolicy={"ttlSecondsAfterFinished": 1}),
     job("foreign", SLEEP),
     job("edit", SLEEP, totalSteps=100),
+    job("hang", SLEEP, nodes=2, failurePolicy={"hangTimeoutSeconds": 60}),
     # The real runtime with a learning rate that blows the weights up within a few steps.
     job("nan", ["python", "-m", "llmops_runtime.train"], cpu="500m", memory="1Gi", totalSteps=40,
         checkpoint={"uri": "s3://llmops-sandbox/checkpoints/nan", "everySteps": 2},
@@ -189,6 +191,13 @@ def finish(kube: Kube, name: str) -> None:
 
 
 # --- scenarios run side by side ------------------------------------------------------------------
+
+
+def test_hang_freeze_one_rank(sandbox: Sandbox, kube: Kube, parallel_jobs: list[str]) -> None:
+    """Scenario 15's injection, done first: SIGSTOP one rank of the running "hang" job (the
+    assertions are in test_hang_restarts_the_gang, after the other parallel scenarios)."""
+    wait_running(kube, "hang")
+    sandbox.fault(NS, "hang-w1-a0", "freeze")
 
 
 def test_oom_killed_restart_then_repeat_fails(kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
@@ -323,6 +332,22 @@ def test_non_finite_loss_rolls_back_once_then_fails(kube: Kube, parallel_jobs: l
     assert watch.of("nan") == []
 
 
+def test_hang_restarts_the_gang(sandbox: Sandbox, kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
+    # The smallest hangTimeoutSeconds is 60, so this job starts with the parallel ones and its
+    # minute overlaps theirs. A frozen worker of a command that never reports a heartbeat: the
+    # hang is measured from the attempt's start.
+    tj = eventually(lambda: (t := get(kube, "hang")) and (t["status"].get("restarts") or {}).get("total") and t, timeout=150)
+    assert tj["status"]["restarts"]["byCause"] == {"Hang": 1}
+    assert tj["status"]["restarts"]["counted"] == 1
+    # The Restarting condition with reason Hang may already have given way to the next
+    # attempt's; the remembered failure and the Event stay.
+    assert tj["status"]["lastFailure"]["reason"] == "Hang"
+    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "hang"]
+    assert any("Hang" in (e.get("reason", "") + e.get("message", "")) for e in events), [e["reason"] for e in events]
+    finish(kube, "hang")
+    assert watch.of("hang") == []
+
+
 # --- scenarios that disturb the whole sandbox run after the parallel ones -----------------------
 
 
@@ -411,25 +436,6 @@ def test_node_lost_waits_for_terminating_pod(sandbox: Sandbox, kube: Kube, paral
     assert get(kube, "nodelost")["status"]["attempt"] == 1
     finish(kube, "nodelost")
     assert watch.of("nodelost") == []
-
-
-@pytest.mark.slow
-def test_hang_restarts_the_gang(sandbox: Sandbox, kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
-    # The smallest hangTimeoutSeconds is 60. A frozen worker of a command that never reports a
-    # heartbeat: the hang is measured from the attempt's start.
-    kube.create(job("hang", SLEEP, nodes=2, failurePolicy={"hangTimeoutSeconds": 60}))
-    wait_running(kube, "hang")
-    sandbox.fault(NS, "hang-w1-a0", "freeze")
-    tj = eventually(lambda: (t := get(kube, "hang")) and (t["status"].get("restarts") or {}).get("total") and t, timeout=150)
-    assert tj["status"]["restarts"]["byCause"] == {"Hang": 1}
-    assert tj["status"]["restarts"]["counted"] == 1
-    # The Restarting condition with reason Hang may already have given way to the next
-    # attempt's; the remembered failure and the Event stay.
-    assert tj["status"]["lastFailure"]["reason"] == "Hang"
-    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "hang"]
-    assert any("Hang" in (e.get("reason", "") + e.get("message", "")) for e in events), [e["reason"] for e in events]
-    finish(kube, "hang")
-    assert watch.of("hang") == []
 
 
 def test_kubectl_shows_the_facts(sandbox: Sandbox, parallel_jobs: list[str]) -> None:
