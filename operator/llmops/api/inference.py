@@ -182,7 +182,7 @@ class Signal(str, enum.Enum):
 class ScaleUp(SpecModel):
     """Scale-up behaviour."""
 
-    stabilization_seconds: int = Field(default=0, ge=0, le=3600, description="Window the signal must stay high.")
+    stabilization_seconds: int = Field(default=0, ge=0, le=3600, description="Window the signal must stay high. The builtin policy waits at least 0.1 x the measured load time for a first shortage, and only this window for one that recurs within the scale-down hold.")
     max_step: int | None = Field(default=None, ge=1, le=100, description="Most replicas added per decision (default: derived from load time).")
 
 
