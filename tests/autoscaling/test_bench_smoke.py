@@ -1,6 +1,7 @@
-"""bench/autoscaling on a short slice: the trace loads, the variants keep their shape, the
-simulator conserves requests and GPU time, and the table prints with sane numbers (the
-benchmark targets themselves are reported by the full run, not asserted here)."""
+"""bench/autoscaling on a short slice: the trace loads and the variants keep their shape (where
+the shared trace is present), the simulator conserves requests and GPU time, and the table
+prints with sane numbers for a bursty synthetic trace in the same CSV format (the benchmark
+targets themselves are reported by the full run, not asserted here)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,25 @@ from bench.autoscaling.policies import Static  # noqa: E402
 from bench.autoscaling.run import DEFAULT_TRACE, load_trace, main, variant  # noqa: E402
 from bench.autoscaling.sim import FleetModel, Request, simulate  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not DEFAULT_TRACE.exists(), reason="shared trace not present")
+needs_trace = pytest.mark.skipif(not DEFAULT_TRACE.exists(), reason="shared trace not present")
 
 
+def synthetic_trace(path: Path, seconds: int = 900) -> Path:
+    """The Azure trace's CSV shape: a steady 1 req/s with a 40 s burst of 12 req/s every 5 min."""
+    import datetime as dt
+
+    t0 = dt.datetime(2023, 11, 16, 18, 0, 0)
+    lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+    t = 0.0
+    while t < seconds:
+        stamp = (t0 + dt.timedelta(seconds=t)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        lines.append(f"{stamp},{800 + int(t) % 7 * 300},{20 + int(t) % 5 * 10}")
+        t += 1 / 12 if t % 300 < 40 else 1.0
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@needs_trace
 def test_trace_and_variants() -> None:
     tr = load_trace(DEFAULT_TRACE)
     assert len(tr) == 8819 and tr[0].arrival == 0.0
@@ -49,8 +66,9 @@ def test_queueing_when_short_of_capacity() -> None:
     assert all(b >= a for a, b in zip(res.delays, res.delays[1:]))
 
 
-def test_bench_prints_table(capsys) -> None:
-    assert main(["--variants", "base", "--cold-starts", "60,300", "--limit-seconds", "900"]) == 0
+def test_bench_prints_table(capsys, tmp_path: Path) -> None:  # noqa: ANN001
+    trace = synthetic_trace(tmp_path / "trace.csv")
+    assert main(["--trace", str(trace), "--variants", "base", "--cold-starts", "60,300", "--limit-seconds", "900"]) == 0
     out = capsys.readouterr().out
     assert out.count("== variant base") == 2
     rows = re.findall(r"^  (ours|hpa|kpa|static-peak|oracle|oracle@ours)\s+([\d.]+)\s+([\d.]+)\s+(\d+)", out, re.M)
