@@ -124,6 +124,11 @@ def test_lora_settings_and_adapter_agent():
     assert flag(agent["command"], "--max-adapters") == "8"
     assert {"mountPath": B.CACHE_DIR, "name": B.CACHE_VOLUME} in agent["volumeMounts"]
     assert "readinessProbe" not in agent and agent["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # a new replica joins the Service once its adapters are settled: a startup gate on /ready,
+    # lasting at least the server's own startup budget
+    gate = agent["startupProbe"]
+    assert gate["httpGet"] == {"path": "/ready", "port": "adapters"}
+    assert gate["periodSeconds"] * gate["failureThreshold"] >= c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
 
 
 def test_pod_template_does_not_depend_on_the_adapter_list():

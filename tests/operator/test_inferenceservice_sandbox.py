@@ -11,7 +11,7 @@ at least the measured load time apart) without passing maxReplicas, and never wr
 when the queue empties it scales down to minReplicas only after the hold. Two replicas on the
 created cache PVC download the model once (the other fetch is a cache hit); LoRA adapters load
 into every replica through the adapter-agent sidecar, a second one without replacing any pod,
-a replaced pod gets them again, and more than engine.maxLoras gives AdaptersReady
+a replaced pod gets them again and is never Ready before it serves them, and more than engine.maxLoras gives AdaptersReady
 False/AdapterLimitExceeded. A revision whose pods fail (a maxModelLen beyond the KV cache) is
 Degraded/InsufficientGPUMemory with vLLM's text while the old pod keeps serving (maxSurge 1,
 maxUnavailable 0), and the builtin autoscaler does not add replicas meanwhile.
@@ -24,6 +24,7 @@ import json
 import threading
 import time
 import urllib.request
+from functools import partial
 
 import boto3
 import numpy as np
@@ -35,6 +36,7 @@ from llmops_runtime.serve import manifest as M
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.deployments import HASH_LABEL, plan_pods
 from llmops.sandbox.run import DEFAULT_BUCKET, Sandbox
+from llmops.sandbox.testing import eventually as sandbox_eventually
 from llmops.status.inference import REQUEUE_SECONDS
 
 API = "llmops.dev/v1alpha1"
@@ -42,15 +44,7 @@ NS = "default"
 ADAPTERS = ("sql", "legal", "extra")
 
 
-def eventually(fn, timeout: float = 90.0, interval: float = 0.2):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+eventually = partial(sandbox_eventually, timeout=90.0, interval=0.2)
 
 
 def condition(obj: dict | None, type_: str) -> dict:
@@ -263,16 +257,21 @@ def test_adapters_load_without_restart_and_the_second_replica_hits_the_cache(san
     assert not extra["ready"] and "maxLoras" in extra["message"]
     assert {p["metadata"]["uid"] for p in _ready_pods(kube, "lora")} == uids
 
-    # a replaced replica gets the adapters again
+    # a replaced replica gets the adapters again, and is never Ready (in the Service) before
+    # it serves them: every sighting of it Ready is checked against its /v1/models
     victim = sorted(pods, key=lambda p: p["metadata"]["name"])[0]
     kube.delete("v1", "Pod", NS, victim["metadata"]["name"])
+    sightings: list[set[str]] = []
 
     def replaced():  # noqa: ANN202
         now = _ready_pods(kube, "lora")
         fresh = [p for p in now if p["metadata"]["uid"] not in uids]
-        return fresh and len(now) == 2 and {"sql", "legal"} <= _served(fresh[0]["status"]["podIP"]) and fresh[0]
+        if fresh:
+            sightings.append(_served(fresh[0]["status"]["podIP"]))
+        return fresh and len(now) == 2 and fresh[0]
 
-    fresh = eventually(replaced, timeout=60)
+    fresh = eventually(replaced, timeout=60, interval=0.05)
+    assert sightings and all({"sql", "legal"} <= seen for seen in sightings), sightings
     assert "extra" not in _served(fresh["status"]["podIP"])
     eventually(adapters_ready("sql", "legal"), timeout=30)
     kube.delete(API, "InferenceService", NS, "lora")

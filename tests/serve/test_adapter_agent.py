@@ -113,3 +113,54 @@ def test_limit_and_bad_requests(served, tmp_path) -> None:
     assert _http(agent + "/healthz")[0] == 200
     for n in ("a1", "a2"):
         assert _http(agent + "/adapters/unload", {"name": n})[0] == 200
+
+
+def test_ready_gate_waits_for_the_list_and_its_loads(served, tmp_path) -> None:
+    """/ready (the agent container's startupProbe): 503 until the operator's list arrived and
+    every listed adapter is loaded or failed; after the grace without a list, ready anyway;
+    once ready, a later load never takes the replica out of the Service."""
+    server, _, cache = served
+    now = [0.0]
+    agent = A.Agent(str(cache), server, ready_grace_seconds=60, clock=lambda: now[0])
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), A.make_handler(agent))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        code, body = _http(url + "/ready")
+        assert code == 503 and "waiting for the operator's adapter list" in json.loads(body)["message"]
+        # the operator asks for two adapters, one of them broken, and declares the list
+        good, bad = make_adapter(tmp_path / "g"), make_adapter(tmp_path / "b")
+        save_file({"x": np.zeros(4, dtype=np.float32)}, str(bad / "adapter_model.safetensors"))
+        for n, src in (("good", good), ("broken", bad)):
+            assert _http(url + "/adapters", {"name": n, "uri": str(src), "path": f"{cache}/ready-{n}"})[0] == 202
+        assert json.loads(_http(url + "/adapters/sync", {"names": ["good", "broken"]})[1])["synced"] == ["broken", "good"]
+        # ready exactly when both settled: the good one is served by then, the broken one failed
+        code, body = _wait(lambda: (r := _http(url + "/ready"))[0] == 200 and r)
+        assert "good" in _adapters(server) and _state(url, "broken")["state"] == "failed"
+        assert json.loads(body)["message"] == "2 adapter(s) settled"
+        # a name vLLM already serves without a record (the agent restarted) counts as settled
+        fresh = A.Agent(str(cache), server, clock=lambda: now[0])
+        fresh.sync(["good"])
+        assert fresh.ready() == (True, "1 adapter(s) settled")
+        missing = A.Agent(str(cache), server, clock=lambda: now[0])
+        missing.sync(["never-posted"])
+        assert missing.ready() == (False, "loading: never-posted")
+        # once ready, stays ready while a later adapter loads
+        assert _http(url + "/adapters", {"name": "later", "uri": str(make_adapter(tmp_path / "l", seed=3)), "path": f"{cache}/ready-later"})[0] == 202
+        agent.sync(["good", "broken", "later"])
+        assert _http(url + "/ready")[0] == 200
+        _wait(lambda: "later" in _adapters(server))
+        for n in ("good", "later"):
+            _http(url + "/adapters/unload", {"name": n})
+        # no list within the grace (operator down): serve the base model anyway
+        lonely = A.Agent(str(cache), server, ready_grace_seconds=60, clock=lambda: now[0])
+        assert lonely.ready()[0] is False
+        now[0] += 60
+        assert lonely.ready() == (True, "no adapter list from the operator within 60s: serving the base model")
+        assert _http(url + "/adapters/sync", {"names": "x"})[0] == 400
+        # the grace counts from vLLM answering (a model load takes minutes before that)
+        early = A.Agent(str(cache), "http://127.0.0.1:9", ready_grace_seconds=0, clock=lambda: now[0])
+        ok, why = early.ready()
+        assert not ok and why.startswith("waiting for the server at http://127.0.0.1:9")
+    finally:
+        httpd.shutdown()

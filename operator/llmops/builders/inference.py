@@ -52,6 +52,8 @@ PORT = 8000
 ADAPTER_AGENT_PORT = 8001  # the sidecar's HTTP port (not in the Service: only the operator calls it)
 #: requests = limits of the sidecar when the server has resources (keeps the pod's QoS class).
 ADAPTER_AGENT_RESOURCES = {"cpu": "500m", "memory": "1Gi"}
+ADAPTER_READY_ALLOWANCE_SECONDS = 900  # beyond the server's startup budget: adapter downloads and loads
+ADAPTER_READY_PERIOD_SECONDS = 2  # the adapter gate is checked often: it is the last step before serving
 CACHE_VOLUME = "model-cache"
 CACHE_DIR = "/var/cache/llmops/models"
 DSHM_VOLUME = "dshm"
@@ -345,7 +347,12 @@ def build_pod_template(svc: InferenceService, inputs: BuildInputs) -> dict[str, 
         # never by init containers: the template stays the same when adapters change.
         agent = fetcher(ADAPTER_AGENT_CONTAINER, adapter_agent_args(svc))
         agent["ports"] = [{"containerPort": ADAPTER_AGENT_PORT, "name": "adapters", "protocol": "TCP"}]
-        # Liveness only: a stuck agent is restarted, but never takes the server out of the Service.
+        # A new replica joins the Service only once its adapters are loaded (or failed): the
+        # startupProbe on /ready, with the server's budget plus time for the adapters. After
+        # that, liveness only: a stuck agent is restarted, but never takes the server out of
+        # the Service.
+        agent["startupProbe"] = {"httpGet": {"path": "/ready", "port": "adapters"}, "periodSeconds": ADAPTER_READY_PERIOD_SECONDS,
+                                 "failureThreshold": math.ceil((budget + ADAPTER_READY_ALLOWANCE_SECONDS) / ADAPTER_READY_PERIOD_SECONDS)}
         agent["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": "adapters"}, "periodSeconds": 10, "failureThreshold": 3}
         if res:
             agent["resources"] = {"limits": dict(ADAPTER_AGENT_RESOURCES), "requests": dict(ADAPTER_AGENT_RESOURCES)}

@@ -9,10 +9,12 @@ reconcile requeues every REQUEUE_SECONDS to scrape (and so picks up FinetuneJob 
 never adds replicas while a server pod is failing: they would run the same template.
 
 Adapters: the wanted set (``S.wanted_adapters``: spec.adapters plus what FinetuneJobs publish)
-is pushed into every ready replica: vLLM's ``/v1/models`` says what a replica has (and from
-which path); the pod's adapter agent (``llmops_runtime.serve.adapters``) is asked to unload
-what is not wanted, then to fetch-and-load what is missing (it answers at once; the next
-reconcile, ADAPTER_REQUEUE_SECONDS later while loading, sees the result).
+is pushed into every replica whose server is up: vLLM's ``/v1/models`` says what a replica has
+(and from which path); the pod's adapter agent (``llmops_runtime.serve.adapters``) is asked to
+unload what is not wanted, then to fetch-and-load what is missing (it answers at once; the next
+reconcile, ADAPTER_REQUEUE_SECONDS later while loading, sees the result). A replica that is not
+Ready yet is then told the full list: its agent's startup gate opens once those loads settle,
+so a new replica never takes traffic for an adapter it does not serve yet.
 """
 
 from __future__ import annotations
@@ -198,25 +200,30 @@ def _post_agent(ip: str, path: str, body: dict) -> tuple[int, dict]:
 
 
 def _sync_adapters(svc: InferenceService, pods: list[S.PodView], wanted: tuple[S.WantedAdapter, ...]) -> dict[str, S.AdapterState]:
-    """Make every ready replica hold exactly the admitted wanted adapters; their state."""
+    """Make every serving replica hold exactly the admitted wanted adapters; their state on the
+    ready ones. A replica whose server is up but which is not Ready yet (its adapter agent
+    gates it until the adapters are in) gets them too, and then the full list, so it joins the
+    Service only once it serves them."""
     name = svc.metadata.name
     want = {w.name: w for w in wanted if w.admitted and w.uri}
-    ready = sorted((p for p in pods if p.ready and p.ip and not p.deleting), key=lambda p: p.name)
     if not wanted and svc.spec.engine.lora != LoraMode.ENABLED:
         return {}  # LoRA off: no agent, nothing to load
+    serving = sorted((p for p in pods if (p.ready or p.server_ready) and p.ip and not p.deleting), key=lambda p: p.name)
     loaded = dict.fromkeys(want, 0)
     failed: dict[str, str] = {}
     loading: dict[str, str] = {}
     asked = 0
-    for p in ready:
+    for p in serving:
+        counted = p.ready  # status speaks of the ready replicas
         try:
             models = json.loads(_http(f"http://{p.ip}:{B.PORT}/v1/models")).get("data") or []
         except (OSError, ValueError) as exc:
-            for n in want:
-                loading.setdefault(n, f"pod {p.name}: /v1/models: {exc}")
-            asked += 1
+            if counted:
+                asked += 1
+                for n in want:
+                    loading.setdefault(n, f"pod {p.name}: /v1/models: {exc}")
             continue
-        asked += 1
+        asked += int(counted)
         served = {str(m.get("id")): str(m.get("root") or "") for m in models if m.get("parent")}
         try:
             for extra in sorted(set(served) - set(want)):  # unload first: the limit counts them
@@ -224,20 +231,24 @@ def _sync_adapters(svc: InferenceService, pods: list[S.PodView], wanted: tuple[S
             for n, w in want.items():
                 path = w.path(name)
                 if served.get(n) == path:
-                    loaded[n] += 1
+                    loaded[n] += int(counted)
                     continue
                 body = {"name": n, "uri": w.uri, "path": path}
                 if w.manifest_sha256:
                     body["manifestSha256"] = w.manifest_sha256
                 code, rec = _post_agent(p.ip, "/adapters", body)
+                if not counted:
+                    continue
                 if rec.get("state") == "failed" or code >= 400:
                     why = f"{rec.get('reason')}: {rec.get('message')}" if rec.get("reason") else str(rec.get("message") or f"HTTP {code}")
                     failed.setdefault(n, f"pod {p.name}: {why}")
                 else:
                     loading.setdefault(n, f"loading on pod {p.name}")
+            if not p.ready:  # the full list opens the agent's gate once these loads settle
+                _post_agent(p.ip, "/adapters/sync", {"names": sorted(want)})
         except OSError as exc:  # the agent is not up yet (or gone): try again next time
             for n in want:
-                if served.get(n) != want[n].path(name):
+                if counted and served.get(n) != want[n].path(name):
                     loading.setdefault(n, f"pod {p.name}: adapter agent: {exc}")
     return {n: S.AdapterState(replicas=asked, loaded=loaded[n], failed=failed.get(n, ""), loading=loading.get(n, "")) for n in want}
 

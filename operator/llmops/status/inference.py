@@ -78,6 +78,7 @@ class PodView:
     fetch: tuple[int, str] | None = None  # (exit code, termination message) of fetch-model
     fetching: bool = False
     server_failure: str | None = None  # last termination message of the server when it exited non-zero
+    server_ready: bool = False  # the server container passes its readiness probe (the pod may still wait for adapters)
 
     @property
     def failing(self) -> bool:
@@ -101,9 +102,11 @@ class PodView:
             elif (cs.get("state") or {}).get("running"):
                 fetching = True
         failure = None
+        server_ready = False
         for cs in st.get("containerStatuses") or []:
             if cs.get("name") != B.SERVER_CONTAINER:
                 continue
+            server_ready = bool(cs.get("ready"))
             for term in ((cs.get("state") or {}).get("terminated"), (cs.get("lastState") or {}).get("terminated")):
                 if term and int(term.get("exitCode", 0)) != 0:
                     failure = str(term.get("message") or term.get("reason") or f"exit code {term.get('exitCode')}")
@@ -112,7 +115,7 @@ class PodView:
             name=meta.get("name", ""), phase=st.get("phase") or "Pending", ready=ready,
             deleting=bool(meta.get("deletionTimestamp")), start_time=st.get("startTime"), created=meta.get("creationTimestamp"),
             ready_time=(conds.get("Ready") or {}).get("lastTransitionTime") if ready else None,
-            ip=st.get("podIP"), fetch=fetch, fetching=fetching, server_failure=failure,
+            ip=st.get("podIP"), fetch=fetch, fetching=fetching, server_failure=failure, server_ready=server_ready,
         )
 
 

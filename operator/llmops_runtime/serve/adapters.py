@@ -20,6 +20,16 @@ template only says "LoRA on"; the operator reconciles the list into each ready r
 3. for an adapter vLLM lists but the service no longer wants: ``POST /adapters/unload
    {"name"}`` (synchronous: vLLM unloads in milliseconds).
 
+4. once a replica holds what it should, ``POST /adapters/sync {"names"}`` declares the full
+   wanted list. ``GET /ready`` answers 200 only when every listed adapter is loaded (or has
+   failed: a bad adapter must not keep the base model from serving). The agent container's
+   startupProbe calls it, so a new replica joins the Service only once it serves its adapters
+   (no "model not found" for an adapter on a replica that just started). If no list arrives
+   within ``--ready-grace-seconds`` of vLLM answering (operator down), the replica serves the
+   base model anyway:
+   serving never depends on the operator being up. Once ready, it stays ready (a later adapter
+   load never takes a serving replica out of the Service).
+
 A replica that restarts comes back without adapters; the operator sees that in
 ``/v1/models`` and asks again (the fetch is then a cache hit). A failed load is retried at most
 every ``RETRY_SECONDS`` for the same request, so a bad adapter does not hammer storage.
@@ -31,7 +41,7 @@ it (restrict it with a NetworkPolicy where pods are not trusted: like vLLM's own
 endpoints, it has no authentication).
 
 ``python -m llmops_runtime.serve.adapters --port 8001 --cache-dir DIR [--server-port 8000]
-[--server-url URL] [--max-adapters N]``. In a sandbox pod it binds and calls ``$POD_IP`` (each
+[--server-url URL] [--max-adapters N] [--ready-grace-seconds 60]``. In a sandbox pod it binds and calls ``$POD_IP`` (each
 pod has its own loopback address there); elsewhere it binds 0.0.0.0 and calls 127.0.0.1.
 """
 
@@ -47,6 +57,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
@@ -88,12 +99,18 @@ class Record:
 class Agent:
     """The agent's state and actions (the HTTP layer is below)."""
 
-    def __init__(self, cache_dir: str, server_url: str, max_adapters: int = 0) -> None:
+    def __init__(self, cache_dir: str, server_url: str, max_adapters: int = 0, ready_grace_seconds: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cache_dir = cache_dir.rstrip("/") or "/"
         self.server_url = server_url.rstrip("/")
         self.max_adapters = max_adapters
         self.records: dict[str, Record] = {}
         self.lock = threading.Lock()
+        self.ready_grace_seconds = ready_grace_seconds
+        self.clock = clock
+        self.server_up_at: float | None = None  # when vLLM first answered: the grace counts from there
+        self.synced: tuple[str, ...] | None = None  # the operator's last full list, if any
+        self.was_ready = False
 
     # --- vLLM ------------------------------------------------------------------------------
     def _vllm(self, path: str, body: dict[str, Any] | None = None) -> str:
@@ -178,6 +195,44 @@ class Agent:
             return 503, {"name": name, "reason": SERVER_UNAVAILABLE, "message": str(e)}
         return 200, {"name": name, "state": "unloaded"}
 
+    def sync(self, names: list[str]) -> tuple[str, ...]:
+        with self.lock:
+            self.synced = tuple(sorted({str(n) for n in names}))
+            return self.synced
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether this replica may join the Service, and why (see step 4 above)."""
+        with self.lock:
+            if self.was_ready:
+                return True, "ready"
+            synced = self.synced
+            states = {n: r.state for n, r in self.records.items()}
+        if synced is None:
+            if self.server_up_at is None:  # the operator syncs once vLLM answers, minutes after start
+                try:
+                    self.loaded()
+                except (OSError, ValueError) as e:
+                    return False, f"waiting for the server at {self.server_url}: {e}"
+                self.server_up_at = self.clock()
+            waited = self.clock() - self.server_up_at
+            if waited < self.ready_grace_seconds:
+                return False, f"waiting for the operator's adapter list ({waited:.0f}s of {self.ready_grace_seconds:.0f}s)"
+            why = f"no adapter list from the operator within {self.ready_grace_seconds:.0f}s: serving the base model"
+        else:
+            unsettled = [n for n in synced if states.get(n) not in ("loaded", "failed")]
+            if unsettled:
+                try:  # no record: vLLM may hold it from before this agent (re)started
+                    served = self.loaded()
+                except (OSError, ValueError) as e:
+                    return False, f"{self.server_url}: {e}"
+                pending = [n for n in unsettled if states.get(n) == "loading" or n not in served]
+                if pending:
+                    return False, f"loading: {', '.join(pending)}"
+            why = f"{len(synced)} adapter(s) settled"
+        with self.lock:
+            self.was_ready = True
+        return True, why
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {"adapters": {n: r.wire() for n, r in sorted(self.records.items())}}
@@ -227,6 +282,9 @@ def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
                 self._send(200, {"status": "ok"})
             elif self.path == "/adapters":
                 self._send(200, agent.snapshot())
+            elif self.path == "/ready":
+                ok, why = agent.ready()
+                self._send(200 if ok else 503, {"ready": ok, "message": why})
             else:
                 self._send(404, {"message": f"no route {self.path}"})
 
@@ -245,6 +303,12 @@ def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
                     return
                 status, rec = agent.request_load(name, uri, path, sha)
                 self._send(status, rec.wire())
+            elif self.path == "/adapters/sync":
+                names = body.get("names")
+                if not isinstance(names, list):
+                    self._send(400, {"message": "names must be a list"})
+                    return
+                self._send(200, {"synced": list(agent.sync(names))})
             elif self.path == "/adapters/unload":
                 status, out = agent.unload(str(body.get("name") or ""))
                 self._send(status, out)
@@ -263,13 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--server-port", type=int, default=8000)
     ap.add_argument("--server-url", help="vLLM's base URL (default: http://$POD_IP or 127.0.0.1 : --server-port)")
     ap.add_argument("--max-adapters", type=int, default=0, help="most adapters loaded at once (0: no limit)")
+    ap.add_argument("--ready-grace-seconds", type=float, default=60.0,
+                    help="become ready without an adapter list from the operator after this long")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     url = a.server_url or f"http://{os.environ.get('POD_IP') or '127.0.0.1'}:{a.server_port}"
-    agent = Agent(a.cache_dir, url, a.max_adapters)
+    agent = Agent(a.cache_dir, url, a.max_adapters, a.ready_grace_seconds)
     server = ThreadingHTTPServer((a.host, a.port), make_handler(agent))
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
