@@ -11,7 +11,8 @@ Baselines are re-implementations of the published algorithms, reduced to what ma
   ``0.7 * max_num_seqs`` (Knative's 70 % utilisation); 60 s stable and 6 s panic windows;
   panic when the panic desire >= 2x ready pods, no scale-down while panicking (and 60 s
   after); scale-down at most halves the ready pods per tick.
-- Static: the oracle's peak count, ready from t=0.
+- Static: a fixed count, ready from t=0: the oracle's peak (``static-peak``), or the smallest
+  count reaching our attainment, found by replaying (``fixed@ours``, hindsight).
 - Oracle: knows every future arrival. Offered load per 30 s bucket (sum of service times /
   bucket length) -> ``ceil(load / (rho * max_num_seqs))`` replicas; desired at t is the
   largest need over ``[t, t + cold_start + bucket]`` so replicas are started one cold start

@@ -71,12 +71,25 @@ def test_bench_prints_table(capsys, tmp_path: Path) -> None:  # noqa: ANN001
     assert main(["--trace", str(trace), "--variants", "base", "--cold-starts", "60,300", "--limit-seconds", "900"]) == 0
     out = capsys.readouterr().out
     assert out.count("== variant base") == 2
-    rows = re.findall(r"^  (ours|hpa|kpa|static-peak|oracle|oracle@ours)\s+([\d.]+)\s+([\d.]+)\s+(\d+)", out, re.M)
-    assert len(rows) == 12
+    rows = re.findall(r"^  (ours|hpa|kpa|static-peak|oracle|oracle@ours|fixed@ours)\s+([\d.]+)\s+([\d.]+)\s+(\d+)", out, re.M)
+    assert len(rows) == 14
     for name, att, gpuh, peak in rows:
         assert 0.0 <= float(att) <= 1.0
         assert 0.0 < float(gpuh) <= int(peak) * 900 / 3600 + 1e-3
     assert out.count("vs oracle@ours") == 2 and out.count("vs hpa") == 2
+    assert out.count("GPU-h ratio to oracle@ours") == 2
+
+
+def test_fixed_at_is_the_smallest_fleet_reaching_the_attainment() -> None:
+    from bench.autoscaling.run import fixed_at
+
+    # 20 arrivals/s of 1.1 s requests: 22 busy slots, so 3 replicas of 8 serve all at once
+    reqs = [Request(i * 0.05, 800, 25) for i in range(2000)]
+    model = FleetModel(cold_start=60)
+    full = fixed_at(reqs, model, 1.0, 0.0, peak=8)
+    assert full.name == "fixed@ours" and full.peak == 3 and full.attainment == 1.0
+    assert fixed_at(reqs, model, 1.0, 0.0, peak=2).peak == 2  # capped at the peak given
+    assert fixed_at(reqs, model, 0.0, 0.0, peak=8).peak == 1
 
 
 @pytest.mark.parametrize("cold", [60.0, 300.0])
