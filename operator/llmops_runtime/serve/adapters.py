@@ -26,9 +26,8 @@ template only says "LoRA on"; the operator reconciles the list into each ready r
    startupProbe calls it, so a new replica joins the Service only once it serves its adapters
    (no "model not found" for an adapter on a replica that just started). If no list arrives
    within ``--ready-grace-seconds`` of vLLM answering (operator down), the replica serves the
-   base model anyway:
-   serving never depends on the operator being up. Once ready, it stays ready (a later adapter
-   load never takes a serving replica out of the Service).
+   base model anyway: serving never depends on the operator being up. Once ready, it stays
+   ready (a later adapter load never takes a serving replica out of the Service).
 
 A replica that restarts comes back without adapters; the operator sees that in
 ``/v1/models`` and asks again (the fetch is then a cache hit). A failed load is retried at most
@@ -41,8 +40,9 @@ it (restrict it with a NetworkPolicy where pods are not trusted: like vLLM's own
 endpoints, it has no authentication).
 
 ``python -m llmops_runtime.serve.adapters --port 8001 --cache-dir DIR [--server-port 8000]
-[--server-url URL] [--max-adapters N] [--ready-grace-seconds 60]``. In a sandbox pod it binds and calls ``$POD_IP`` (each
-pod has its own loopback address there); elsewhere it binds 0.0.0.0 and calls 127.0.0.1.
+[--server-url URL] [--max-adapters N] [--ready-grace-seconds 60]``. In a sandbox pod it binds
+and calls ``$POD_IP`` (each pod has its own loopback address there); elsewhere it binds
+0.0.0.0 and calls 127.0.0.1.
 """
 
 from __future__ import annotations
