@@ -57,6 +57,7 @@ class Metrics:
         # (kind, namespace, name) -> condition types that are True, for the jobs gauge (a job
         # is counted under each of its True conditions; a deleted job under none).
         self._job_conditions: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        self._first_step_seen: set[tuple[str, str, str, int]] = set()  # (kind, ns, name, attempt) observed
         self.model_load_seconds = Histogram(
             "model_load_seconds", "Measured model fetch+load time of an InferenceService replica.",
             ["namespace", "service"], namespace=NAMESPACE, registry=r,
@@ -77,4 +78,13 @@ class Metrics:
             self._job_conditions[key] = true_types
         else:
             self._job_conditions.pop(key, None)
+            self._first_step_seen -= {k for k in self._first_step_seen if k[:3] == key}
         return True
+
+    def observe_time_to_first_step(self, kind: str, namespace: str, name: str, attempt: int, seconds: float | None) -> None:
+        """Observe a job attempt's time to first step once (``None``: not known yet)."""
+        key = (kind, namespace, name, attempt)
+        if seconds is None or key in self._first_step_seen:
+            return
+        self._first_step_seen.add(key)
+        self.time_to_first_step.labels(kind).observe(seconds)

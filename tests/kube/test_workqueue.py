@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+from llmops.kube.client import ApiError
 from llmops.kube.workqueue import WorkQueue, run_workers
 
 
@@ -49,18 +50,25 @@ def test_requeue_after_is_honoured() -> None:
     assert q.get(timeout=0) == "a"
 
 
-def test_workers_retry_failures_and_respect_pause() -> None:
-    q = WorkQueue()
-    stop = threading.Event()
+def _fails_once(exc: Exception) -> tuple:
+    """A reconcile that raises ``exc`` on its first call and succeeds after; its calls, and
+    an event set on the first success."""
     calls: list[str] = []
     done = threading.Event()
 
     def reconcile(key: str) -> None:
         calls.append(key)
         if len(calls) == 1:
-            raise RuntimeError("api outage")
+            raise exc
         done.set()
 
+    return reconcile, calls, done
+
+
+def test_workers_retry_failures_and_respect_pause() -> None:
+    q = WorkQueue()
+    stop = threading.Event()
+    reconcile, calls, done = _fails_once(RuntimeError("api outage"))
     run_workers(q, reconcile, stop, workers=2, error_backoff=lambda n: 0.01)
     q.add("job")
     assert done.wait(5)
@@ -77,23 +85,12 @@ def test_workers_retry_failures_and_respect_pause() -> None:
     assert paused_calls == []
 
 
-class _Throttled(Exception):
-    retry_after = 30.0  # what llmops.kube.client.ApiError carries from a 429's Retry-After
-
-
 def test_workers_honour_retry_after() -> None:
     clock = FakeClock()
     q = WorkQueue(clock)
     stop = threading.Event()
-    calls: list[str] = []
-    done = threading.Event()
-
-    def reconcile(key: str) -> None:
-        calls.append(key)
-        if len(calls) == 1:
-            raise _Throttled()
-        done.set()
-
+    # what the client raises for a 429 with Retry-After: 30
+    reconcile, calls, done = _fails_once(ApiError(429, "TooManyRequests", "slow down", retry_after=30.0))
     run_workers(q, reconcile, stop, workers=1, error_backoff=lambda n: 0.0)
     q.add("job")
     assert not done.wait(1.2)  # the backoff alone would have retried at once

@@ -124,6 +124,6 @@ def test_reconcile_records_job_metrics() -> None:
     assert s[("llmops_jobs", (("condition", "Restarting"), ("kind", "TrainingJob")))] == 1
     assert s[("llmops_jobs", (("condition", "Running"), ("kind", "TrainingJob")))] == 0
 
-    handler._set_job_conditions(m, "ml", "t", ())  # what the reconcile does for a deleted job
+    m.set_job_conditions("TrainingJob", "ml", "t", ())  # what the reconcile does for a deleted job
     s = samples(m)
     assert all(v == 0 for (name, _), v in s.items() if name == "llmops_jobs")

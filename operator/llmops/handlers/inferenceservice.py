@@ -201,10 +201,8 @@ def _post_agent(ip: str, path: str, body: dict) -> tuple[int, dict]:
 
 def _sync_adapters(svc: InferenceService, pods: list[S.PodView], wanted: tuple[S.WantedAdapter, ...]) -> dict[str, S.AdapterState]:
     """Make every serving replica hold exactly the admitted wanted adapters; their state on the
-    ready ones. A replica whose server is up but which is not Ready yet (its adapter agent
-    gates it until the adapters are in) gets them too, and then the full list, so it joins the
-    Service only once it serves them."""
-    name = svc.metadata.name
+    ready ones (status speaks of the replicas in the Service). A replica whose server is up but
+    which is not Ready yet (its adapter agent gates it until the adapters are in) gets them too."""
     want = {w.name: w for w in wanted if w.admitted and w.uri}
     if not wanted and svc.spec.engine.lora != LoraMode.ENABLED:
         return {}  # LoRA off: no agent, nothing to load
@@ -214,43 +212,52 @@ def _sync_adapters(svc: InferenceService, pods: list[S.PodView], wanted: tuple[S
     loading: dict[str, str] = {}
     asked = 0
     for p in serving:
-        counted = p.ready  # status speaks of the ready replicas
-        try:
-            models = json.loads(_http(f"http://{p.ip}:{B.PORT}/v1/models")).get("data") or []
-        except (OSError, ValueError) as exc:
-            if counted:
-                asked += 1
-                for n in want:
-                    loading.setdefault(n, f"pod {p.name}: /v1/models: {exc}")
+        states = _push_adapters(p, want, svc.metadata.name)
+        if not p.ready:
             continue
-        asked += int(counted)
-        served = {str(m.get("id")): str(m.get("root") or "") for m in models if m.get("parent")}
-        try:
-            for extra in sorted(set(served) - set(want)):  # unload first: the limit counts them
-                _post_agent(p.ip, "/adapters/unload", {"name": extra})
-            for n, w in want.items():
-                path = w.path(name)
-                if served.get(n) == path:
-                    loaded[n] += int(counted)
-                    continue
-                body = {"name": n, "uri": w.uri, "path": path}
-                if w.manifest_sha256:
-                    body["manifestSha256"] = w.manifest_sha256
-                code, rec = _post_agent(p.ip, "/adapters", body)
-                if not counted:
-                    continue
-                if rec.get("state") == "failed" or code >= 400:
-                    why = f"{rec.get('reason')}: {rec.get('message')}" if rec.get("reason") else str(rec.get("message") or f"HTTP {code}")
-                    failed.setdefault(n, f"pod {p.name}: {why}")
-                else:
-                    loading.setdefault(n, f"loading on pod {p.name}")
-            if not p.ready:  # the full list opens the agent's gate once these loads settle
-                _post_agent(p.ip, "/adapters/sync", {"names": sorted(want)})
-        except OSError as exc:  # the agent is not up yet (or gone): try again next time
-            for n in want:
-                if counted and served.get(n) != want[n].path(name):
-                    loading.setdefault(n, f"pod {p.name}: adapter agent: {exc}")
+        asked += 1
+        for n, (state, why) in states.items():
+            if state == "loaded":
+                loaded[n] += 1
+            elif state == "failed":
+                failed.setdefault(n, why)
+            else:
+                loading.setdefault(n, why)
     return {n: S.AdapterState(replicas=asked, loaded=loaded[n], failed=failed.get(n, ""), loading=loading.get(n, "")) for n in want}
+
+
+def _push_adapters(p: S.PodView, want: dict[str, S.WantedAdapter], service: str) -> dict[str, tuple[str, str]]:
+    """Bring one replica to hold exactly ``want``: vLLM's ``/v1/models`` says what it has, its
+    agent unloads the rest and fetches-and-loads what is missing. Per adapter: (``loaded`` |
+    ``loading`` | ``failed``, why). A replica not Ready yet is then told the full list: the
+    agent's startup gate opens once those loads settle."""
+    try:
+        models = json.loads(_http(f"http://{p.ip}:{B.PORT}/v1/models")).get("data") or []
+    except (OSError, ValueError) as exc:
+        return {n: ("loading", f"pod {p.name}: /v1/models: {exc}") for n in want}
+    served = {str(m.get("id")): str(m.get("root") or "") for m in models if m.get("parent")}
+    out = {n: ("loaded", "") for n, w in want.items() if served.get(n) == w.path(service)}
+    try:
+        for extra in sorted(set(served) - set(want)):  # unload first: the limit counts them
+            _post_agent(p.ip, "/adapters/unload", {"name": extra})
+        for n, w in want.items():
+            if n in out:
+                continue
+            body = {"name": n, "uri": w.uri, "path": w.path(service)}
+            if w.manifest_sha256:
+                body["manifestSha256"] = w.manifest_sha256
+            code, rec = _post_agent(p.ip, "/adapters", body)
+            if rec.get("state") == "failed" or code >= 400:
+                why = f"{rec.get('reason')}: {rec.get('message')}" if rec.get("reason") else str(rec.get("message") or f"HTTP {code}")
+                out[n] = ("failed", f"pod {p.name}: {why}")
+            else:
+                out[n] = ("loading", f"loading on pod {p.name}")
+        if not p.ready:
+            _post_agent(p.ip, "/adapters/sync", {"names": sorted(want)})
+    except OSError as exc:  # the agent is not up yet (or gone): try again next time
+        for n in want:
+            out.setdefault(n, ("loading", f"pod {p.name}: adapter agent: {exc}"))
+    return out
 
 
 def _finetune_jobs(kube, namespace: str) -> list[dict]:  # noqa: ANN001

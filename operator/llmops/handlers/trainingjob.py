@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import weakref
 
 from llmops import API_VERSION
 from llmops.api import conditions as C
@@ -20,7 +19,6 @@ from llmops.handlers.invalid import report_invalid
 from llmops.kube.children import list_owned, sync_children
 from llmops.kube.client import ApiError
 from llmops.kube.events import emit
-from llmops.metrics import Metrics
 from llmops.status.training import Observed, goodput, plan, time_to_first_step
 
 logger = logging.getLogger(__name__)
@@ -32,7 +30,7 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     kube = ctx.kube
     body = kube.get(API_VERSION, KIND, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
-        _set_job_conditions(ctx.metrics, namespace, name, ())
+        ctx.metrics.set_job_conditions(KIND, namespace, name, ())
         return None  # children go with the owner (garbage collection); nothing to do
     now = dt.datetime.fromtimestamp(ctx.clock(), dt.UTC)
     try:
@@ -92,33 +90,17 @@ def _observe(ctx: Context, job: TrainingJob, owned: dict, nodes: list | None, fo
     )
 
 
-#: Per Metrics instance: the (namespace, name, attempt) whose time to first step was observed.
-_FIRST_STEP_SEEN: "weakref.WeakKeyDictionary[Metrics, set[tuple[str, str, int]]]" = weakref.WeakKeyDictionary()
-
-
-def _set_job_conditions(metrics: Metrics, namespace: str, name: str, true_types: tuple[str, ...]) -> None:
-    if metrics.set_job_conditions(KIND, namespace, name, true_types) and not true_types:
-        seen = _FIRST_STEP_SEEN.get(metrics)
-        if seen:
-            seen -= {k for k in seen if k[:2] == (namespace, name)}
-
-
 def _record_metrics(ctx: Context, job: TrainingJob, prev: dict, status, observed: Observed) -> None:  # noqa: ANN001
     """Jobs by condition, restarts by cause (the increase since the last status), time to first
     step (once per attempt), goodput and checkpoint age."""
     ns, name = job.metadata.namespace, job.metadata.name
     m = ctx.metrics
-    _set_job_conditions(m, ns, name, tuple(sorted(c.type for c in status.conditions if c.status == C.ConditionStatus.TRUE)))
+    m.set_job_conditions(KIND, ns, name, tuple(sorted(c.type for c in status.conditions if c.status == C.ConditionStatus.TRUE)))
     before = ((prev.get("restarts") or {}).get("byCause") or {})
     for cause, count in status.restarts.by_cause.items():
         if count > before.get(cause, 0):
             m.restarts.labels(ns, name, cause).inc(count - before.get(cause, 0))
-    seen = _FIRST_STEP_SEEN.setdefault(m, set())
-    if (ns, name, status.attempt) not in seen:
-        ttfs = time_to_first_step(observed.progress, observed.pods, status.attempt)
-        if ttfs is not None:
-            seen.add((ns, name, status.attempt))
-            m.time_to_first_step.labels(KIND).observe(ttfs)
+    m.observe_time_to_first_step(KIND, ns, name, status.attempt, time_to_first_step(observed.progress, observed.pods, status.attempt))
     report = observed.progress if observed.progress is not None and observed.progress.attempt == status.attempt else None
     ratio = goodput(report, status.resumed_from_step, status.start_time)
     if ratio is not None:
