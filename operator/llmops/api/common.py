@@ -592,18 +592,16 @@ class VolumeMount(SpecModel):
 
 
 AFFINITY_KEYS = ("nodeAffinity", "podAffinity", "podAntiAffinity")
+#: core/v1 Affinity: the three known keys, each an opaque object passed through unchanged.
+#: Typed as an object with those properties (not a CEL rule over its keys: CEL cannot iterate
+#: an object type, and the real API server refuses such a rule). Unknown keys are refused by
+#: kubectl's strict field validation and by the model below.
 Affinity = Annotated[
     dict[str, Any],
     Field(
         json_schema_extra={
-            **preserve_unknown(),
-            "maxProperties": len(AFFINITY_KEYS),
-            **cel(
-                (
-                    "self.all(k, k in [" + ", ".join(f"'{k}'" for k in AFFINITY_KEYS) + "])",
-                    "only nodeAffinity, podAffinity and podAntiAffinity are allowed",
-                )
-            ),
+            "type": "object",
+            "properties": {k: {**preserve_unknown(), "description": f"core/v1 {k[0].upper()}{k[1:]}, passed through unchanged."} for k in AFFINITY_KEYS},
         }
     ),
 ]

@@ -4,9 +4,13 @@ Loaded from tests/conftest.py (`pytest_plugins = ["llmops.sandbox.testing"]`).
 
 - `api_server`: a fresh, started `ApiServer` per test (starting one takes milliseconds, so
   isolation costs nothing and faults cannot leak between tests).
-- `kubeconfig`: a kubeconfig path; the emulator's by default, or `$LLMOPS_TEST_KUBECONFIG`
-  (a real cluster) when set. Tests that need the emulator itself (faults, log text) ask for
-  `api_server` directly and are skipped on a real cluster.
+- `control_plane`: one real Kubernetes control plane for the whole session (``../shared/kube``,
+  see ``llmops.sandbox.controlplane``), or `$LLMOPS_TEST_KUBECONFIG` when that names a cluster.
+  Tests that use it are skipped, with the reason, only where no control plane is available.
+- `kubeconfig`: parametrized over both clusters, ids ``emulated`` and ``real``: every test
+  that takes it runs once against the emulated API server and once against the real one
+  (``-k emulated`` / ``-k real`` select one side). Tests that need the emulator itself (its
+  fault injection, its log text) ask for `api_server` directly.
 - `kube_client`: a `kubernetes.client.ApiClient` built from that kubeconfig without touching
   the global configuration.
 - `fresh_namespace`: a new namespace, deleted after the test.
@@ -57,8 +61,6 @@ def eventually(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.0
 
 @pytest.fixture
 def api_server() -> Iterator[ApiServer]:
-    if real_cluster():
-        pytest.skip("needs the emulated API server itself (LLMOPS_TEST_KUBECONFIG is set)")
     srv = ApiServer(host="127.0.0.1", port=0, bookmark_interval=0.2)
     srv.start()
     try:
@@ -67,11 +69,25 @@ def api_server() -> Iterator[ApiServer]:
         srv.stop()
 
 
-@pytest.fixture
-def kubeconfig(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> pathlib.Path:
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pathlib.Path]:
+    """The kubeconfig of one real control plane for the session (started on first use)."""
     real = real_cluster()
     if real:
-        return pathlib.Path(real)
+        yield pathlib.Path(real)
+        return
+    from .controlplane import ControlPlane, find_kube_dir
+
+    if find_kube_dir() is None:
+        pytest.skip("real control plane absent: no ../shared/kube/start.sh (set LLMOPS_KUBE_DIR or LLMOPS_TEST_KUBECONFIG)")
+    with ControlPlane(state_dir=tmp_path_factory.mktemp("kube")) as cp:
+        yield pathlib.Path(cp.kubeconfig)
+
+
+@pytest.fixture(params=["emulated", "real"])
+def kubeconfig(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> pathlib.Path:
+    if request.param == "real":
+        return request.getfixturevalue("control_plane")
     srv: ApiServer = request.getfixturevalue("api_server")
     return srv.write_kubeconfig(tmp_path / "kubeconfig")
 
