@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from aiohttp import web
 
 REASONS: dict[int, str] = {
     400: "BadRequest",
@@ -56,6 +59,18 @@ class ApiError(Exception):
         if details:
             body["details"] = details
         return body
+
+
+def error_response(e: ApiError) -> web.Response:
+    """The HTTP answer for `e` (the emulator's and the fault proxy's): Status body, Retry-After."""
+    headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else None
+    return web.Response(body=json.dumps(e.status_body()).encode(), status=e.code,
+                        content_type="application/json", headers=headers)
+
+
+def too_old_resource_version(rv: int, oldest: int) -> ApiError:
+    """A watch resuming before the retained history (the real server's wording)."""
+    return ApiError(410, f"too old resource version: {rv} ({oldest})")
 
 
 def _qualified(group: str, plural: str) -> str:

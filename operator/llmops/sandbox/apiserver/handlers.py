@@ -17,9 +17,10 @@ from aiohttp import web
 
 from . import patching
 from .core import FIELD_VALIDATION, Cluster
-from .errors import ApiError, bad_request
+from .errors import ApiError, bad_request, error_response
 from .faults import Faults
 from .registry import Resource
+from .requestinfo import parse, truthy
 from .selectors import parse_field_selector, parse_label_selector
 from .store import Event, Watcher
 from .tables import to_table
@@ -35,17 +36,8 @@ def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) ->
                         content_type="application/json", headers=headers)
 
 
-def _error(e: ApiError) -> web.Response:
-    headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else None
-    return _json(e.status_body(), e.code, headers)
-
-
 def _wants_table(request: web.Request) -> bool:
     return "as=Table" in request.headers.get("Accept", "")
-
-
-def _truthy(value: str | None) -> bool:
-    return value in ("true", "1", "True")
 
 
 async def _body(request: web.Request) -> Any:
@@ -82,11 +74,11 @@ class Handlers:
         try:
             return await self._route(request)
         except ApiError as e:
-            return _error(e)
+            return error_response(e)
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as e:  # a bug here must show up as a 500 in the client, not a hang
-            return _error(ApiError(500, f"emulator error: {type(e).__name__}: {e}"))
+            return error_response(ApiError(500, f"emulator error: {type(e).__name__}: {e}"))
 
     # -- routing --------------------------------------------------------------------------------
 
@@ -114,37 +106,17 @@ class Handlers:
                 doc = reg.resource_list(group, version)
                 if doc:
                     return _json(doc)
-        if len(parts) >= 3 and parts[:2] == ["api", "v1"]:
-            group, version, rest = "", "v1", parts[2:]
-        elif len(parts) >= 4 and parts[0] == "apis":
-            group, version, rest = parts[1], parts[2], parts[3:]
-        else:
+        info = parse(request.method, request.path, request.query)
+        res = reg.get(info.group, info.version, info.plural) if info and not info.tail else None
+        if info is None or res is None:
             raise ApiError(404, "the server could not find the requested resource")
-        watch_prefix = rest[0] == "watch"
-        if watch_prefix:
-            rest = rest[1:]
-        namespace = None
-        if len(rest) >= 3 and rest[0] == "namespaces":
-            candidate = reg.get(group, version, rest[2])
-            if candidate is not None and candidate.namespaced:
-                namespace, rest = rest[1], rest[2:]
-        if not rest or len(rest) > 3:
-            raise ApiError(404, "the server could not find the requested resource")
-        res = reg.get(group, version, rest[0])
-        if res is None:
-            raise ApiError(404, "the server could not find the requested resource")
-        name = rest[1] if len(rest) > 1 else None
-        sub = rest[2] if len(rest) > 2 else ""
-        if sub and sub not in res.subresources:
+        namespace, name, sub, verb = info.namespace, info.name, info.sub, info.verb
+        if (sub and sub not in res.subresources) or (namespace is not None and not res.namespaced):
             raise ApiError(404, "the server could not find the requested resource")
         if res.namespaced and name and namespace is None:
             raise ApiError(404, "the server could not find the requested resource")
         q = request.query
         method = request.method
-        watch = watch_prefix or _truthy(q.get("watch"))
-        verb = {"GET": "watch" if watch else "get" if name else "list",
-                "POST": "create", "PUT": "update", "PATCH": "patch",
-                "DELETE": "delete" if name else "deletecollection"}.get(method)
         if verb is None:
             raise ApiError(405, f"method {method} not allowed")
         self.faults.check(verb, res.plural, sub, namespace, name)
@@ -192,7 +164,7 @@ class Handlers:
                 return _json(self._patch_scale(res, namespace, name or "", request.content_type, raw, dry_run))
             existed = c.store.get(c.key(res, namespace, name or "")) is not None
             obj = c.patch(res, namespace, name or "", request.headers.get("Content-Type", ""), raw, sub,
-                          q.get("fieldManager", ""), _truthy(q.get("force")), dry_run)
+                          q.get("fieldManager", ""), truthy(q.get("force")), dry_run)
             return _json(obj, 200 if existed else 201)
         options = (await _body(request)) or {}
         if "propagationPolicy" in q:
@@ -271,7 +243,7 @@ class Handlers:
         fsel = parse_field_selector(q.get("fieldSelector"), res.plural)
         as_table, include = _wants_table(request), q.get("includeObject", "Metadata")
         rv_param = q.get("resourceVersion") or ""
-        bookmarks = _truthy(q.get("allowWatchBookmarks"))
+        bookmarks = truthy(q.get("allowWatchBookmarks"))
         timeout = float(q.get("timeoutSeconds") or self.default_watch_timeout)
         if rv_param not in ("", "0") and not rv_param.isdigit():
             raise bad_request(f"invalid resource version {rv_param!r}")
@@ -398,7 +370,7 @@ class Handlers:
             lines = t.splitlines(keepends=True)
             return "".join(lines[-int(tail):]) if int(tail) > 0 else ""
 
-        if not _truthy(q.get("follow")):
+        if not truthy(q.get("follow")):
             return web.Response(text=cut_tail(text), content_type="text/plain")
         resp = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
         resp.enable_chunked_encoding()

@@ -15,7 +15,7 @@ import copy
 import dataclasses
 from typing import Any
 
-from .errors import gone
+from .errors import too_old_resource_version
 
 Key = tuple[str, str, str, str]  # group, plural, namespace ("" when cluster-scoped), name
 
@@ -94,5 +94,5 @@ class Store:
 
     def events_after(self, group: str, plural: str, rv: int) -> list[Event]:
         if rv < self.compacted_rv:
-            raise gone(f"too old resource version: {rv} ({self.compacted_rv + 1})")
+            raise too_old_resource_version(rv, self.compacted_rv + 1)
         return [e for e in self.log if e.rv > rv and (e.group, e.plural) == (group, plural)]
