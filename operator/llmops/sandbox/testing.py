@@ -13,6 +13,8 @@ Loaded from tests/conftest.py (`pytest_plugins = ["llmops.sandbox.testing"]`).
   fault injection, its log text) ask for `api_server` directly.
 - `kube_client`: a `kubernetes.client.ApiClient` built from that kubeconfig without touching
   the global configuration.
+- `sandbox_control_plane(cluster)`: for sandbox fixtures parametrized over ``CLUSTERS``, the
+  ``control_plane`` argument of ``Sandbox`` (the real side skipped, with the reason, where absent).
 - `fresh_namespace`: a new namespace, deleted after the test.
 - `eventually(fn, timeout)`: poll until `fn()` returns a truthy value or stops raising.
 """
@@ -31,6 +33,9 @@ import pytest
 from .apiserver import ApiServer
 
 REAL_CLUSTER_ENV = "LLMOPS_TEST_KUBECONFIG"
+NO_CONTROL_PLANE = "real control plane absent: no ../shared/kube/start.sh (set LLMOPS_KUBE_DIR or LLMOPS_TEST_KUBECONFIG)"
+#: The clusters a module-scoped sandbox fixture is parametrized over (ids as for `kubeconfig`).
+CLUSTERS = ["emulated", "real"]
 T = TypeVar("T")
 
 
@@ -79,9 +84,22 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pathlib.
     from .controlplane import ControlPlane, find_kube_dir
 
     if find_kube_dir() is None:
-        pytest.skip("real control plane absent: no ../shared/kube/start.sh (set LLMOPS_KUBE_DIR or LLMOPS_TEST_KUBECONFIG)")
+        pytest.skip(NO_CONTROL_PLANE)
     with ControlPlane(state_dir=tmp_path_factory.mktemp("kube")) as cp:
         yield pathlib.Path(cp.kubeconfig)
+
+
+def sandbox_control_plane(cluster: str) -> bool:
+    """``Sandbox(control_plane=...)`` for one side of a fixture parametrized over CLUSTERS: the
+    real side starts its own control plane in the sandbox's workdir, and is skipped, with the
+    reason, only where none is available."""
+    if cluster == "emulated":
+        return False
+    from .controlplane import find_kube_dir
+
+    if find_kube_dir() is None:
+        pytest.skip(NO_CONTROL_PLANE)
+    return True
 
 
 @pytest.fixture(params=["emulated", "real"])
