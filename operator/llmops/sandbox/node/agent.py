@@ -31,6 +31,7 @@ from llmops.sandbox.node import hosts as hostsfile
 from llmops.sandbox.node.client import ApiException, Kube, WatchGone, is_status
 from llmops.sandbox.node.pod import FAULT_ANNOTATION, Host, PodRunner, now_rfc3339
 from llmops.sandbox.node.process import Reaper
+from llmops.sandbox.node.runtimes import ImageRuntime
 from llmops.sandbox.node.spec import decode_secret
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,10 @@ class NodeAgent:
         pod_kubeconfig: str | None = None,
         stop_grace_seconds: float = 3.0,
         extra_env: Mapping[str, str] | None = None,
+        runtimes: Mapping[str, ImageRuntime] | None = None,
     ) -> None:
         self.kube = kube
+        self.runtimes = dict(runtimes or {})  # image -> how this node runs it (node.runtimes)
         self.name = name
         self.capacity = {"pods": "110", **capacity}
         self.workdir = Path(workdir).resolve()
@@ -204,6 +207,7 @@ class NodeAgent:
         self._host = Host(
             kube=self.kube, node_name=self.name, node_ip=self.node_ip, reaper=self.reaper, executor=self.executor,
             pods_dir=self.pods_dir, pvc_root=self.pvc_root, base_env=self._base_env, lookup=self._lookup,
+            runtimes=self.runtimes,
         )  # fmt: skip
         pods_query = {"fieldSelector": f"spec.nodeName={self.name}"}
         for target, name in (

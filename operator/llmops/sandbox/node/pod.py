@@ -33,6 +33,7 @@ from llmops.api import runtime_env as E
 from llmops.sandbox.node import probes, spec, volumes
 from llmops.sandbox.node.client import ApiException, Kube, is_status
 from llmops.sandbox.node.process import Proc, Reaper, group_rss
+from llmops.sandbox.node.runtimes import ImageRuntime, lookup as image_runtime
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Host:
     pvc_root: Path
     base_env: Mapping[str, str]
     lookup: spec.Lookup
+    runtimes: Mapping[str, ImageRuntime] = field(default_factory=dict)  # image -> how this node runs it
 
 
 @dataclass
@@ -280,12 +282,13 @@ class PodRunner:
         assert self.dirs is not None
         h = self.host
         try:
-            base = {**h.base_env, "POD_IP": self.pod_ip, "HOSTNAME": (self.pod.get("spec") or {}).get("hostname") or self.name}
+            image = image_runtime(h.runtimes, c.spec.get("image", "")) or ImageRuntime()
+            base = {**image.env(h.base_env), "POD_IP": self.pod_ip, "HOSTNAME": (self.pod.get("spec") or {}).get("hostname") or self.name}
             base.update(volumes.mount(self.dirs, c.spec))
             c.env = spec.container_env(self.pod, c.spec, self.pod_ip, h.lookup, base)
             if E.MASTER_PORT in c.env:
                 c.env[E.MASTER_PORT] = str(rendezvous_port(self.pod, c.env[E.MASTER_PORT]))
-            argv = spec.command_line(c.spec, c.env)
+            argv = image.argv(spec.command_line(c.spec, c.env))
             c.cwd = volumes.working_dir(self.dirs, c.spec)
             self._termination_path(c).unlink(missing_ok=True)
             c.proc = Proc(argv, c.env, c.cwd, self.dirs.logs / f"{c.name}-{c.restart_count}.log", h.reaper)
