@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+from llmops.sandbox.node.runtimes import SERVING_CHOICES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     sb = subparsers.add_parser("sandbox", help="run an emulated cluster on this machine (API, nodes, S3, operator)")
@@ -19,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sb.add_argument("--port", type=int, default=0, help="API server port (default: a free one)")
     sb.add_argument("--no-operator", action="store_true", help="do not start the operator")
     sb.add_argument("--no-s3", action="store_true", help="do not start the S3 server")
+    sb.add_argument("--serving", choices=SERVING_CHOICES, default="vllm",
+                    help="what the nodes run for the vLLM server image: vllm (the vLLM venv, default) or standin (test double)")
     sb.set_defaults(func=run_sandbox)
 
     node = subparsers.add_parser("node", help="run a process node agent against a kubeconfig")
@@ -30,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     node.add_argument("--pvc-dir", help="directory holding one subdirectory per claim (default WORKDIR/pvc)")
     node.add_argument("--label", action="append", default=[], help="extra node label KEY=VALUE")
     node.add_argument("--deregister", action="store_true", help="delete the Node on exit")
+    node.add_argument("--serving", choices=SERVING_CHOICES, default="vllm",
+                      help="what this node runs for the vLLM server image: vllm (the vLLM venv, default) or standin (test double)")
     node.set_defaults(func=run_node)
 
 
@@ -48,7 +54,7 @@ def run_sandbox(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
     sandbox = Sandbox(
         nodes=args.nodes, capacity=args.capacity, gpus_per_node=args.gpus_per_node, workdir=workdir,
-        port=args.port, operator=not args.no_operator, s3=not args.no_s3,
+        port=args.port, operator=not args.no_operator, s3=not args.no_s3, serving=args.serving,
     )  # fmt: skip
     # Signals during start-up must still stop what has started.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -77,12 +83,14 @@ def run_sandbox(args: argparse.Namespace) -> int:
 def run_node(args: argparse.Namespace) -> int:
     from llmops.sandbox.node.agent import NodeAgent, parse_capacity
     from llmops.sandbox.node.client import Kube
+    from llmops.sandbox.node.runtimes import serving_runtimes
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     labels = dict(item.split("=", 1) for item in args.label)
     agent = NodeAgent(
         Kube(args.kubeconfig), args.name, parse_capacity(args.capacity), args.workdir,
         pod_cidr=args.pod_cidr, pvc_root=args.pvc_dir, labels=labels, pod_kubeconfig=args.kubeconfig,
+        runtimes=serving_runtimes(args.serving),
     )  # fmt: skip
     agent.start()
     print(f"node {args.name} registered; running its pods (Ctrl-C stops)", flush=True)

@@ -32,6 +32,7 @@ from llmops.sandbox.binder import Binder
 from llmops.sandbox.node.agent import NodeAgent, parse_capacity
 from llmops.sandbox.node.client import ApiException, Kube, is_status
 from llmops.sandbox.node.process import Reaper
+from llmops.sandbox.node.runtimes import serving_runtimes
 from llmops.sandbox.s3 import S3Server
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class Sandbox:
         binder: bool = True,
         crds: bool = True,
         heartbeat_seconds: float = 2.0,
+        serving: str = "vllm",
     ) -> None:
         self.node_count = nodes
         self.capacity = node_capacity(capacity, gpus_per_node)
@@ -84,6 +86,8 @@ class Sandbox:
         self.operator_args = operator_args or []
         self.want_s3, self.want_binder, self.want_crds = s3, binder, crds
         self.heartbeat_seconds = heartbeat_seconds
+        # What the nodes run for the server image: real vLLM (the vLLM venv) or the test double.
+        self.runtimes = serving_runtimes(serving)
         self.server: Any = None
         self.s3: S3Server | None = None
         self.api: Kube | None = None
@@ -162,6 +166,7 @@ class Sandbox:
                 heartbeat_seconds=self.heartbeat_seconds,
                 pod_kubeconfig=self.kubeconfig,
                 extra_env=self.s3_env,
+                runtimes=self.runtimes,
             )
             self.agents.append(agent.start())
         if hasattr(self.server, "register_log_source"):
