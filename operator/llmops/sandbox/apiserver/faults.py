@@ -1,9 +1,13 @@
 """Fault injection: make the next N matching requests fail, cut or stall watch streams.
 
-Tests call these from their own thread while the server runs in its loop thread, so the
-state sits behind a lock. A request that is failed here is answered before it reaches the
-store: a failed write never mutates anything (unlike a "reaction" that answers after the
-fact, which would leave the client and the cluster disagreeing).
+Two servers carry the same rules out: the emulator (``ApiServer.faults``) and the fault
+proxy in front of a real kube-apiserver (``FaultProxy.faults``, llmops.sandbox.faultproxy).
+Both classify a request with ``requestinfo.parse`` and ask ``check`` before doing anything
+with it, so one scenario injects the same faults on either cluster. Tests call these from
+their own thread while the server runs in its loop thread, so the state sits behind a lock.
+A request that is failed here is answered before it reaches the store (or the real server):
+a failed write never mutates anything (unlike a "reaction" that answers after the fact,
+which would leave the client and the cluster disagreeing).
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ class Faults:
         self._cut_hook: Callable[[str | None], None] = lambda resource: None
         self._expire_hook: Callable[[], None] = lambda: None
         self.injected = 0  # how many requests were failed so far
+
+    def attach(self, cut: Callable[[str | None], None], expire: Callable[[], None]) -> None:
+        """Wire the server that carries out `cut_watches` and `expire_history`."""
+        self._cut_hook, self._expire_hook = cut, expire
 
     def fail(self, verb: str | None = "patch", resource: str | None = "pods", code: int = 503,
              count: int = 1, retry_after: int | None = None, namespace: str | None = None,

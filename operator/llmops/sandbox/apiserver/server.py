@@ -38,8 +38,7 @@ class ApiServer:
         self.cluster = Cluster(self.registry, self.store)
         self.faults = Faults()
         self.handlers = Handlers(self.cluster, self.faults, bookmark_interval)
-        self.faults._cut_hook = self._cut_threadsafe
-        self.faults._expire_hook = self._expire_threadsafe
+        self.faults.attach(cut=self._cut_threadsafe, expire=self._expire_threadsafe)
         self.cluster.after_write = self._schedule_gc
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
