@@ -1,27 +1,72 @@
-"""Fault injection (emulator only): failed requests with a chosen code that do not mutate
+"""Fault injection on both clusters: failed requests with a chosen code that do not mutate
 state, 429 with Retry-After, matching by verb/resource/subresource/name, faults that start
-after N matching requests, cutting and stalling watch streams, expiring the watch history."""
+after N matching requests, failed watch requests, cutting and stalling watch streams,
+expiring the watch history.
+
+Every test runs twice (fixture `faulty`): on the emulated API server with its own faults, and
+on the real control plane through a ``FaultProxy`` carrying the same ``Faults``. The module's
+`kubeconfig` is the faulty one, so `kube` and `fresh_namespace` go through the faults too.
+The assertions are the same on both sides: one fault, one client-visible behaviour.
+ConfigMaps here carry a label and watches select it, because the real controller manager
+adds ``kube-root-ca.crt`` to every new namespace.
+"""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from typing import Any
 
 import pytest
 
-from contract_helpers import Failed, configmap, ns_path
+from contract_helpers import Failed, Kube, configmap, ns_path, pod
 
 CODES = [(409, "Conflict"), (429, "TooManyRequests"), (500, "InternalError"), (503, "ServiceUnavailable")]
+LABEL = {"contract.llmops.dev/suite": "faults"}
+SELECT = {"labelSelector": "contract.llmops.dev/suite=faults"}
+
+
+@pytest.fixture
+def kubeconfig(faulty):
+    return faulty.kubeconfig
+
+
+@pytest.fixture
+def faults(faulty):
+    return faulty.faults
+
+
+def cm(name: str, data: dict[str, str] | None = None) -> dict[str, Any]:
+    return configmap(name, data, labels=LABEL)
+
+
+def names(events: list[dict[str, Any]], kind: str = "ADDED") -> list[str]:
+    return [e["object"]["metadata"]["name"] for e in events if e["type"] == kind]
+
+
+def timed_stream(kube: Kube, path: str, query: dict[str, Any], timeout: float = 15) -> list[tuple[float, dict]]:
+    """Read a watch until the server ends it: (monotonic arrival time, event) per line."""
+    raw = kube.api.call_api(path, "GET", query_params=list(query.items()),
+                            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+                            _preload_content=False, _request_timeout=timeout)
+    raw = raw[0] if isinstance(raw, tuple) else raw
+    out, buf = [], b""
+    for chunk in raw.stream(None):
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        out += [(time.monotonic(), json.loads(line)) for line in lines if line.strip()]
+    return out
 
 
 @pytest.mark.parametrize(("code", "reason"), CODES, ids=[str(c) for c, _ in CODES])
-def test_failed_write_does_not_mutate(api_server, kube, fresh_namespace, code: int, reason: str) -> None:
+def test_failed_write_does_not_mutate(faults, kube, fresh_namespace, code: int, reason: str) -> None:
     path = ns_path(fresh_namespace, "configmaps", "f")
-    kube.create(ns_path(fresh_namespace, "configmaps"), configmap("f", {"a": "1"}))
-    api_server.faults.fail(verb="patch", resource="configmaps", code=code, count=1)
+    kube.create(ns_path(fresh_namespace, "configmaps"), cm("f", {"a": "1"}))
+    faults.fail(verb="patch", resource="configmaps", code=code, count=1)
     with pytest.raises(Failed) as e:
         kube.patch(path, {"data": {"a": "2"}})
-    assert (e.value.status, e.value.reason) == (code, reason)
+    assert (e.value.status, e.value.reason, faults.injected) == (code, reason, 1)
     if code == 429:
         assert e.value.headers.get("Retry-After") == "1"
         assert e.value.body["details"]["retryAfterSeconds"] == 1
@@ -29,12 +74,23 @@ def test_failed_write_does_not_mutate(api_server, kube, fresh_namespace, code: i
     assert kube.patch(path, {"data": {"a": "2"}})["data"] == {"a": "2"}  # count consumed
 
 
-def test_matching_by_subresource_and_name(api_server, kube, fresh_namespace) -> None:
+def test_failed_create_and_delete_leave_the_cluster_as_it_was(faults, kube, fresh_namespace) -> None:
+    path = ns_path(fresh_namespace, "configmaps")
+    kube.create(path, cm("kept"))
+    faults.fail(verb="create", resource="configmaps", code=500)
+    faults.fail(verb="delete", resource="configmaps", code=503, name="kept")
+    with pytest.raises(Failed):
+        kube.create(path, cm("new"))
+    with pytest.raises(Failed):
+        kube.delete(f"{path}/kept")
+    assert sorted(c["metadata"]["name"] for c in kube.get(path, query=SELECT)["items"]) == ["kept"]
+
+
+def test_matching_by_subresource_and_name(faults, kube, fresh_namespace, eventually) -> None:
     base = ns_path(fresh_namespace, "pods")
-    for n in ("a", "b"):
-        kube.create(base, {"metadata": {"name": n}, "spec": {"containers": [{"name": "c", "image": "i"}]}})
-    api_server.faults.fail(verb="patch", resource="pods/status", code=503, count=2, name="a",
-                           retry_after=3)
+    for n in ("a", "b"):  # the real server admits pods once the namespace's ServiceAccount exists
+        eventually(lambda n=n: kube.create(base, pod(n)), timeout=30)
+    faults.fail(verb="patch", resource="pods/status", code=503, count=2, name="a", retry_after=3)
     kube.patch(f"{base}/a", {"metadata": {"labels": {"x": "1"}}})  # main resource: not matched
     kube.patch(f"{base}/b/status", {"status": {"phase": "Running"}})  # other name: not matched
     for _ in range(2):
@@ -42,56 +98,76 @@ def test_matching_by_subresource_and_name(api_server, kube, fresh_namespace) -> 
             kube.patch(f"{base}/a/status", {"status": {"phase": "Running"}})
         assert e.value.headers.get("Retry-After") == "3"
     kube.patch(f"{base}/a/status", {"status": {"phase": "Running"}})
+    assert faults.injected == 2
 
 
-def test_faults_start_after_n_matching_requests(api_server, kube, fresh_namespace) -> None:
+def test_faults_start_after_n_matching_requests(faults, kube, fresh_namespace) -> None:
     path = ns_path(fresh_namespace, "configmaps")
-    api_server.faults.fail(verb="create", resource="configmaps", code=503, count=2, after=2)
-    kube.create(path, configmap("one"))
-    kube.create(path, configmap("two"))
+    faults.fail(verb="create", resource="configmaps", code=503, count=2, after=2)
+    kube.create(path, cm("one"))
+    kube.create(path, cm("two"))
     for _ in range(2):
         with pytest.raises(Failed) as e:
-            kube.create(path, configmap("three"))
+            kube.create(path, cm("three"))
         assert e.value.status == 503
-    kube.create(path, configmap("three"))
-    assert sorted(c["metadata"]["name"] for c in kube.get(path)["items"]) == ["one", "three", "two"]
+    kube.create(path, cm("three"))
+    assert sorted(c["metadata"]["name"] for c in kube.get(path, query=SELECT)["items"]) == ["one", "three", "two"]
 
 
-def test_expire_history_makes_resumption_410(api_server, kube, fresh_namespace) -> None:
+def test_a_watch_request_can_fail(faults, kube, fresh_namespace) -> None:
+    path = ns_path(fresh_namespace, "configmaps")
+    faults.fail(verb="watch", resource="configmaps", code=500, namespace=fresh_namespace)
+    with pytest.raises(Failed) as e:
+        kube.get(path, query={"watch": "true", "timeoutSeconds": "1"})
+    assert (e.value.status, e.value.reason) == (500, "InternalError")
+    assert kube.get(path, query=SELECT)["items"] == []  # a list is not a watch
+
+
+def test_expire_history_makes_resumption_410(faults, kube, fresh_namespace) -> None:
     path = ns_path(fresh_namespace, "configmaps")
     rv = kube.get(path)["metadata"]["resourceVersion"]
-    kube.create(path, configmap("before"))
-    api_server.faults.expire_history()
-    events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "1"})
-    assert [(e["type"], e["object"]["code"]) for e in events] == [("ERROR", 410)]
+    kube.create(path, cm("before"))
+    faults.expire_history()
+    events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "1", **SELECT})
+    assert [(e["type"], e["object"]["code"], e["object"]["reason"]) for e in events] == [("ERROR", 410, "Expired")]
+    assert events[0]["object"]["message"].startswith(f"too old resource version: {rv} (")
     fresh = kube.get(path)["metadata"]["resourceVersion"]  # a relist gives a version to resume from
-    kube.create(path, configmap("after"))
-    events = kube.stream(path, {"watch": "true", "resourceVersion": fresh, "timeoutSeconds": "1"})
-    assert [e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED"] == ["after"]
+    kube.create(path, cm("after"))
+    events = kube.stream(path, {"watch": "true", "resourceVersion": fresh, "timeoutSeconds": "1", **SELECT})
+    assert names(events) == ["after"]
 
 
-def test_cut_watches(api_server, kube, fresh_namespace) -> None:
+def test_cut_watches(faults, kube, fresh_namespace) -> None:
     path = ns_path(fresh_namespace, "configmaps")
     rv = kube.get(path)["metadata"]["resourceVersion"]
+    done = threading.Event()
 
-    def cutter() -> None:
-        time.sleep(0.3)
-        api_server.faults.cut_watches("configmaps")
+    def cutter() -> None:  # until the watch ends: it may not be open yet at the first cut
+        while not done.wait(0.05):
+            faults.cut_watches("configmaps")
 
     t = threading.Thread(target=cutter)
     t.start()
     started = time.monotonic()
-    events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "60"}, timeout=30)
-    t.join()
+    try:
+        events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "60", **SELECT},
+                             timeout=30)
+    finally:
+        done.set()
+        t.join()
     assert events == [] and time.monotonic() - started < 30
+    faults.cut_watches("secrets")  # another plural: this watch is left alone
+    kube.create(path, cm("seen"))
+    events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "1", **SELECT})
+    assert names(events) == ["seen"]
 
 
-def test_stalled_watch_delivers_later(api_server, kube, fresh_namespace) -> None:
+def test_stalled_watch_delivers_later(faults, kube, fresh_namespace) -> None:
     path = ns_path(fresh_namespace, "configmaps")
     rv = kube.get(path)["metadata"]["resourceVersion"]
-    api_server.faults.stall_watches("configmaps", seconds=1.0)
-    kube.create(path, configmap("late"))
-    started = time.monotonic()
-    events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "3"})
-    assert [e["object"]["metadata"]["name"] for e in events] == ["late"]
-    assert time.monotonic() - started >= 1.0  # nothing arrived during the stall
+    stalled_at = time.monotonic()
+    faults.stall_watches("configmaps", seconds=1.0)
+    kube.create(path, cm("late"))
+    events = timed_stream(kube, path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "3", **SELECT})
+    assert [e["object"]["metadata"]["name"] for _, e in events] == ["late"]
+    assert events[0][0] - stalled_at >= 1.0  # held back for the stall, then delivered

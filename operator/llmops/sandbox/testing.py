@@ -10,17 +10,22 @@ Loaded from tests/conftest.py (`pytest_plugins = ["llmops.sandbox.testing"]`).
 - `kubeconfig`: parametrized over both clusters, ids ``emulated`` and ``real``: every test
   that takes it runs once against the emulated API server and once against the real one
   (``-k emulated`` / ``-k real`` select one side). Tests that need the emulator itself (its
-  fault injection, its log text) ask for `api_server` directly.
+  log text) ask for `api_server` directly; fault tests take `faulty` (below).
 - `kube_client`: a `kubernetes.client.ApiClient` built from that kubeconfig without touching
   the global configuration.
 - `sandbox_control_plane(cluster)`: for sandbox fixtures parametrized over ``CLUSTERS``, the
   ``control_plane`` argument of ``Sandbox`` (the real side skipped, with the reason, where absent).
 - `fresh_namespace`: a new namespace, deleted after the test.
+- `faulty`: parametrized over both clusters like `kubeconfig`; ``.kubeconfig`` and ``.faults``
+  (``Faults``) of the emulated API server, or of a ``FaultProxy`` in front of the real control
+  plane, so a fault test runs on both. A module that overrides `kubeconfig` with
+  ``faulty.kubeconfig`` sends all its clients through those faults.
 - `eventually(fn, timeout)`: poll until `fn()` returns a truthy value or stops raising.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import time
@@ -31,6 +36,7 @@ from typing import Any, TypeVar
 import pytest
 
 from .apiserver import ApiServer
+from .apiserver.faults import Faults
 
 REAL_CLUSTER_ENV = "LLMOPS_TEST_KUBECONFIG"
 NO_CONTROL_PLANE = "real control plane absent: no ../shared/kube/start.sh (set LLMOPS_KUBE_DIR or LLMOPS_TEST_KUBECONFIG)"
@@ -108,6 +114,27 @@ def kubeconfig(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> pathli
         return request.getfixturevalue("control_plane")
     srv: ApiServer = request.getfixturevalue("api_server")
     return srv.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+@dataclasses.dataclass(frozen=True)
+class Faulty:
+    """A kubeconfig and the fault injection that acts on every request sent with it."""
+
+    cluster: str  # "emulated" or "real"
+    kubeconfig: pathlib.Path
+    faults: Faults
+
+
+@pytest.fixture(params=CLUSTERS)
+def faulty(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Faulty]:
+    if request.param == "real":
+        from .faultproxy import FaultProxy
+
+        with FaultProxy(request.getfixturevalue("control_plane"), tmp_path / "faultproxy") as proxy:
+            yield Faulty("real", pathlib.Path(proxy.kubeconfig), proxy.faults)
+        return
+    srv: ApiServer = request.getfixturevalue("api_server")
+    yield Faulty("emulated", srv.write_kubeconfig(tmp_path / "kubeconfig"), srv.faults)
 
 
 @pytest.fixture
