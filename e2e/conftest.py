@@ -54,5 +54,5 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         return
     from llmops.sandbox.run import Sandbox
 
-    with Sandbox(nodes=2, workdir=Path(tmp_path_factory.mktemp("e2e-sandbox")), operator=True) as sb:
+    with Sandbox(nodes=2, workdir=Path(tmp_path_factory.mktemp("e2e-sandbox")), operator=True, serving="standin") as sb:
         yield Cluster(sb.kubeconfig, "default", "s3://llmops-sandbox/e2e", sandbox=sb)

@@ -4,8 +4,8 @@ creates, and see the adapter served: the job Succeeded with a verified output an
 validation loss than the base model, Published, the service Ready with the adapter ready,
 and the adapter listed by the server. Deleting the FinetuneJob leaves the service running.
 
-Sandbox: the server is the vLLM stand-in (a test double, annotation llmops.dev/serve-command:
-standin). Real cluster: set LLMOPS_E2E_S3_BUCKET (and the usual AWS_* / AWS_ENDPOINT_URL the
+Sandbox: the server is the vLLM stand-in (a test double the sandbox's nodes run in place of
+``vllm serve``: ``Sandbox(serving="standin")``). Real cluster: set LLMOPS_E2E_S3_BUCKET (and the usual AWS_* / AWS_ENDPOINT_URL the
 pods and this test share); the trainer and server images must be pullable.
 """
 
@@ -61,7 +61,7 @@ def test_finetune_then_serve_the_adapter(cluster, tmp_path: Path) -> None:  # no
 
     body = {
         "apiVersion": "llmops.dev/v1alpha1", "kind": "FinetuneJob",
-        "metadata": {"name": NAME, **({"annotations": {"llmops.dev/serve-command": "standin"}} if cluster.sandbox else {})},
+        "metadata": {"name": NAME},
         "spec": {
             "baseModel": {"uri": f"s3://{bucket}/e2e/models/tiny"},
             "dataset": {"uri": f"s3://{bucket}/e2e/data/train.jsonl", "textField": "text", "validationSplit": 0.2},

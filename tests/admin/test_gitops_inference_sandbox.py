@@ -5,7 +5,7 @@ scalar defaults): the decision goes to the Deployment and to status, never to sp
 no operator annotation lands on the CR; no child carries Argo CD's tracking label; the Lua
 health check is Healthy at the end and never Degraded.
 
-The server is the vLLM stand-in (a test double, annotation llmops.dev/serve-command: standin).
+The server is the vLLM stand-in (a test double the sandbox's nodes run: Sandbox(serving="standin")).
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ NS = "default"
 def manifest() -> dict:
     return {
         "apiVersion": API, "kind": "InferenceService",
-        "metadata": {"name": NAME, "namespace": NS, "labels": {INSTANCE: "serving"},
-                     "annotations": {"llmops.dev/serve-command": "standin"}},
+        "metadata": {"name": NAME, "namespace": NS, "labels": {INSTANCE: "serving"}},
         "spec": {"model": {"uri": f"s3://{DEFAULT_BUCKET}/models/tiny"}, "minReplicas": 1, "maxReplicas": 2,
                  "autoscaling": {"engine": "builtin", "signal": "queue", "target": 2, "scaleUp": {"maxStep": 1}},
                  "networkPolicy": {"enabled": True}},  # applied (the sandbox does not enforce it)
@@ -50,7 +49,7 @@ def upload_tiny_model(sb: Sandbox) -> None:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, argo_health):  # noqa: ANN001, ANN201
-    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True) as sb:
+    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True, serving="standin") as sb:
         upload_tiny_model(sb)
         kube = Kube(load_api_client(sb.kubeconfig))
         applied = manifest()

@@ -149,14 +149,13 @@ def test_deterministic_and_needs_a_uid() -> None:
 
 def test_serve_create_builds_an_unowned_service_for_the_base_model() -> None:
     b = (make_finetune_job("ft").serve("llama", adapter="legal", create=True)
-         .spec(baseModel={"uri": "hf://org/llama", "revision": "abc123", "manifestSha256": "a" * 64}, resources={"gpus": 2})
-         .annotate(**{"llmops.dev/serve-command": "standin"}))
+         .spec(baseModel={"uri": "hf://org/llama", "revision": "abc123", "manifestSha256": "a" * 64}, resources={"gpus": 2}))
     svc = B.build_inference_service(b.build())
     meta = svc["metadata"]
     assert (svc["kind"], meta["name"], meta["namespace"]) == ("InferenceService", "llama", "ml")
     assert "ownerReferences" not in meta and L.PART_OF not in meta["labels"] and L.MANAGED_BY not in meta["labels"]
     assert meta["labels"] == {L.CREATED_BY_FINETUNE_JOB: "ft"}
-    assert meta["annotations"] == {"llmops.dev/serve-command": "standin"}
+    assert "annotations" not in meta
     assert svc["spec"]["model"] == {"uri": "hf://org/llama", "revision": "abc123", "manifestSha256": "a" * 64}
     assert svc["spec"]["resources"] == {"gpus": 1, "gpuResourceName": "nvidia.com/gpu"}
     assert "adapters" not in svc["spec"]  # the adapter comes through the publish contract

@@ -235,17 +235,15 @@ def test_drain_fits_in_grace_period():
     assert pod["terminationGracePeriodSeconds"] > drain + pre
 
 
-def test_standin_switch_keeps_args():
+def test_no_annotation_selects_another_server_program():
+    """The server is vLLM's CLI whatever the CR says: the old sandbox annotation is inert, so a
+    test double can be swapped in only by how a node runs the image (sandbox.node.runtimes)."""
     plain = server(B.build_inference_children(svc(), B.BuildInputs()))
     b = body()
-    b["metadata"]["annotations"] = {B.SERVE_COMMAND_ANNOTATION: "standin"}
+    b["metadata"]["annotations"] = {"llmops.dev/serve-command": "standin"}
     annotated = server(B.build_inference_children(parse_inference_service(b), B.BuildInputs()))
-    option = server(B.build_inference_children(svc(), B.BuildInputs(serve_command="standin")))
-    for c in (annotated, option):
-        assert c["command"] == ["python", "-m", "llmops_runtime.serve.standin"]
-        assert c["args"] == plain["args"]
-    with pytest.raises(ValueError, match="unknown serve command"):
-        B.build_inference_children(svc(), B.BuildInputs(serve_command="bash"))
+    assert plain["command"] == annotated["command"] == ["vllm", "serve"]
+    assert annotated["args"] == plain["args"]
 
 
 def test_replicas_come_from_inputs():

@@ -66,7 +66,7 @@ def finetune_job(name: str, root: Path, *, nodes: int = 1, dataset: str = "train
            {"name": "FINETUNE_STEP_DELAY", "value": str(step_delay)}]
     body: dict[str, Any] = {
         "apiVersion": API, "kind": "FinetuneJob",
-        "metadata": {"name": name, "namespace": NS, "annotations": {"llmops.dev/serve-command": "standin"}},
+        "metadata": {"name": name, "namespace": NS},
         "spec": {
             "image": "llmops/trainer:dev",
             "baseModel": {"uri": "pvc://models/tiny"},
@@ -89,7 +89,7 @@ def finetune_job(name: str, root: Path, *, nodes: int = 1, dataset: str = "train
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     root = tmp_path_factory.mktemp("ftj")
-    with Sandbox(nodes=2, workdir=root / "sbx", operator=True) as sb:
+    with Sandbox(nodes=2, workdir=root / "sbx", operator=True, serving="standin") as sb:
         pvc = sb.workdir / "pvc" / NS
         build_model(pvc / "models" / "tiny")
         write_jsonl(pvc / "data" / "train.jsonl", [{"text": t} for t in corpus(80, 1)])

@@ -1,7 +1,7 @@
 """InferenceService end to end on the sandbox: the real operator process, the emulated API
 server with the sandbox Deployment controller, process node agents running the real model
-fetcher (from the sandbox's S3 server) and the vLLM stand-in (a test double: the service is
-annotated ``llmops.dev/serve-command: standin``).
+fetcher (from the sandbox's S3 server) and the vLLM stand-in (a test double the nodes run in
+place of ``vllm serve``: ``Sandbox(serving="standin")``).
 
 Covers: a tiny safetensors model becomes Ready with the verified digest; a pickle-only model
 gives ModelCached=False/PickleNotAllowed naming the file, a model whose file does not match its
@@ -53,7 +53,7 @@ def condition(obj: dict | None, type_: str) -> dict:
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True) as sb:
+    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True, serving="standin") as sb:
         s3 = boto3.client("s3", endpoint_url=sb.s3_endpoint, aws_access_key_id=sb.s3_env["AWS_ACCESS_KEY_ID"],
                           aws_secret_access_key=sb.s3_env["AWS_SECRET_ACCESS_KEY"], region_name=sb.s3_env["AWS_REGION"])
         weights = save({"embed.weight": np.arange(64, dtype=np.float32).reshape(8, 8)})
@@ -83,7 +83,7 @@ def kube(sandbox: Sandbox) -> Kube:
 def service(name: str, model: str, **spec) -> dict:  # noqa: ANN003
     return {
         "apiVersion": API, "kind": "InferenceService",
-        "metadata": {"name": name, "namespace": NS, "annotations": {"llmops.dev/serve-command": "standin"}},
+        "metadata": {"name": name, "namespace": NS},
         "spec": {"model": {"uri": f"s3://{DEFAULT_BUCKET}/models/{model}"}, **spec},
     }
 

@@ -47,7 +47,6 @@ from llmops.api import training as T
 from llmops.api.common import GROUP_VERSION
 from llmops.api.finetune import KIND, FinetuneJob
 from llmops.builders import ownership
-from llmops.builders.inference import SERVE_COMMAND_ANNOTATION
 from llmops.builders.names import bounded_name
 from llmops.builders.training import PVC_ROOT
 
@@ -178,8 +177,7 @@ def build_finetune_children(job: FinetuneJob) -> list[dict[str, Any]]:
 def build_inference_service(job: FinetuneJob) -> dict[str, Any]:
     """The InferenceService ``serve.create`` makes when it does not exist: the base model,
     default engine (LoRA always on) and scaling, one GPU when the finetune used GPUs. Not owned (see the
-    module essay). The sandbox-only ``serve-command`` annotation is copied from the
-    FinetuneJob so tests can serve with the stand-in."""
+    module essay)."""
     serve = job.spec.serve
     if serve is None:
         raise ValueError("spec.serve is not set")
@@ -198,9 +196,6 @@ def build_inference_service(job: FinetuneJob) -> dict[str, Any]:
         "namespace": job.metadata.namespace or "default",
         "labels": {L.CREATED_BY_FINETUNE_JOB: job.metadata.name},
     }
-    command = job.metadata.annotations.get(SERVE_COMMAND_ANNOTATION)
-    if command:
-        meta["annotations"] = {SERVE_COMMAND_ANNOTATION: command}
     # LoRA always on: a service made to serve finetunes takes every later adapter without a restart.
     spec: dict[str, Any] = {"model": model, "engine": {"lora": "enabled"}}
     if job.spec.resources.gpus:

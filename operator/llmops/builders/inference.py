@@ -19,9 +19,10 @@ Pure and deterministic (no cluster, clock or randomness). The children of one se
 
 The replica count of the Deployment is decided by the caller (the plan), never read here.
 
-Sandbox switch: with the annotation ``llmops.dev/serve-command: standin`` on the CR, or
-``BuildInputs.serve_command="standin"``, the server runs ``python -m
-llmops_runtime.serve.standin`` (the test double of vLLM) with the same arguments.
+The server command is always vLLM's (``vllm serve`` and the args below): nothing in a CR
+selects another program. Where the server runs a test double instead (the sandbox's process
+nodes, configured per node: ``llmops.sandbox.node.runtimes``) is decided by how the node runs
+the image, never here.
 """
 
 from __future__ import annotations
@@ -39,11 +40,7 @@ from llmops.builders import ownership
 from llmops.builders.names import bounded_name
 
 DEFAULT_SERVER_IMAGE = "ghcr.io/llmops/llmops-server:0.1.0"  # vLLM + llmops_runtime (fetcher)
-SERVE_COMMAND_ANNOTATION = f"{L.PREFIX}/serve-command"  # users/tests write "standin" (sandbox only); builder reads
-SERVE_COMMANDS = {
-    "vllm": ["vllm", "serve"],
-    "standin": ["python", "-m", "llmops_runtime.serve.standin"],  # test double of vLLM
-}
+SERVE_COMMAND = ["vllm", "serve"]  # vLLM's OpenAI server CLI (the server image's PATH has it)
 SERVER_CONTAINER = "server"
 FETCH_CONTAINER = "fetch-model"
 ADAPTER_AGENT_CONTAINER = "adapter-agent"
@@ -141,7 +138,6 @@ class BuildInputs:
     """Facts decided by the plan (not read here)."""
 
     replicas: int = 1  # Deployment replicas
-    serve_command: str | None = None  # "vllm" / "standin"; None: the CR annotation, else vllm
     # Every adapter the service loads (spec.adapters resolved, plus those FinetuneJobs publish):
     # name -> uri. Only whether there are any (LoRA on) and their pvc:// claims (mounted) shape
     # the pod template; the list itself does not, so adapters come and go without a restart.
@@ -177,13 +173,6 @@ def _meta(svc: InferenceService, name: str) -> dict[str, Any]:
         "labels": dict(sorted(owner_labels(svc).items())),
         "ownerReferences": [owner_reference(svc)],
     }
-
-
-def serve_command(svc: InferenceService, inputs: BuildInputs) -> list[str]:
-    choice = inputs.serve_command or (svc.metadata.annotations or {}).get(SERVE_COMMAND_ANNOTATION) or "vllm"
-    if choice not in SERVE_COMMANDS:
-        raise ValueError(f"unknown serve command {choice!r} (one of {sorted(SERVE_COMMANDS)})")
-    return list(SERVE_COMMANDS[choice])
 
 
 def lora_enabled(svc: InferenceService, inputs: BuildInputs) -> bool:
@@ -325,7 +314,7 @@ def build_pod_template(svc: InferenceService, inputs: BuildInputs) -> dict[str, 
     server: dict[str, Any] = {
         "name": SERVER_CONTAINER,
         "image": image,
-        "command": serve_command(svc, inputs),
+        "command": list(SERVE_COMMAND),
         "args": server_args(svc, lora),
         "env": env,
         "ports": [{"containerPort": PORT, "name": "http", "protocol": "TCP"}],
