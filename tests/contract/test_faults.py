@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import pytest
-
 from contract_helpers import Failed, Kube, configmap, ns_path, pod
 
 CODES = [(409, "Conflict"), (429, "TooManyRequests"), (500, "InternalError"), (503, "ServiceUnavailable")]

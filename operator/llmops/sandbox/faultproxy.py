@@ -82,7 +82,9 @@ class Upstream:
         cfg = client.Configuration()
         config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
         self.url = cfg.host.rstrip("/")
-        self.authorization: str | None = cfg.get_api_key_with_prefix("authorization") or None
+        self.authorization: str | None = next(
+            (a["value"] for a in cfg.auth_settings().values()
+             if a.get("in") == "header" and str(a.get("key")).lower() == "authorization" and a.get("value")), None)
         self.ssl: ssl.SSLContext | bool = False
         if self.url.startswith("https"):
             ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
@@ -271,9 +273,9 @@ class FaultProxy:
                 resp.content_length = upstream.content_length
             else:
                 resp.enable_chunked_encoding()
-            await resp.prepare(request)
-            if stream is not None:
+            if stream is not None:  # before the client can see the stream, so a cut reaches it
                 self._streams.add(stream)
+            await resp.prepare(request)
             await self._relay(upstream, resp, stream)
             await resp.write_eof()
             return resp
@@ -315,5 +317,5 @@ class FaultProxy:
 async def _wait(event: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(event.wait(), timeout=max(seconds, 0.01))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
