@@ -190,9 +190,40 @@ def admit(schema: Schema, obj: dict[str, Any], old: dict[str, Any] | None = None
 def validate(schema: Schema, obj: Any, old: Any | None = None) -> list[FieldError]:
     """Every schema and CEL error of ``obj`` (expected pruned and defaulted, as the API server
     validates it); ``old`` enables transition rules (updates)."""
-    errs: list[FieldError] = []
+    errs = _Errors()
     _validate(schema, obj, "", old, old is not None, errs)
-    return errs
+    # As kube-apiserver: CEL runs only when no schema error makes the object unusable for it;
+    # otherwise one <nil> cause says that rules were skipped.
+    if any(e.type in BLOCKING for e in errs):
+        if _has_rules(schema):
+            errs.append(FieldError("", INVALID, None, RULES_SKIPPED))
+        return list(errs)
+    for args in errs.rules:
+        _cel(*args, errs)
+    return list(errs)
+
+
+#: Schema error types that stop CEL validation of the whole object (apiextensions hasBlockingErr).
+BLOCKING = (UNSUPPORTED, REQUIRED, TOO_LONG, TOO_MANY, TYPE_INVALID)
+RULES_SKIPPED = ("some validation rules were not checked because the object was invalid; correct the existing "
+                 "errors to complete validation")
+
+
+def _has_rules(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("x-kubernetes-validations"):
+        return True
+    subs = [*(schema.get("properties") or {}).values(), schema.get("items"), schema.get("additionalProperties")]
+    return any(_has_rules(sub) for sub in subs)
+
+
+class _Errors(list[FieldError]):
+    """Schema errors, plus the CEL evaluations deferred until the schema pass is done."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rules: list[tuple[Schema, Any, str, Any, bool]] = []
 
 
 def _type_name(value: Any) -> str:
@@ -231,7 +262,6 @@ def _type_ok(t: str, value: Any) -> bool:
 
 
 def _validate(schema: Schema, value: Any, path: str, old: Any, has_old: bool, errs: list[FieldError]) -> None:
-    start = len(errs)
     shown = path or "<nil>"
     if value is None:
         if schema.get("nullable"):
@@ -262,11 +292,8 @@ def _validate(schema: Schema, value: Any, path: str, old: Any, has_old: bool, er
 
     _junctors(schema, value, path, errs)
 
-    # CEL runs unless a value below has the wrong type or is missing (the rule would only
-    # fail to evaluate); bound/pattern errors do not stop it, so a cross-field rule is still
-    # reported next to them, as the API server does.
-    if not any(e.type in (TYPE_INVALID, REQUIRED) for e in errs[start:]):
-        _cel(schema, value, path, old, has_old, errs)
+    if schema.get("x-kubernetes-validations") and isinstance(errs, _Errors):  # junctor branches run no CEL
+        errs.rules.append((schema, value, path, old, has_old))
 
 
 def _junctors(schema: Schema, value: Any, path: str, errs: list[FieldError]) -> None:

@@ -369,6 +369,8 @@ class Cluster:
                 self._check_pod_update(res, old, new)
         else:
             self._check_name(res, new)
+        if res.group_resource == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            self._validate_crd(res, old, new)
         if res.custom and res.schema:
             new = self._validate_custom(res, old, new)
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and not (
@@ -454,6 +456,14 @@ class Cluster:
                           "`spec.tolerations` (only additions to existing tolerations), "
                           "`spec.schedulingGates`")])
 
+    def _validate_crd(self, res: Resource, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        """Refuse a CRD whose schema the real server refuses (list-map keys, CEL rule types)."""
+        if kubeschema is None or (old is not None and old.get("spec") == new.get("spec")):
+            return
+        errors = kubeschema.crd_errors(new)
+        if errors:
+            self._invalid(res, new, [(e.field, e.reason, e.body) for e in errors])
+
     def _validate_custom(self, res: Resource, old: dict[str, Any] | None,
                          new: dict[str, Any]) -> dict[str, Any]:
         """Default, then prune (or reject, with fieldValidation=Strict), then validate."""
@@ -472,7 +482,7 @@ class Cluster:
                 candidate[k] = new[k]
         errors = kubeschema.validate(schema, candidate, old)
         if errors:
-            self._invalid(res, candidate, [(e.path, e.type, e.body()) for e in errors])
+            self._invalid(res, candidate, [(e.path or "<nil>", e.type, e.body()) for e in errors])
         return candidate
 
     # -- subresources ---------------------------------------------------------------------------
