@@ -184,7 +184,8 @@ class FaultProxy:
         # Watches live as long as the client keeps them: no read timeout. Bodies pass through
         # byte for byte (gzip included), so nothing is decompressed on either side.
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self.upstream.ssl),
+            # No connection limit: every relayed watch holds one for as long as it is open.
+            connector=aiohttp.TCPConnector(ssl=self.upstream.ssl, limit=0),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10), auto_decompress=False)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -230,6 +231,14 @@ class FaultProxy:
     # -- relaying -------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._answer(request)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # a bug here must reach the client as a Status, not a hang
+            return error_response(ApiError(500, f"fault proxy error: {type(e).__name__}: {e}"))
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade"):
             return error_response(ApiError(400, "the fault proxy does not relay upgraded connections "
                                                 "(exec, attach, port-forward)"))
