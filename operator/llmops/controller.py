@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import kopf
 
@@ -25,14 +25,16 @@ from llmops.api import labels
 from llmops.failures import NODE_LOST_GRACE_SECONDS, STARTUP_GRACE_SECONDS
 from llmops.kube.client import Kube, load_api_client
 from llmops.kube.peering import PeeringGuard
-from llmops.kube.workqueue import WorkQueue, run_workers
+from llmops.kube.workqueue import Backoff, WorkQueue, run_workers
 from llmops.metrics import Metrics
+from llmops.scheduling import AUTO_ORDER
 
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 #: reconcile(ctx, namespace, name) -> seconds until it wants to run again, or None
-ReconcileFn = Callable[["Context", str, str], "float | None"]
+#: (Backoff: an expected refusal already in status; the worker retries with a growing delay)
+ReconcileFn = Callable[["Context", str, str], "float | Backoff | None"]
 
 
 @dataclass
@@ -41,7 +43,8 @@ class Context:
 
     kube: Kube
     metrics: Metrics
-    served: set[str] = field(default_factory=set)  # "group/version/plural" served, for gang auto
+    # "group/version/plural" served (gang backends, PodMonitor); None until discovery ran
+    served: set[str] | None = None
     clock: Callable[[], float] = time.time
     startup_grace_seconds: float = STARTUP_GRACE_SECONDS  # image pull / container config errors tolerated
     node_lost_grace_seconds: float = NODE_LOST_GRACE_SECONDS  # a NotReady node this long counts as lost
@@ -62,12 +65,10 @@ CHILD_WATCHES = [
     ("llmops.dev", "v1alpha1", "trainingjobs"),  # FinetuneJob children
 ]
 
-#: Kinds the operator may need to know are served, for `gang.backend: auto`.
+#: Kinds the operator may need to know are served: every gang backend's marker (for `auto`
+#: and to say GangBackendUnavailable before any pod), and the Prometheus Operator's PodMonitor.
 DISCOVERED = [
-    ("scheduling.k8s.io/v1alpha2", "podgroups"),
-    ("scheduling.volcano.sh/v1beta1", "podgroups"),
-    ("scheduling.x-k8s.io/v1alpha1", "podgroups"),
-    ("kueue.x-k8s.io/v1beta1", "workloads"),
+    *((m.rsplit("/", 1)[0], m.rsplit("/", 1)[1]) for _, markers in AUTO_ORDER for m in markers),
     ("monitoring.coreos.com/v1", "podmonitors"),
 ]
 
@@ -175,17 +176,22 @@ class Controller:
 
     # --- running ---------------------------------------------------------------------------
     def _discover(self) -> None:
-        served = set()
+        """What the cluster serves, from the Kube client's discovery cache (asked again only
+        after its TTL, absent groups included). A group whose discovery fails keeps its last
+        answer: an outage must not make an installed gang backend look absent."""
+        served = set(self.ctx.served or ())
         for group_version, plural in DISCOVERED:
             try:
-                if plural in self.kube.served(group_version):
-                    served.add(f"{group_version}/{plural}")
-            except Exception:  # discovery of optional groups must not block startup
-                logger.warning("discovery of %s failed", group_version, exc_info=True)
+                present = plural in self.kube.served(group_version)
+            except Exception as exc:  # noqa: BLE001 - optional groups must not block reconciles
+                logger.warning("discovery of %s failed: %s", group_version, exc)
+                continue
+            (served.add if present else served.discard)(f"{group_version}/{plural}")
         self.ctx.served = served
 
-    def _reconcile_key(self, key: Key) -> float | None:
+    def _reconcile_key(self, key: Key) -> float | Backoff | None:
         kind, namespace, name = key
+        self._discover()  # from the cache: no request unless its TTL passed
         reg = self.kinds[kind]
         enqueued = self._enqueued_at.pop(key, None)
         if enqueued is not None:

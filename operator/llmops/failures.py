@@ -392,3 +392,112 @@ def classify(x: ClassifyInput) -> Verdict:
             continue
         return verdict
     return tolerated or NOTHING
+
+
+# --- refusals: the API server said no to a child the operator applied ---------------------------
+#
+# Why a second, smaller table. Everything above is about pods that ran; a refusal happens
+# before anything runs: the API server (its admission chain, its discovery, its validation)
+# answers the apply of a child with 403, 404 or 422. A real cluster does this for reasons the
+# user can fix and the operator cannot: a ServiceAccount or PriorityClass named in the spec
+# that GitOps has not created yet, a ResourceQuota that is full, a Pod Security level or an
+# admission policy that forbids what the spec asks, a gang scheduler that is not installed.
+# Each becomes one stable condition reason with the server's own words, and a decision:
+#
+# * **retried** (``permanent=False``): the cluster may change without the job changing (GitOps
+#   creates the ServiceAccount, quota frees up, an admin installs Volcano or relaxes a policy).
+#   The job shows ``Queued=True`` with the reason and the operator re-applies with a growing
+#   delay. Nothing is held while it waits: the refused pods do not exist.
+# * **permanent** (``permanent=True``): only a new spec can pass. Pod Security (dropping the
+#   capability quietly would break RDMA later), and a 422 on a child the operator built (the
+#   operator produced something the server considers invalid: a bug, or a spec combination the
+#   CRD did not catch). The job fails with the reason.
+#
+# Matching is on the server's message text because that is all the API gives: every
+# admission refusal is a 403 Status with reason Forbidden (a ValidatingAdmissionPolicy
+# without a reason even answers 422). The texts are the upstream admission plugins' (stable
+# for years); anything else that is a 403 is an admission policy of some kind (webhook,
+# ValidatingAdmissionPolicy, NamespaceLifecycle) and keeps its message.
+
+SERVICE_ACCOUNT_MISSING = "ServiceAccountMissing"  # the pods' ServiceAccount does not exist (retried)
+PRIORITY_CLASS_MISSING = "PriorityClassMissing"  # scheduling.priorityClassName names no PriorityClass (retried)
+QUOTA_EXCEEDED = "QuotaExceeded"  # a ResourceQuota refused the child (retried: quota frees up)
+POD_SECURITY_VIOLATION = "PodSecurityViolation"  # Pod Security admission refused the pods (permanent)
+ADMISSION_DENIED = "AdmissionDenied"  # a webhook or admission policy refused the child (retried)
+ADMISSION_UNAVAILABLE = "AdmissionWebhookUnavailable"  # a webhook could not be called (500; retried)
+OPERATOR_FORBIDDEN = "OperatorForbidden"  # RBAC: the operator may not write this kind here (retried)
+GANG_BACKEND_UNAVAILABLE = "GangBackendUnavailable"  # the requested gang backend's API is not served (retried)
+API_NOT_SERVED = "ApiNotServed"  # another child's API group/version is not served (retried)
+CHILD_REJECTED = "ChildRejected"  # 400/422 on a child the operator built (permanent)
+
+REFUSAL_REASONS = (SERVICE_ACCOUNT_MISSING, PRIORITY_CLASS_MISSING, QUOTA_EXCEEDED, POD_SECURITY_VIOLATION,
+                   ADMISSION_DENIED, ADMISSION_UNAVAILABLE, OPERATOR_FORBIDDEN, GANG_BACKEND_UNAVAILABLE,
+                   API_NOT_SERVED, CHILD_REJECTED)
+
+#: 403 message texts of the upstream admission plugins -> reason (first match wins).
+_FORBIDDEN_TEXTS = (
+    ("violates PodSecurity", POD_SECURITY_VIOLATION),
+    ("error looking up service account", SERVICE_ACCOUNT_MISSING),
+    ("no PriorityClass with name", PRIORITY_CLASS_MISSING),
+    ("exceeded quota", QUOTA_EXCEEDED),
+    ("failed quota", QUOTA_EXCEEDED),
+)
+#: A policy's refusal, whatever status it chose (a ValidatingAdmissionPolicy without a reason
+#: answers 422 Invalid, a webhook usually 403 or 400): not a child we built wrong.
+_POLICY_TEXTS = ("ValidatingAdmissionPolicy", "admission webhook")
+_RBAC = re.compile(r'is forbidden: User "[^"]*" cannot ')
+_HINTS = {
+    POD_SECURITY_VIOLATION: "permanent: relax the namespace's pod-security.kubernetes.io/enforce level or drop "
+                            "spec.network.rdma, then recreate the job",
+    SERVICE_ACCOUNT_MISSING: "retried with backoff: create the ServiceAccount or change serviceAccountName",
+    PRIORITY_CLASS_MISSING: "retried with backoff: create the PriorityClass or change scheduling.priorityClassName",
+    QUOTA_EXCEEDED: "retried with backoff until the namespace's quota allows it",
+    ADMISSION_DENIED: "retried with backoff: an admission policy refused it",
+    ADMISSION_UNAVAILABLE: "retried with backoff",
+    OPERATOR_FORBIDDEN: "retried with backoff: grant the operator's ServiceAccount this verb (RBAC)",
+    API_NOT_SERVED: "retried when discovery is refreshed: install the API or change the spec",
+    GANG_BACKEND_UNAVAILABLE: "retried when discovery is refreshed: install it, or set scheduling.gang.backend: auto",
+    CHILD_REJECTED: "permanent: the API server refused an object the operator built; fix the spec (or report a bug)",
+}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One refusal, classified: the condition reason, whether only a new spec can pass, and
+    the message (which child, the server's words, what happens next)."""
+
+    reason: str
+    permanent: bool
+    message: str
+    child: str = ""  # "Kind/name"
+
+
+def classify_refusal(status: int, message: str, child_kind: str, child_name: str, *,
+                     api_version: str = "", not_served: bool = False, gang_apis: frozenset[str] = frozenset()) -> Refusal | None:
+    """The refusal an apply error is, or None when it is not one (a conflict, an outage, a
+    throttle: those are the work queue's to retry, with a log line).
+
+    ``not_served`` says the kube layer found the child's API group/version absent in discovery
+    (a 404 from discovery, not a missing object); ``gang_apis`` are the group/versions of gang
+    objects, whose absence means the requested gang backend is not installed."""
+    child = f"{child_kind}/{child_name}"
+    reason: str | None = None
+    if not_served:
+        reason = GANG_BACKEND_UNAVAILABLE if api_version in gang_apis else API_NOT_SERVED
+        message = f"{api_version} {child_kind} is not served by this cluster ({message})" if message else \
+            f"{api_version} {child_kind} is not served by this cluster"
+    elif status in (400, 403, 422) and any(text in message for text in _POLICY_TEXTS):
+        reason = ADMISSION_DENIED
+    elif status == 403:
+        reason = next((r for text, r in _FORBIDDEN_TEXTS if text in message), None)
+        if reason is None:
+            reason = OPERATOR_FORBIDDEN if _RBAC.search(message) else ADMISSION_DENIED
+    elif status == 500 and "failed calling webhook" in message:
+        reason = ADMISSION_UNAVAILABLE
+    elif status in (400, 422):
+        reason = CHILD_REJECTED
+    if reason is None:
+        return None
+    permanent = reason in (POD_SECURITY_VIOLATION, CHILD_REJECTED)
+    return Refusal(reason, permanent, f"{child}: {message} ({_HINTS[reason]})", child)
+

@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 
 from llmops.kube.client import ApiError
-from llmops.kube.workqueue import WorkQueue, run_workers
+from llmops.kube.workqueue import Backoff, WorkQueue, run_workers
+from llmops.sandbox.testing import eventually
 
 
 class FakeClock:
@@ -99,3 +100,30 @@ def test_workers_honour_retry_after() -> None:
     assert done.wait(5)
     stop.set()
     assert calls == ["job", "job"]
+
+
+
+def test_a_returned_backoff_retries_later_each_time_without_a_traceback(caplog) -> None:  # noqa: ANN001
+    clock = FakeClock()
+    q = WorkQueue(clock)
+    stop = threading.Event()
+    calls: list[float] = []
+
+    def reconcile(key: str) -> Backoff | float:
+        calls.append(clock.now)
+        return Backoff("ServiceAccountMissing") if len(calls) < 4 else 100.0
+
+    with caplog.at_level("DEBUG", logger="llmops.kube.workqueue"):
+        run_workers(q, reconcile, stop, workers=1, error_backoff=lambda n: 10.0 * 2 ** (n - 1))
+        q.add("job")
+        for n, step in ((1, 10), (2, 20), (3, 40)):  # 10 s, then 20 s, then 40 s: growing, as for errors
+            eventually(lambda n=n: len(calls) == n and len(q) == 1, timeout=5)
+            clock.now += step - 1
+            assert not threading.Event().wait(0.6) and len(calls) == n  # a worker poll later: not a second early
+            clock.now += 1
+        eventually(lambda: len(calls) == 4, timeout=5)
+        stop.set()
+    assert calls == [100, 110, 130, 170]
+    assert not [r for r in caplog.records if r.exc_info or r.levelname in ("ERROR", "WARNING")]
+    assert sum("ServiceAccountMissing" in r.getMessage() for r in caplog.records) == 3
+

@@ -239,3 +239,27 @@ def test_no_churn_and_transition_events():
 def test_plan_puts_desired_replicas_on_deployment():
     p = S.plan(svc(maxReplicas=5), S.Observed(desired_replicas=3), NOW)
     assert next(o for o in p.desired if o["kind"] == "Deployment")["spec"]["replicas"] == 3
+
+
+SA_REFUSED = 'pods "chat-server-1" is forbidden: error looking up service account ml/srv: serviceaccount "srv" not found'
+
+
+def test_a_refused_child_degrades_the_service_with_its_reason_and_one_event():
+    from llmops.failures import QUOTA_EXCEEDED, SERVICE_ACCOUNT_MISSING, classify_refusal
+
+    quota = classify_refusal(403, 'persistentvolumeclaims "chat-cache" is forbidden: exceeded quota: q', "PersistentVolumeClaim", "chat-cache")
+    first = S.plan(svc(), S.Observed(deployment=None, desired_replicas=1, refusal=quota), NOW)
+    ready, degraded = cond(first.status, C.READY), cond(first.status, C.DEGRADED)
+    assert (ready.status.value, ready.reason, degraded.status.value, degraded.reason) == ("False", QUOTA_EXCEEDED, "True", QUOTA_EXCEEDED)
+    assert "exceeded quota: q" in degraded.message
+    assert [(e.type, e.reason) for e in first.events].count(("Warning", QUOTA_EXCEEDED)) == 2  # Ready and Degraded flipped
+    again = S.plan(svc(status=first.status.model_dump(by_alias=True, mode="json", exclude_none=True)),
+                   S.Observed(deployment=None, desired_replicas=1, refusal=quota), NOW)
+    assert again.status == first.status and again.events == ()
+    # The ReplicaSet controller's refusal of the server pods arrives through the Deployment.
+    d = dep(replicas=0, ready=0, updated=0)
+    d["metadata"]["name"] = "chat-server"
+    d["status"]["conditions"] = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": SA_REFUSED}]
+    st = S.compute_status(svc(), S.Observed(deployment=d, desired_replicas=1), NOW)
+    assert cond(st, C.DEGRADED).reason == SERVICE_ACCOUNT_MISSING and cond(st, C.READY).reason == SERVICE_ACCOUNT_MISSING
+    assert SA_REFUSED in cond(st, C.READY).message

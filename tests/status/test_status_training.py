@@ -9,7 +9,9 @@ tests/failures): 2 (terminal/deadline -> no pods, CR kept), 11 (unschedulable nu
 partial placement timeout -> released, backoff, Failed), 12 (kill -> one gang restart from
 the checkpoint), 13 (WaitingForTerminatingPods), 14 (not counted), 15 (Hang twice), 17/18
 (resumedFromStep, CheckpointFailing), 10 (Pod Security denial -> Failed, permanent), 21 (foreign child), 23 (adopt/complete a partial
-attempt), 25 (the same facts twice -> one restart)."""
+attempt), 25 (the same facts twice -> one restart). Issue 21: API refusals of children (a retried
+one queues the job with its reason and one Event; a 422 fails it) and a requested gang backend
+that is not served (Queued GangBackendUnavailable before any pod; auto picks a served one)."""
 
 from __future__ import annotations
 
@@ -21,9 +23,18 @@ from llmops.api import conditions as C
 from llmops.api import runtime_env as E
 from llmops.api.progress import CommittedCheckpoint, ProgressReport
 from llmops.builders.testing import disrupted, exited, gated, make_training_job, pod, running, terminating
-from llmops.failures import HANG, WAITING_FOR_TERMINATING_PODS, LastFailure, NodeFacts
+from llmops.failures import (
+    CHILD_REJECTED,
+    GANG_BACKEND_UNAVAILABLE,
+    HANG,
+    SERVICE_ACCOUNT_MISSING,
+    WAITING_FOR_TERMINATING_PODS,
+    LastFailure,
+    NodeFacts,
+    classify_refusal,
+)
 from llmops.status import Observed, compute_status, plan
-from llmops.status.training import MAX_SCHEDULING_TIMEOUTS, POD_SECURITY_VIOLATION, UNSCHEDULABLE
+from llmops.status.training import GANG_RECHECK_SECONDS, MAX_SCHEDULING_TIMEOUTS, POD_SECURITY_VIOLATION, UNSCHEDULABLE
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -325,14 +336,66 @@ def test_foreign_child_is_reported():
 
 def test_pod_security_denial_fails_permanently_with_the_api_message():
     msg = 'pods "t-w0-a0" is forbidden: violates PodSecurity "baseline:latest": non-default capabilities'
-    job, p = reconcile(job2(), Observed(admission_denied=msg), at(0))
+    refusal = classify_refusal(403, msg, "Pod", "t-w0-a0")
+    job, p = reconcile(job2(), Observed(refusal=refusal), at(0))
     failed = cond(p.status, C.FAILED)
     assert failed.status == "True" and failed.reason == POD_SECURITY_VIOLATION
-    assert failed.message.startswith(msg) and "permanent" in failed.message
+    assert msg in failed.message and "permanent" in failed.message
     assert pods_in(p) == [] and p.status.restarts.total == 0
     assert [e.reason for e in p.events] == [POD_SECURITY_VIOLATION]
     _, again = reconcile(job, Observed(), at(30))  # the next reconcile re-POSTs nothing
     assert pods_in(again) == [] and again.events == () and cond(again.status, C.FAILED).reason == POD_SECURITY_VIOLATION
+
+
+SA_MSG = 'pods "t-w0-a0" is forbidden: error looking up service account ns/trainer: serviceaccount "trainer" not found'
+
+
+def test_a_retried_refusal_queues_the_job_and_keeps_asking_for_its_pods():
+    refusal = classify_refusal(403, SA_MSG, "Pod", "t-w0-a0")
+    job, p = reconcile(job2(), Observed(refusal=refusal), at(0))
+    queued, running_ = cond(p.status, C.QUEUED), cond(p.status, C.RUNNING)
+    assert (queued.status, queued.reason) == ("True", SERVICE_ACCOUNT_MISSING)
+    assert SA_MSG in queued.message and running_.status == "False" and running_.reason == SERVICE_ACCOUNT_MISSING
+    assert cond(p.status, C.FAILED) is None and p.status.restarts.total == 0
+    assert len(pods_in(p)) == 2  # the next apply is the retry
+    assert [(e.type, e.reason) for e in p.events] == [("Warning", SERVICE_ACCOUNT_MISSING)]
+    # Refused again: the same status, no new Event (one per transition, not per retry).
+    job2_, again = reconcile(job, Observed(refusal=refusal), at(5))
+    assert again.status == p.status and again.events == ()
+    # The ServiceAccount appeared: the pods are created, the job is back to GangPending.
+    _, ok = reconcile(job2_, Observed(pods=(pod("t", 0, created=iso(9)), pod("t", 1, created=iso(9)))), at(10))
+    assert cond(ok.status, C.QUEUED).reason == C.GANG_PENDING
+
+
+def test_a_child_rejected_by_validation_fails_the_job():
+    refusal = classify_refusal(422, 'Pod "t-w0-a0" is invalid: spec.containers[0].image: Required value', "Pod", "t-w0-a0")
+    _, p = reconcile(job2(), Observed(refusal=refusal), at(0))
+    failed = cond(p.status, C.FAILED)
+    assert (failed.status, failed.reason) == ("True", CHILD_REJECTED) and "Required value" in failed.message
+    assert pods_in(p) == []
+
+
+@pytest.mark.parametrize("backend", ["volcano", "kueue", "coscheduling", "native"])
+def test_a_requested_gang_backend_that_is_not_served_queues_before_any_pod(backend):
+    job = make_training_job("t").nodes(2).backend(backend).build()
+    _, p = reconcile(job, Observed(served=frozenset()), at(0))
+    queued = cond(p.status, C.QUEUED)
+    assert (queued.status, queued.reason) == ("True", GANG_BACKEND_UNAVAILABLE)
+    assert f"scheduling.gang.backend {backend} needs" in queued.message and "does not serve" in queued.message
+    assert pods_in(p) == [] and [o for o in p.desired if o["kind"] == "PodGroup"] == []
+    assert [(e.type, e.reason) for e in p.events] == [("Warning", GANG_BACKEND_UNAVAILABLE)]
+    assert p.requeue_after == GANG_RECHECK_SECONDS
+
+
+def test_auto_picks_a_served_backend_and_an_unknown_discovery_checks_nothing():
+    auto = make_training_job("t").nodes(2).build()
+    _, p = reconcile(auto, Observed(served=frozenset({"scheduling.k8s.io/v1alpha2/podgroups"})), at(0))
+    assert p.status.gang.backend.value == "native" and cond(p.status, C.QUEUED).reason == C.GANG_PENDING
+    _, p = reconcile(auto, Observed(served=frozenset()), at(0))
+    assert p.status.gang.backend.value == "none" and len(pods_in(p)) == 2
+    volcano = make_training_job("t").nodes(2).backend("volcano").build()
+    _, p = reconcile(volcano, Observed(served=None), at(0))  # discovery not run: no claim either way
+    assert cond(p.status, C.QUEUED).reason == C.GANG_PENDING and len(pods_in(p)) == 2
 
 
 def test_compute_status_is_the_plans_status():

@@ -25,13 +25,14 @@ from llmops.handlers.invalid import report_invalid
 from llmops.kube.children import controller_uid, list_owned, sync_children
 from llmops.kube.client import ApiError
 from llmops.kube.events import emit
+from llmops.kube.workqueue import Backoff
 from llmops.status import finetune as S
 
 logger = logging.getLogger(__name__)
 KIND = "FinetuneJob"
 
 
-def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
+def reconcile(ctx: Context, namespace: str, name: str) -> float | Backoff | None:
     kube = ctx.kube
     body = kube.get(API_VERSION, KIND, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
@@ -51,25 +52,23 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     observed = S.Observed.from_objects(training_job=child, lease=_lease(ctx, namespace, child), inference_service=service)
     result = S.plan(job, observed, now)
 
-    try:
-        sync = sync_children(kube, body, result.desired, owned, B.CHILD_KINDS)
-    except ApiError as exc:
-        if exc.status != 422:
-            raise
-        # e.g. an edit the child refuses while it runs: report in the log, keep mirroring the child
-        logger.warning("FinetuneJob %s/%s: applying the TrainingJob was refused: %s", namespace, name, exc)
-        sync = None
-    if sync is not None and sync.foreign:
+    sync = sync_children(kube, body, result.desired, owned, B.CHILD_KINDS)
+    refusal = sync.refused
+    if refusal is not None and sync.refused_existing:
+        # e.g. an edit the running child refuses (immutable fields): it keeps running as it is
+        logger.warning("FinetuneJob %s/%s: applying the TrainingJob was refused: %s", namespace, name, refusal.message)
+        refusal = None
+    if sync.foreign or refusal is not None:
         foreign = tuple(f"{kind}/{n}" for _, kind, n in sync.foreign)
         observed = S.Observed.from_objects(training_job=child, lease=_lease(ctx, namespace, child),
-                                           inference_service=service, foreign_children=foreign)
+                                           inference_service=service, foreign_children=foreign, refusal=refusal)
         result = S.plan(job, observed, now)
 
     created, error = None, None
     if result.create_service is not None:
         created, error = _create_service(ctx, result.create_service)
         observed = S.Observed(training_job=observed.training_job, report=observed.report, inference_service=created,
-                              service_create_error=error, foreign_children=observed.foreign_children)
+                              service_create_error=error, foreign_children=observed.foreign_children, refusal=refusal)
         result = S.plan(job, observed, now)
 
     _record_metrics(ctx, namespace, name, result.status)
@@ -86,6 +85,8 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
             if exc.status in (409, 422):  # the object moved under us: re-read at once
                 return 0.0
             raise
+    if refusal is not None and not refusal.permanent:
+        return Backoff(refusal.reason)
     return result.requeue_after
 
 

@@ -43,6 +43,7 @@ from llmops.handlers.invalid import report_invalid
 from llmops.kube.children import list_owned, sync_children
 from llmops.kube.client import ApiError
 from llmops.kube.events import emit
+from llmops.kube.workqueue import Backoff
 from llmops.status import inference as S
 
 logger = logging.getLogger(__name__)
@@ -269,7 +270,7 @@ def _finetune_jobs(kube, namespace: str) -> list[dict]:  # noqa: ANN001
         return []
 
 
-def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
+def reconcile(ctx: Context, namespace: str, name: str) -> float | Backoff | None:
     kube = ctx.kube
     body = kube.get(API_VERSION, KIND, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
@@ -283,7 +284,8 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         report_invalid(ctx, KIND, body, exc, now)
         return None
 
-    kinds = _kinds(svc, ctx.served)
+    served = ctx.served or set()
+    kinds = _kinds(svc, served)
     owned = list_owned(kube, body, kinds)
     deployment = next((o for (_, k, n), o in owned.items() if k == "Deployment" and n == B.deployment_name(name)), None)
     pods = [S.PodView.from_pod(p) for p in kube.list("v1", "Pod", namespace, B.selector_string(svc))]
@@ -291,10 +293,12 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     wanted = S.wanted_adapters(svc, _finetune_jobs(kube, namespace))
     observed = S.Observed(deployment=deployment, pods=tuple(pods), desired_replicas=desired, decision=decision,
                           wanted=wanted, adapters=_sync_adapters(svc, pods, wanted),
-                          pod_monitor_served="monitoring.coreos.com/v1/podmonitors" in ctx.served,
+                          pod_monitor_served="monitoring.coreos.com/v1/podmonitors" in served,
                           operator_namespace=os.environ.get("POD_NAMESPACE") or B.DEFAULT_OPERATOR_NAMESPACE)
     result = S.plan(svc, observed, now)
-    sync_children(kube, body, result.desired, owned, kinds)
+    sync = sync_children(kube, body, result.desired, owned, kinds)
+    if sync.refused:  # the API server said no to a child: the status says why
+        result = S.plan(svc, dataclasses.replace(observed, refusal=sync.refused), now)
     _record_metrics(ctx, svc, pods, decision)
 
     status = result.status.wire()
@@ -308,6 +312,8 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
             if exc.status in (409, 422):
                 return 0.0
             raise
+    if sync.refused and not sync.refused.permanent:
+        return Backoff(sync.refused.reason)
     return result.requeue_after
 
 

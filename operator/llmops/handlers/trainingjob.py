@@ -15,10 +15,12 @@ from llmops.api.common import ApiValidationError
 from llmops.api.training import TrainingJob, parse_training_job
 from llmops.builders.training import CHILD_KINDS, GANG_KINDS, gang_name
 from llmops.controller import Context
+from llmops.failures import Refusal
 from llmops.handlers.invalid import report_invalid
 from llmops.kube.children import list_owned, sync_children
 from llmops.kube.client import ApiError
 from llmops.kube.events import emit
+from llmops.kube.workqueue import Backoff
 from llmops.status.training import Observed, goodput, plan, time_to_first_step
 
 logger = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ KIND = "TrainingJob"
 ALL_KINDS = tuple(CHILD_KINDS) + tuple(GANG_KINDS)
 
 
-def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
+def reconcile(ctx: Context, namespace: str, name: str) -> float | Backoff | None:
     kube = ctx.kube
     body = kube.get(API_VERSION, KIND, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
@@ -54,11 +56,11 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     kept = {k for k in map(_child_key, result.desired) if k[1] == "Pod" and k in owned}
     sync = sync_children(kube, body, [d for d in result.desired if _child_key(d) not in kept],
                          {k: v for k, v in owned.items() if k not in kept}, ALL_KINDS)
-    if sync.foreign:  # a name we need is held by another owner: say so in status, adopt nothing
+    if sync.foreign or sync.refused:
+        # A name we need is held by another owner (adopt nothing), or the API server said no
+        # (admission, discovery, validation): the status says why.
         foreign = tuple(f"{kind}/{n}" for _, kind, n in sync.foreign)
-        result = plan(job, _observe(ctx, job, owned, nodes, foreign), now)
-    if sync.denied:  # Pod Security admission said no: Failed with its words (no pod was created)
-        result = plan(job, _observe(ctx, job, owned, nodes, (), denied=sync.denied[0][1]), now)
+        result = plan(job, _observe(ctx, job, owned, nodes, foreign, refusal=sync.refused), now)
 
     status = result.status.wire()
     for event in result.events:
@@ -71,6 +73,8 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
                 return 0.0
             raise
     _record_metrics(ctx, job, body.get("status") or {}, result.status, observed)
+    if sync.refused and not sync.refused.permanent:
+        return Backoff(sync.refused.reason)
     return result.requeue_after
 
 
@@ -79,14 +83,14 @@ def _child_key(obj: dict) -> tuple[str, str, str]:
 
 
 def _observe(ctx: Context, job: TrainingJob, owned: dict, nodes: list | None, foreign: tuple[str, ...],
-             denied: str | None = None) -> Observed:
+             refusal: Refusal | None = None) -> Observed:
     pods = [o for (_, kind, _), o in owned.items() if kind == "Pod"]
     lease = next((o for (_, kind, _), o in owned.items() if kind == "Lease"), None)
     current_gang = gang_name(job.metadata.name, job.status.attempt)
     gang = next((o for (av, kind, n), o in owned.items() if kind == "PodGroup" and n == current_gang), None)
     return Observed.from_objects(
         pods=pods, nodes=nodes, lease=lease, gang_object=gang, served=ctx.served, foreign_children=foreign,
-        admission_denied=denied, startup_grace_seconds=ctx.startup_grace_seconds, node_lost_grace_seconds=ctx.node_lost_grace_seconds,
+        refusal=refusal, startup_grace_seconds=ctx.startup_grace_seconds, node_lost_grace_seconds=ctx.node_lost_grace_seconds,
     )
 
 

@@ -8,9 +8,12 @@ that are no longer desired, guarded by the child's uid so a same-named successor
 A child with our name but another controller (another uid, or none) is never adopted or
 overwritten: it is reported back so status can say so (the user decides what to do).
 
-A create that Pod Security admission rejects (403 "violates PodSecurity") is reported back
-too, with the API server's message, instead of raising: retrying the same pod can never pass,
-and the operator must not quietly drop the capability the user asked for.
+An apply the API server refuses (admission 403: a missing ServiceAccount or PriorityClass,
+quota, Pod Security, a policy; discovery: an API that is not served; 400/422: an object it
+finds invalid) is reported back too, classified by ``llmops.failures.classify_refusal``,
+instead of raising: the status says why, and the worker backs off. The first refusal ends
+the apply pass: the children after it (the rest of the gang) would be refused alike, and a
+partial gang only holds resources.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from llmops.api import labels
-from llmops.kube.client import ApiError, Kube
+from llmops.failures import Refusal, classify_refusal
+from llmops.kube.client import ApiError, Kube, NotServedError
+from llmops.scheduling import GANG_APIS
 
 
 def controller_uid(obj: dict) -> str | None:
@@ -45,12 +50,14 @@ class SyncResult:
     applied: list[tuple[str, str, str]] = field(default_factory=list)
     pruned: list[tuple[str, str, str]] = field(default_factory=list)
     foreign: list[tuple[str, str, str]] = field(default_factory=list)  # name taken by another owner
-    denied: list[tuple[tuple[str, str, str], str]] = field(default_factory=list)  # (child, admission message)
+    refused: Refusal | None = None  # the API server refused a child (nothing after it was applied)
+    refused_existing: bool = False  # ... and that child exists already (an update was refused)
 
 
-def is_admission_denial(exc: ApiError) -> bool:
-    """A 403 from an admission policy (permanent for this object), not from RBAC."""
-    return exc.status == 403 and "violates PodSecurity" in exc.message
+def refusal_of(exc: ApiError, obj: dict) -> Refusal | None:
+    """The classified refusal an apply error is, or None (then it is the work queue's to retry)."""
+    return classify_refusal(exc.status, exc.message, obj["kind"], obj["metadata"]["name"], api_version=obj["apiVersion"],
+                            not_served=isinstance(exc, NotServedError), gang_apis=GANG_APIS)
 
 
 def list_owned(kube: Kube, owner: dict, kinds: Iterable[tuple[str, str]]) -> dict[tuple[str, str, str], dict]:
@@ -88,10 +95,11 @@ def sync_children(
         try:
             kube.apply(obj)
         except ApiError as exc:
-            if not is_admission_denial(exc):
+            result.refused = refusal_of(exc, obj)
+            if result.refused is None:
                 raise
-            result.denied.append((key, exc.message))
-            continue
+            result.refused_existing = key in observed
+            break
         result.applied.append(key)
     wanted = {_key(o) for o in desired}
     prunable = set(prunable_kinds)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,6 +40,22 @@ class ApiError(Exception):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+
+class NotServedError(ApiError):
+    """Discovery says the cluster does not serve this kind at this group/version (an API
+    that is not installed, e.g. Volcano's PodGroup): a 404 about the API, not about an object."""
+
+    def __init__(self, api_version: str, kind: str) -> None:
+        super().__init__(404, "NotFound", f"{kind} is not served at {api_version}")
+        self.api_version = api_version
+        self.kind = kind
+
+
+#: How long a discovery answer is believed. Absent groups are cached too, so a job asking for
+#: an uninstalled gang backend costs no request per reconcile; an API installed later is seen
+#: within this time.
+DISCOVERY_TTL_SECONDS = 60.0
 
 
 def api_error(exc: ApiException) -> ApiError:
@@ -103,10 +120,15 @@ _BUILTIN = {
 class Kube:
     """Generic verbs on plain dicts. One field manager for every write."""
 
-    def __init__(self, api_client: ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(self, api_client: ApiClient, field_manager: str = FIELD_MANAGER,
+                 clock: Any = time.monotonic, discovery_ttl: float = DISCOVERY_TTL_SECONDS) -> None:
         self.api = api_client
         self.field_manager = field_manager
         self._resources: dict[tuple[str, str], tuple[str, bool]] = dict(_BUILTIN)
+        # group/version -> (when asked, its resources or None when not served)
+        self._listings: dict[str, tuple[float, list[dict] | None]] = {}
+        self._clock = clock
+        self._ttl = discovery_ttl
         self._lock = threading.Lock()
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -136,14 +158,31 @@ class Kube:
         data = response.data
         return json.loads(data) if data else None
 
+    def _listing(self, group_version: str) -> list[dict] | None:
+        """The resources served at a group/version, None when it is not served (cached for the
+        discovery TTL, absent answers too)."""
+        now = self._clock()
+        with self._lock:
+            cached = self._listings.get(group_version)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        try:
+            listing: list[dict] | None = (self._request("GET", prefix) or {}).get("resources", [])
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            listing = None
+        with self._lock:
+            self._listings[group_version] = (now, listing)
+        return listing
+
     def _discover(self, api_version: str, kind: str) -> tuple[str, bool]:
         with self._lock:
             if (api_version, kind) in self._resources:
                 return self._resources[(api_version, kind)]
-        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        listing = self._request("GET", prefix)
         found = None
-        for res in listing.get("resources", []):
+        for res in self._listing(api_version) or []:
             if "/" in res["name"]:
                 continue
             with self._lock:
@@ -151,7 +190,7 @@ class Kube:
             if res["kind"] == kind:
                 found = (res["name"], res["namespaced"])
         if found is None:
-            raise ApiError(404, "NotFound", f"{kind} is not served at {api_version}")
+            raise NotServedError(api_version, kind)
         return found
 
     def path(self, api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
@@ -167,15 +206,9 @@ class Kube:
 
     # --- verbs ------------------------------------------------------------------------------
     def served(self, group_version: str) -> set[str]:
-        """Resource plurals served at a group/version ('' set when the group is absent)."""
-        prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
-        try:
-            listing = self._request("GET", prefix)
-        except ApiError as exc:
-            if exc.status == 404:
-                return set()
-            raise
-        return {r["name"] for r in listing.get("resources", []) if "/" not in r["name"]}
+        """Resource plurals served at a group/version (empty when the group is absent);
+        cached for the discovery TTL."""
+        return {r["name"] for r in self._listing(group_version) or [] if "/" not in r["name"]}
 
     def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict | None:
         try:

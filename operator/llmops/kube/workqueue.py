@@ -30,6 +30,19 @@ logger = logging.getLogger(__name__)
 Key = Hashable
 
 
+class Backoff:
+    """What a reconcile returns after an expected refusal it has already reported in status
+    (a missing ServiceAccount, a full quota): "call me again later, later each time". The
+    worker keeps the per-key count, as for errors, but logs no traceback: nothing went wrong
+    in the operator."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Backoff({self.reason!r})"
+
+
 class WorkQueue:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -105,7 +118,7 @@ class WorkQueue:
 
 def run_workers(
     queue: WorkQueue,
-    reconcile: Callable[[Key], float | None],
+    reconcile: Callable[[Key], "float | Backoff | None"],
     stop: threading.Event,
     *,
     workers: int = 2,
@@ -131,6 +144,12 @@ def run_workers(
                 # A server that said when to come back (429/503 Retry-After) is believed.
                 retry_after = getattr(exc, "retry_after", None)
                 delay = float(retry_after) if retry_after is not None else error_backoff(failures[key])
+                queue.done(key, requeue_after=delay)
+                continue
+            if isinstance(after, Backoff):  # an expected refusal, already in status: back off quietly
+                failures[key] = failures.get(key, 0) + 1
+                delay = error_backoff(failures[key])
+                logger.info("%s refused (%s): retrying in %.1fs", key, after.reason, delay)
                 queue.done(key, requeue_after=delay)
                 continue
             failures.pop(key, None)

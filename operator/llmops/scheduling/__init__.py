@@ -3,18 +3,21 @@
 from llmops.scheduling.backends import (
     AUTO_ORDER,
     BACKENDS,
+    GANG_APIS,
     Backend,
     Gang,
     Placement,
     PodPatch,
     backend_for,
     choose,
+    unavailable,
 )
 from llmops.scheduling.fits import Misfit, format_quantity, misfits, parse_quantity, unschedulable_message
 
 __all__ = [
     "AUTO_ORDER",
     "BACKENDS",
+    "GANG_APIS",
     "Backend",
     "Gang",
     "Misfit",
@@ -25,5 +28,6 @@ __all__ = [
     "format_quantity",
     "misfits",
     "parse_quantity",
+    "unavailable",
     "unschedulable_message",
 ]

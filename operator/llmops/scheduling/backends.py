@@ -248,8 +248,8 @@ AUTO_ORDER: tuple[tuple[GangBackend, tuple[str, ...]], ...] = (
 
 def choose(requested: GangBackend | str, served_resources: Iterable[str]) -> GangBackend:
     """Resolve the spec's backend. ``auto`` picks from ``served_resources`` ("group/version/
-    plural" strings from discovery); an explicit backend is returned as asked (if the cluster
-    does not serve it, applying its object fails loudly rather than silently running ungated)."""
+    plural" strings from discovery); an explicit backend is returned as asked (``unavailable``
+    says when the cluster does not serve it: the job waits with that reason, never runs ungated)."""
     requested = GangBackend(requested)
     if requested != GangBackend.AUTO:
         return requested
@@ -258,6 +258,29 @@ def choose(requested: GangBackend | str, served_resources: Iterable[str]) -> Gan
         if served.intersection(markers):
             return backend
     return GangBackend.NONE
+
+
+#: Group/versions of the gang objects the backends apply (their absence means the backend is not installed).
+GANG_APIS = frozenset({NATIVE_API, VOLCANO_API, COSCHEDULING_API})
+_INSTALL = {
+    GangBackend.NATIVE: "Kubernetes >= 1.36 with the GenericWorkload and GangScheduling feature gates",
+    GangBackend.VOLCANO: "Volcano",
+    GangBackend.COSCHEDULING: "the scheduler-plugins coscheduling plugin",
+    GangBackend.KUEUE: "Kueue",
+}
+
+
+def unavailable(requested: GangBackend | str, served_resources: Iterable[str]) -> str | None:
+    """Why an explicitly requested backend cannot work on this cluster (its marker resource is
+    not served), or None when it can (``auto`` and ``none`` always can). Said before any pod
+    exists: Volcano's PodGroup would fail to apply, and Kueue's gated pods would wait forever."""
+    requested = GangBackend(requested)
+    markers = dict(AUTO_ORDER).get(requested)
+    if not markers or set(served_resources).intersection(markers):
+        return None
+    apis = " or ".join(m.rsplit("/", 1)[0] + " " + m.rsplit("/", 1)[1] for m in markers)
+    return (f"scheduling.gang.backend {requested.value} needs {apis}, which this cluster does not serve "
+            f"(install {_INSTALL[requested]}, or set scheduling.gang.backend: auto)")
 
 
 def backend_for(name: GangBackend | str) -> Backend:

@@ -33,6 +33,11 @@ never gets a new child: if the child is gone (TTL, or deleted by hand) the last 
 status stays. ``runPolicy.ttlSecondsAfterFinished`` deletes the child TrainingJob (and with
 it pods, Lease, Service) that long after completion; the FinetuneJob and its status stay.
 
+Refusals: the child TrainingJob's own (a missing ServiceAccount, an uninstalled gang backend)
+reach this status through the mirror, reason and message as the child has them. A refusal of
+the child itself (quota on TrainingJobs, a policy, a 422) is this job's condition: Queued with
+the reason while it is retried, Failed when only a new spec can pass.
+
 Determinism: for an unchanged world the plan repeats the previous status exactly; events
 are one per transition (keyed by attempt, type and reason).
 """
@@ -53,7 +58,7 @@ from llmops.api.progress import FinetuneReport, ProgressReport
 from llmops.api.runtime_env import parse_termination_message
 from llmops.api.training import TrainingJobStatus
 from llmops.builders.finetune import adapter_name, build_finetune_children, build_inference_service, training_job_name
-from llmops.failures import parse_time
+from llmops.failures import REFUSAL_REASONS, Refusal, parse_time
 
 # --- reasons this module adds (writer: this status computer; readers: users, alerts) ----------
 FOREIGN_CHILD = "ChildOwnedByOther"  # the child TrainingJob's name is held by an object another owner controls
@@ -78,6 +83,7 @@ class Observed:
     inference_service: Mapping[str, Any] | None = None  # serve.inferenceServiceName as read; None = absent or serve unset
     service_create_error: str | None = None  # serve.create was refused: the API server's message
     foreign_children: tuple[str, ...] = ()  # "Kind/name" of children another owner controls
+    refusal: Refusal | None = None  # the API server refused to create the child TrainingJob (failures.classify_refusal)
 
     @classmethod
     def from_objects(
@@ -87,6 +93,7 @@ class Observed:
         inference_service: Mapping[str, Any] | None = None,
         service_create_error: str | None = None,
         foreign_children: Iterable[str] = (),
+        refusal: Refusal | None = None,
     ) -> "Observed":
         """Facts from raw objects. The Lease counts only when the child controls it (a Lease
         left by an earlier child of the same name is not this run's); a report that does not
@@ -97,6 +104,7 @@ class Observed:
             inference_service=inference_service,
             service_create_error=service_create_error,
             foreign_children=tuple(sorted(foreign_children)),
+            refusal=refusal,
         )
 
 
@@ -226,6 +234,15 @@ def plan(job: FinetuneJob, observed: Observed, now: dt.datetime) -> Plan:
     if observed.foreign_children:
         names = ", ".join(observed.foreign_children)
         conditions = C.set_condition(conditions, _cond(C.QUEUED, True, FOREIGN_CHILD, f"children with our names belong to another owner: {names}", gen), now)
+    refusal = observed.refusal
+    if refusal is not None and child is None and not was_finished:
+        # The TrainingJob could not even be created: its reason is ours (a 422 can only pass
+        # with a new spec; quota or a policy may change, and the handler retries with backoff).
+        if refusal.permanent:
+            conditions = C.set_condition(conditions, _cond(C.FAILED, True, refusal.reason, refusal.message, gen), now)
+            conditions = C.set_condition(conditions, _cond(C.QUEUED, False, refusal.reason, refusal.message, gen), now)
+        else:
+            conditions = C.set_condition(conditions, _cond(C.QUEUED, True, refusal.reason, refusal.message, gen), now)
 
     report = observed.report
     if report is not None:
@@ -309,7 +326,7 @@ def _events(before: list[Condition], after: list[Condition], attempt: int) -> li
         if same:
             continue
         if c.status == ConditionStatus.TRUE:
-            warn = c.type in (C.FAILED, C.RESTARTING, C.STALLED, C.CHECKPOINT_FAILING) or c.reason == FOREIGN_CHILD
+            warn = c.type in (C.FAILED, C.RESTARTING, C.STALLED, C.CHECKPOINT_FAILING) or c.reason in (FOREIGN_CHILD, *REFUSAL_REASONS)
         elif c.type == C.PUBLISHED and c.reason == C.SERVICE_CREATE_FAILED:
             warn = True
         else:

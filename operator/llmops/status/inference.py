@@ -15,6 +15,10 @@ Conditions:
   desired, or a new revision's pod failing beside the old one that keeps serving): the fetch
   reason, InsufficientGPUMemory for vLLM's out-of-memory / KV-cache-too-small text (the
   message quotes vLLM's line), or ServerFailed; else False/ReplicasReady.
+* A child the API server refuses (``llmops.failures.classify_refusal``; the server pods'
+  refusals arrive through the Deployment's ReplicaFailure condition): ``Degraded=True`` with
+  the refusal's reason (ServiceAccountMissing, QuotaExceeded, ChildRejected, ...) and the
+  server's words, and ``Ready=False`` with the same reason while too few replicas are ready.
 * ``Progressing``: True/RolloutInProgress while the Deployment has not caught up with the
   template or the replica count; True/ScalingUp|ScalingDown right after an autoscaler
   change; else False/ReplicasReady.
@@ -44,6 +48,7 @@ from llmops.api.conditions import Condition, ConditionStatus
 from llmops.api.inference import AdapterStatus, InferenceService, InferenceServiceStatus, LoadSeconds, ResolvedModel, ScaleDecision
 from llmops.api.runtime_env import FETCH_OK_REASON, FETCH_REASONS, parse_termination_message
 from llmops.builders import inference as B
+from llmops.failures import REFUSAL_REASONS, Refusal, classify_refusal
 from llmops.status.finetune import published_adapter_details
 
 INSUFFICIENT_GPU_MEMORY = C.INSUFFICIENT_GPU_MEMORY
@@ -157,6 +162,7 @@ class Observed:
     adapters: Mapping[str, AdapterState] = field(default_factory=dict)  # name -> state on the ready replicas
     pod_monitor_served: bool = False  # discovery: the Prometheus Operator's PodMonitor CRD is served
     operator_namespace: str = B.DEFAULT_OPERATOR_NAMESPACE
+    refusal: Refusal | None = None  # the API server refused a child this reconcile (failures.classify_refusal)
 
 
 @dataclass(frozen=True)
@@ -291,6 +297,20 @@ def _adapters_condition(wanted: Sequence[WantedAdapter], statuses: Sequence[Adap
     return _cond(C.ADAPTERS_READY, False, C.ADAPTERS_LOADING, "; ".join(f"{s.name}: {s.message}" for s in waiting[:4]), gen)
 
 
+def replica_failure(deployment: Mapping[str, Any]) -> Refusal | None:
+    """The refusal behind a Deployment's ``ReplicaFailure`` condition: the ReplicaSet
+    controller, not the operator, creates the server pods, so admission's answer (a missing
+    ServiceAccount, quota) arrives there, in the API server's words."""
+    for c in (deployment.get("status") or {}).get("conditions") or []:
+        if c.get("type") != "ReplicaFailure" or c.get("status") != "True" or c.get("reason") != "FailedCreate":
+            continue
+        message = str(c.get("message") or "")
+        status = 403 if "is forbidden" in message else 422 if "is invalid" in message else 0
+        name = (deployment.get("metadata") or {}).get("name", "")
+        return classify_refusal(status, message, "Deployment", name)
+    return None
+
+
 def _cond(type_: str, status: bool | None, reason: str, message: str, gen: int | None) -> Condition:
     st = ConditionStatus.UNKNOWN if status is None else (ConditionStatus.TRUE if status else ConditionStatus.FALSE)
     return Condition(type=type_, status=st, reason=reason, message=message[:MAX_MESSAGE], observed_generation=gen)
@@ -348,7 +368,14 @@ def compute_status(svc: InferenceService, observed: Observed, now: dt.datetime) 
                 break
     # A failing pod degrades the service when replicas are missing, and also when it belongs
     # to a new revision that cannot come up while the old pods keep serving (maxSurge).
-    if failure_reason and (ready < desired or any(p.failing for p in pods)):
+    refusal = observed.refusal or replica_failure(dep)
+    if refusal is not None:
+        # The API server refused a child (or, via the Deployment, the server pods): the
+        # service cannot become what its spec says until that changes.
+        wanted.append(_cond(C.DEGRADED, True, refusal.reason, refusal.message, gen))
+        if ready < need:
+            wanted.append(_cond(C.READY, False, refusal.reason, refusal.message, gen))
+    elif failure_reason and (ready < desired or any(p.failing for p in pods)):
         wanted.append(_cond(C.DEGRADED, True, failure_reason, failure_msg, gen))
     else:
         wanted.append(_cond(C.DEGRADED, False, C.REPLICAS_READY, f"{ready}/{desired} replicas ready", gen))
@@ -401,7 +428,7 @@ def _events(before: Sequence[Condition], after: Sequence[Condition], decision: S
             continue
         if c.type == C.PROGRESSING and c.reason in (C.SCALING_UP, C.SCALING_DOWN):
             continue  # the scale decision has its own event below
-        warning = (c.type == C.DEGRADED and c.status == ConditionStatus.TRUE) or (
+        warning = (c.type == C.DEGRADED and c.status == ConditionStatus.TRUE) or c.reason in REFUSAL_REASONS or (
             c.type == C.MODEL_CACHED and c.reason in FETCH_FAILURE_REASONS) or (
             c.type == C.ADAPTERS_READY and c.reason in (C.ADAPTER_NOT_READY, C.ADAPTER_LIMIT_EXCEEDED))
         out.append(Event("Warning" if warning else "Normal", c.reason, f"{c.type}={c.status.value}: {c.message}"[:MAX_MESSAGE]))

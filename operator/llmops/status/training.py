@@ -52,18 +52,22 @@ from llmops.api.training import (
 from llmops.builders.training import BuildInputs, build_training_children, gang_name, per_pod_requests
 from llmops.failures import (
     NODE_LOST_GRACE_SECONDS,
+    POD_SECURITY_VIOLATION,  # noqa: F401 - re-exported: the reason's old home
+    REFUSAL_REASONS,
     STARTUP_GRACE_SECONDS,
     WAITING_FOR_TERMINATING_PODS,
+    GANG_BACKEND_UNAVAILABLE,
     Action,
     ClassifyInput,
     LastFailure,
     NodeFacts,
     PodFacts,
+    Refusal,
     Verdict,
     classify,
     parse_time,
 )
-from llmops.scheduling import Placement, backend_for, choose, misfits, unschedulable_message
+from llmops.scheduling import Placement, backend_for, choose, misfits, unavailable, unschedulable_message
 
 # --- reasons this module adds (writer: this status computer; readers: users, alerts) ----------
 UNSCHEDULABLE = "Unschedulable"  # a worker's request exceeds every node's allocatable; nothing created
@@ -72,7 +76,6 @@ HEARTBEAT_STALE = "HeartbeatStale"  # Stalled=True: rank 0's heartbeat is older 
 HEARTBEAT_FRESH = "HeartbeatFresh"  # Stalled=False again
 CHECKPOINT_HEALTHY = "CheckpointHealthy"  # CheckpointFailing=False again
 FOREIGN_CHILD = "ChildOwnedByOther"  # a child name is taken by an object another owner controls
-POD_SECURITY_VIOLATION = "PodSecurityViolation"  # Pod Security admission rejected the worker pods (permanent)
 NOT_SUSPENDED = "NotSuspended"
 
 DEFAULT_SCHEDULING_TIMEOUT = 600  # seconds, when spec.scheduling.gang.timeoutSeconds is unset
@@ -80,6 +83,7 @@ MAX_SCHEDULING_TIMEOUTS = 5  # scheduling timeouts before the job fails
 DEFAULT_STALL_SECONDS = 600  # Stalled threshold without hang detection (half the hang timeout with it)
 POLL_SECONDS = 5.0  # requeue while waiting for pods to terminate or start
 UNSCHEDULABLE_RECHECK_SECONDS = 60.0  # nodes may be added: look again this often
+GANG_RECHECK_SECONDS = 60.0  # a gang backend may be installed: look again as often as discovery is refreshed
 
 
 @dataclass(frozen=True)
@@ -92,10 +96,10 @@ class Observed:
     progress: ProgressReport | None = None  # rank 0's report from the progress Lease
     lease_renew_time: str | None = None  # the Lease's spec.renewTime (the heartbeat)
     gang_object: Mapping[str, Any] | None = None  # the current attempt's gang object, as read
-    served: frozenset[str] = frozenset()  # "group/version/plural" from discovery, for gang auto
+    served: frozenset[str] | None = None  # "group/version/plural" from discovery (gang auto, availability); None = unknown
     last_failure: LastFailure | None = None  # overrides status.lastFailure (tests); see failures.LastFailure
     foreign_children: tuple[str, ...] = ()  # "Kind/name" of children another owner controls
-    admission_denied: str | None = None  # the API server's message when Pod Security rejected a pod
+    refusal: Refusal | None = None  # the API server refused a child this reconcile (see failures.classify_refusal)
     # the cluster's policy the operator was started with (llmops operator --*-grace-seconds)
     startup_grace_seconds: float = STARTUP_GRACE_SECONDS
     node_lost_grace_seconds: float = NODE_LOST_GRACE_SECONDS
@@ -107,10 +111,10 @@ class Observed:
         nodes: Sequence[Mapping[str, Any]] | None = None,
         lease: Mapping[str, Any] | None = None,
         gang_object: Mapping[str, Any] | None = None,
-        served: Iterable[str] = (),
+        served: Iterable[str] | None = None,
         last_failure: LastFailure | None = None,
         foreign_children: Iterable[str] = (),
-        admission_denied: str | None = None,
+        refusal: Refusal | None = None,
         startup_grace_seconds: float = STARTUP_GRACE_SECONDS,
         node_lost_grace_seconds: float = NODE_LOST_GRACE_SECONDS,
     ) -> "Observed":
@@ -146,10 +150,10 @@ class Observed:
             progress=report,
             lease_renew_time=renew,
             gang_object=gang_object,
-            served=frozenset(served),
+            served=None if served is None else frozenset(served),
             last_failure=last_failure,
             foreign_children=tuple(sorted(foreign_children)),
-            admission_denied=admission_denied,
+            refusal=refusal,
             startup_grace_seconds=startup_grace_seconds,
             node_lost_grace_seconds=node_lost_grace_seconds,
         )
@@ -250,7 +254,7 @@ def plan(job: TrainingJob, observed: Observed, now: dt.datetime) -> Plan:
     gen = job.metadata.generation
     now = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
 
-    backend = prev.gang.backend if prev.gang and prev.gang.backend != GangBackend.AUTO else choose(spec.scheduling.gang.backend, observed.served)
+    backend = prev.gang.backend if prev.gang and prev.gang.backend != GangBackend.AUTO else choose(spec.scheduling.gang.backend, observed.served or ())
     # An attempt number the status did not record yet (the operator died between creating
     # pods and writing status) is adopted, never recreated.
     attempt = max([prev.attempt, *(p.attempt for p in observed.pods)])
@@ -312,11 +316,10 @@ def plan(job: TrainingJob, observed: Observed, now: dt.datetime) -> Plan:
             requeue = POLL_SECONDS
     elif deadline is not None and started is not None and (now - started).total_seconds() >= deadline:
         final(C.FAILED, C.DEADLINE_EXCEEDED, f"activeDeadlineSeconds ({deadline}) passed since {start_time}")
-    elif observed.admission_denied:
-        # Permanent for this spec in this namespace: re-POSTing cannot pass, and silently dropping
-        # the capability (IPC_LOCK for RDMA) would break the job later. The API's words, verbatim.
-        final(C.FAILED, POD_SECURITY_VIOLATION, f"{observed.admission_denied} (permanent: relax the namespace's "
-              "pod-security.kubernetes.io/enforce level or drop spec.network.rdma, then recreate the job)")
+    elif observed.refusal is not None and observed.refusal.permanent:
+        # Only a new spec can pass (Pod Security: silently dropping IPC_LOCK would break RDMA
+        # later; a 422 on a child we built). The API's words, verbatim, in the message.
+        final(C.FAILED, observed.refusal.reason, observed.refusal.message)
     else:
         if C.find_condition(prev.conditions, C.SUSPENDED) is not None:
             # Resumed stays the reason once set (no flip to NotSuspended on the next reconcile: churn).
@@ -391,6 +394,12 @@ def plan(job: TrainingJob, observed: Observed, now: dt.datetime) -> Plan:
             if verdict.action == Action.NONE and verdict.reason and include_workers:
                 # A tolerated problem (image pull, missing Secret) inside its grace: say so.
                 wanted.append(_cond(C.QUEUED, True, verdict.reason, verdict.message, gen))
+            refusal = observed.refusal
+            if refusal is not None and include_workers and not C.is_true(wanted, C.RUNNING):
+                # A retried refusal (a missing ServiceAccount, quota): the job waits for the
+                # cluster to change; the handler re-applies with a growing delay.
+                wanted += [_cond(C.QUEUED, True, refusal.reason, refusal.message, gen),
+                           _cond(C.RUNNING, False, refusal.reason, refusal.message, gen)]
             if C.is_true([*wanted], C.RUNNING) and start_time is None:
                 start_time = rfc3339(now)
 
@@ -529,7 +538,14 @@ def _place(  # noqa: PLR0913
             wanted.append(_cond(C.QUEUED, True, UNSCHEDULABLE, msg, gen))
             wanted.append(_cond(C.RUNNING, False, UNSCHEDULABLE, msg, gen))
             return "hold", UNSCHEDULABLE_RECHECK_SECONDS
-    # 4. Placement of the current attempt.
+    # 4. An explicitly requested gang backend this cluster does not serve: say so, create nothing
+    #    (Volcano's PodGroup could not be applied; Kueue's gated pods would wait forever).
+    why = unavailable(backend, observed.served) if observed.served is not None and not cur_pods else None
+    if why:
+        wanted.append(_cond(C.QUEUED, True, GANG_BACKEND_UNAVAILABLE, why, gen))
+        wanted.append(_cond(C.RUNNING, False, GANG_BACKEND_UNAVAILABLE, why, gen))
+        return "hold", GANG_RECHECK_SECONDS
+    # 5. Placement of the current attempt.
     running = [p for p in cur_pods if p.phase == "Running"]
     if len(running) == n and len(cur_pods) == n:
         msg = f"all {n} worker pods are running (attempt {attempt})"
@@ -556,7 +572,7 @@ def _place(  # noqa: PLR0913
     unsched = [c.message for p in cur_pods for c in p.conditions if c.type == "PodScheduled" and c.status == "False" and c.message]
     if unsched:
         msg += f"; scheduler: {unsched[0]}"
-    # 5. The operator's own all-or-nothing timeout (not while a queue holds the gang: gated pods hold nothing).
+    # 6. The operator's own all-or-nothing timeout (not while a queue holds the gang: gated pods hold nothing).
     timeout = spec.scheduling.gang.timeout_seconds or DEFAULT_SCHEDULING_TIMEOUT
     created = [parse_time(p.created) for p in cur_pods if p.created]
     if created and placement != Placement.WAITING_FOR_QUOTA and (now - min(created)).total_seconds() >= timeout:
@@ -623,7 +639,7 @@ def _transition_events(before: list[Condition], after: list[Condition], already:
             continue
         if c.reason in already:
             continue
-        warn = c.type in (C.FAILED, C.STALLED, C.CHECKPOINT_FAILING) or c.reason in (UNSCHEDULABLE, C.SCHEDULING_TIMEOUT, FOREIGN_CHILD)
+        warn = c.type in (C.FAILED, C.STALLED, C.CHECKPOINT_FAILING) or c.reason in (UNSCHEDULABLE, C.SCHEDULING_TIMEOUT, FOREIGN_CHILD, *REFUSAL_REASONS)
         out.append(Event("Warning" if warn else "Normal", c.reason, f"{c.type}: {c.message}" if c.message else c.type))
     return out
 
