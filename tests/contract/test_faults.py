@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -170,3 +171,53 @@ def test_stalled_watch_delivers_later(faults, kube, fresh_namespace) -> None:
     events = timed_stream(kube, path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "3", **SELECT})
     assert [e["object"]["metadata"]["name"] for _, e in events] == ["late"]
     assert events[0][0] - stalled_at >= 1.0  # held back for the stall, then delivered
+
+
+def answers(kube: Kube, faults, ns: str) -> list[Any]:
+    """What a client sees for a series of faults: code, Status body and Retry-After of each
+    refused request, and the event a resumption after an expiry gets (versions masked)."""
+    path = ns_path(ns, "configmaps")
+    seen: list[Any] = []
+
+    def refused(call, *args: Any, **kw: Any) -> None:
+        with pytest.raises(Failed) as e:
+            call(*args, **kw)
+        seen.append((e.value.status, e.value.body, e.value.headers.get("Retry-After")))
+
+    rv = kube.get(path)["metadata"]["resourceVersion"]
+    kube.create(path, cm("x"))
+    for code, _ in CODES:
+        faults.fail(verb="patch", resource="configmaps", code=code, message=f"m{code}")
+        refused(kube.patch, f"{path}/x", {"data": {"a": "1"}})
+    faults.fail(verb="create", resource="configmaps", code=503, retry_after=7)
+    refused(kube.create, path, cm("y"))
+    faults.fail(verb="delete", resource="configmaps", code=500, name="x")
+    refused(kube.delete, f"{path}/x")
+    faults.fail(verb="watch", resource="configmaps", code=500)  # a GET's 429 the client retries itself
+    refused(kube.get, path, query={"watch": "true", "timeoutSeconds": "1"})
+    faults.expire_history()
+    events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "1"})
+    seen.append([(e["type"], {**e["object"], "message": e["object"]["message"].split(":")[0]}) for e in events])
+    return seen
+
+
+def test_the_same_faults_look_alike_on_both_clusters(api_server, control_plane, tmp_path) -> None:
+    """Differential: one series of faults, the emulator and the proxied real server side by side."""
+    from kubernetes import config
+
+    from llmops.sandbox.faultproxy import FaultProxy
+
+    got = {}
+    with FaultProxy(control_plane, tmp_path / "proxy") as proxy:
+        for side, kubeconfig, faults in (("emulated", api_server.write_kubeconfig(tmp_path / "kc"), api_server.faults),
+                                         ("real", proxy.kubeconfig, proxy.faults)):
+            client = config.new_client_from_config(config_file=str(kubeconfig))
+            kube, ns = Kube(client), f"faults-diff-{side}-{uuid.uuid4().hex[:8]}"
+            kube.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+            try:
+                got[side] = answers(kube, faults, ns)
+            finally:
+                kube.delete(f"/api/v1/namespaces/{ns}")
+                client.close()
+    assert got["emulated"] == got["real"]
+    assert len(got["real"]) == len(CODES) + 4 and got["real"][-1][0][1]["code"] == 410
