@@ -204,7 +204,6 @@ def answers(kube: Kube, faults, ns: str) -> list[Any]:
 def test_the_same_faults_look_alike_on_both_clusters(api_server, control_plane, tmp_path) -> None:
     """Differential: one series of faults, the emulator and the proxied real server side by side."""
     from kubernetes import config
-
     from llmops.sandbox.faultproxy import FaultProxy
 
     got = {}
