@@ -11,12 +11,12 @@ from llmops.kubeschema.validator import admit, apply_defaults, prune, unknown_fi
 
 __all__ = [
     "CrdError",
-    "crd_errors",
     "FieldError",
     "admit",
     "apply_defaults",
     "check_structural",
     "compile_rules",
+    "crd_errors",
     "format_value",
     "invalid_message",
     "prune",

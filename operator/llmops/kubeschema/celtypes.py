@@ -94,7 +94,8 @@ class CelCheckError(Exception):
 # --- schema -> type ------------------------------------------------------------------------------
 
 # CEL keywords a property name may collide with; Kubernetes escapes them as __name__.
-_RESERVED = frozenset("true false null in as break const continue else for function if import let loop package namespace return var void while".split())
+_RESERVED = frozenset({"true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function", "if",
+                       "import", "let", "loop", "package", "namespace", "return", "var", "void", "while"})
 _ESCAPES = {"__": "__underscores__", ".": "__dot__", "-": "__dash__", "/": "__slash__"}
 _ESCAPE_RX = re.compile(r"(__|[-./]|[^a-zA-Z0-9\-./_])")
 
@@ -328,15 +329,7 @@ _LITERALS = {"INT_LIT": INT, "UINT_LIT": UINT, "FLOAT_LIT": DOUBLE, "STRING_LIT"
 _ENV = celpy.Environment()
 
 
-def _pos(node: Tree | Token) -> tuple[int, int]:
-    if isinstance(node, Token):
-        return node.line or 1, node.column or 1
-    meta = node.meta
-    return (getattr(meta, "line", 1), getattr(meta, "column", 1)) if not meta.empty else (1, 1)
-
-
-def _fail(node: Tree | Token, message: str) -> CelCheckError:
-    return CelCheckError(message, *_pos(node))
+_OPERATOR_RULES = ("conditionalor", "conditionaland", "relation", "addition", "multiplication")
 
 
 def _args(node: Tree | None) -> list[Tree]:
@@ -354,8 +347,39 @@ def _single(node: Tree) -> Tree | Token:
 class Checker:
     """Types one parsed expression under variable bindings (``self``, ``oldSelf``)."""
 
-    def __init__(self, variables: Mapping[str, CelType]) -> None:
+    def __init__(self, variables: Mapping[str, CelType], source: str = "") -> None:
         self.scopes: list[dict[str, CelType]] = [dict(variables)]
+        self.source = source
+
+    def fail(self, node: Tree | Token, message: str) -> CelCheckError:
+        offset = self.offset(node)
+        line = self.source.count("\n", 0, offset) + 1
+        return CelCheckError(message, line, offset - (self.source.rfind("\n", 0, offset) + 1) + 1)
+
+    def offset(self, node: Tree | Token) -> int:
+        """Where cel-go places an expression: a select at its dot, a call at its parenthesis,
+        an operator at its symbol, anything else at its start."""
+        node = _single(node)
+        if isinstance(node, Token):
+            return node.start_pos or 0
+        kids = node.children
+        if node.data == "member_dot":
+            return self.skip(kids[1].start_pos - 1, -1)  # type: ignore[union-attr]
+        if node.data in ("member_dot_arg", "ident_arg", "dot_ident_arg"):
+            ident = next(k for k in kids if isinstance(k, Token))
+            return self.skip((ident.start_pos or 0) + len(ident), 1)
+        if node.data == "member_index" or (node.data in _OPERATOR_RULES and len(kids) == 2):
+            left = kids[0].children[0] if node.data in ("relation", "addition", "multiplication") else kids[0]
+            return self.skip(left.meta.end_pos, 1)  # type: ignore[union-attr]
+        if node.data == "expr" and len(kids) == 3:
+            return self.skip(kids[0].meta.end_pos, 1)  # type: ignore[union-attr]
+        return 0 if node.meta.empty else node.meta.start_pos
+
+    def skip(self, offset: int, step: int) -> int:
+        """The first non-blank character from ``offset`` in direction ``step``."""
+        while 0 <= offset < len(self.source) and self.source[offset].isspace():
+            offset += step
+        return max(0, min(offset, len(self.source)))
 
     def lookup(self, name: str) -> CelType | None:
         for scope in reversed(self.scopes):
@@ -365,14 +389,14 @@ class Checker:
 
     def type_of(self, node: Tree | Token) -> CelType:
         if isinstance(node, Token):
-            raise _fail(node, f"unexpected token {node!s}")
+            raise self.fail(node, f"unexpected token {node!s}")
         kids = node.children
         handler = getattr(self, f"_{node.data}", None)
         if handler is not None:
             return handler(node)
         if len(kids) == 1:  # a wrapper rule (expr, relation, member, primary, ...)
             return self.type_of(kids[0])
-        raise _fail(node, f"unsupported expression {node.data}")
+        raise self.fail(node, f"unsupported expression {node.data}")
 
     # operators
 
@@ -382,7 +406,7 @@ class Checker:
         cond, yes, no = (self.type_of(c) for c in node.children)
         joined = join(yes, no)
         if (cond.kind not in ("bool", *_LOOSE)) or joined is None:
-            raise _fail(node, f"found no matching overload for '_?_:_' applied to '({cond}, {yes}, {no})'")
+            raise self.fail(node, f"found no matching overload for '_?_:_' applied to '({cond}, {yes}, {no})'")
         return joined
 
     def _logical(self, node: Tree) -> CelType:
@@ -391,7 +415,7 @@ class Checker:
         for child in node.children:
             t = self.type_of(child)
             if t.kind not in ("bool", *_LOOSE):
-                raise _fail(child, f"expected type 'bool' but found '{t}'")
+                raise self.fail(child, f"expected type 'bool' but found '{t}'")
         return BOOL
 
     _conditionalor = _conditionaland = _logical
@@ -402,7 +426,7 @@ class Checker:
         op_node, right = node.children
         assert isinstance(op_node, Tree)
         left_t, right_t = self.type_of(op_node.children[0]), self.type_of(right)
-        return self.call(op_node, _BINARY_RULES[op_node.data], OPERATORS[_BINARY_RULES[op_node.data]], [left_t, right_t])
+        return self.call(node, _BINARY_RULES[op_node.data], OPERATORS[_BINARY_RULES[op_node.data]], [left_t, right_t])
 
     _relation = _addition = _multiplication = _binary
 
@@ -417,7 +441,7 @@ class Checker:
         result = resolve(overloads, args)
         if result is None:
             shown = f"{args[0]}.({', '.join(map(str, args[1:]))})" if receiver else f"({', '.join(map(str, args))})"
-            raise _fail(node, f"found no matching overload for '{name}' applied to '{shown}'")
+            raise self.fail(node, f"found no matching overload for '{name}' applied to '{shown}'")
         return result
 
     # members
@@ -433,11 +457,11 @@ class Checker:
             # A reserved word is reachable both escaped and bare (self.namespace, self.__namespace__).
             found = t.fields.get(name) or (t.fields.get(f"__{name}__") if name in _RESERVED else None)
             if found is None:
-                raise _fail(node, f"undefined field '{name}'")
+                raise self.fail(node, f"undefined field '{name}'")
             return found
         if t.kind == "map":
             return t.params[1]
-        raise _fail(node, f"type '{t}' does not support field selection")
+        raise self.fail(node, f"type '{t}' does not support field selection")
 
     def _member_index(self, node: Tree) -> CelType:
         operand, index = node.children
@@ -450,7 +474,7 @@ class Checker:
         operand, ident, *rest = node.children
         name, args = str(ident), _args(rest[0] if rest else None)
         if len(args) in _COMPREHENSIONS.get(name, ()):
-            return self.comprehension(node, name, self.type_of(operand), args)
+            return self.comprehension(node, operand, name, args)
         target = _single(operand)
         if isinstance(target, Tree) and target.data == "ident" and str(target.children[0]) in NAMESPACES and self.lookup(str(target.children[0])) is None:
             for a in args:
@@ -463,33 +487,36 @@ class Checker:
             return known or UNKNOWN
         return self.call(node, name, METHODS[name], [recv, *arg_types], receiver=True)
 
-    def comprehension(self, node: Tree, name: str, range_t: CelType, args: list[Tree]) -> CelType:
+    def comprehension(self, node: Tree, operand: Tree, name: str, args: list[Tree]) -> CelType:
+        range_t = self.type_of(operand)
         var = _single(args[0])
         if not (isinstance(var, Tree) and var.data == "ident"):
-            raise _fail(args[0], "argument must be a simple name")
-        if range_t.kind == "list":
-            elem = range_t.params[0]
-        elif range_t.kind == "map":
+            raise self.fail(args[0], "argument must be a simple name")
+        if range_t.kind in ("list", "map"):  # a map ranges over its keys
             elem = range_t.params[0]
         elif range_t.kind in _LOOSE:
             elem = range_t
         else:
-            raise _fail(node, f"expression of type '{range_t}' cannot be range of a comprehension (must be list, map, or dynamic)")
+            raise self.fail(operand, f"expression of type '{range_t}' cannot be range of a comprehension (must be list, map, or dynamic)")
         self.scopes.append({str(var.children[0]): elem})
         try:
-            if name == "map":
-                if len(args) == 3:
-                    self.predicate(args[1])
-                return list_of(self.type_of(args[-1]))
-            self.predicate(args[1])
-            return list_of(elem) if name == "filter" else BOOL
+            if name in ("all", "exists", "exists_one"):
+                self.predicate(args[1])
+                return BOOL
+            result = list_of(self.type_of(args[-1]) if name == "map" else elem)
+            if len(args) == 3 or name == "filter":
+                # filter expands to `pred ? acc + [x] : acc`, whose overload error cel-go reports at the call
+                cond = self.type_of(args[1])
+                if cond.kind not in ("bool", *_LOOSE):
+                    raise self.fail(node, f"found no matching overload for '_?_:_' applied to '({cond}, {result}, {result})'")
+            return result
         finally:
             self.scopes.pop()
 
     def predicate(self, node: Tree) -> None:
         t = self.type_of(node)
         if t.kind not in ("bool", *_LOOSE):
-            raise _fail(node, f"expected type 'bool' but found '{t}'")
+            raise self.fail(node, f"expected type 'bool' but found '{t}'")
 
     # primaries
 
@@ -502,7 +529,7 @@ class Checker:
             return TYPE
         if name in NAMESPACES:
             return UNKNOWN
-        raise _fail(node, f"undeclared reference to '{name}' (in container '')")
+        raise self.fail(node, f"undeclared reference to '{name}' (in container '')")
 
     def _dot_ident(self, node: Tree) -> CelType:
         return self._ident(node)
@@ -522,8 +549,9 @@ class Checker:
     def has(self, node: Tree, args: list[Tree]) -> CelType:
         target = _single(args[0]) if len(args) == 1 else None
         if not (isinstance(target, Tree) and target.data == "member_dot"):
-            raise _fail(node, "invalid argument to has() macro")
-        self._member_dot(target)
+            raise self.fail(args[0] if args else node, "invalid argument to has() macro")
+        operand, ident = target.children
+        self.select(node, self.type_of(operand), str(ident))  # a missing field is reported at has(
         return BOOL
 
     def _literal(self, node: Tree) -> CelType:
@@ -546,7 +574,7 @@ class Checker:
             joined = t if elem is None else join(elem, t)
             if joined is None:
                 assert elem is not None
-                raise _fail(item, f"expected type '{elem}' but found '{t}'")
+                raise self.fail(item, f"expected type '{elem}' but found '{t}'")
             elem = joined
         return elem or DYN
 
@@ -563,4 +591,4 @@ def parse(expr: str) -> Tree:
 
 def check(expr: str, variables: Mapping[str, CelType]) -> CelType:
     """The type of ``expr`` with ``variables`` bound; CelCheckError when it does not compile."""
-    return Checker(variables).type_of(parse(expr))
+    return Checker(variables, expr).type_of(parse(expr))

@@ -8,8 +8,10 @@ maps and strings a rule touches must carry maxItems/maxProperties/maxLength). We
 an API server here, so these functions re-check the same rules on the generated schema:
 
 - :func:`check_structural` -> violations of the structural-schema rules;
-- :func:`compile_rules` -> CEL rules that do not parse, reference undeclared fields, use
-  ``oldSelf`` where no old value can be correlated, or carry an invalid reason/fieldPath;
+- :func:`compile_rules` -> CEL rules that do not compile against the schema's CEL types
+  (celtypes.py: undefined fields, wrong operand types, ranges over objects, non-bool
+  results), use ``oldSelf`` where no old value can be correlated, or carry an invalid
+  reason/fieldPath or no message;
 - :func:`unbounded_in_rules` -> unbounded lists/maps/strings that a rule touches (the cost
   estimator would reject or over-estimate them).
 """
@@ -19,8 +21,8 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator
 
-import celpy
-
+from llmops.kubeschema import celtypes
+from llmops.kubeschema.crd import rule_problems
 from llmops.kubeschema.errors import CEL_REASONS
 from llmops.kubeschema.validator import is_transition_rule, validate
 
@@ -196,7 +198,6 @@ def _list_types(node: Schema, where: str, errs: list[str]) -> None:
 # --- CEL rules ----------------------------------------------------------------------------------
 
 _REF = re.compile(r"(?<![\w.])(self|oldSelf)((?:\.[A-Za-z_]\w*)+)(\s*\()?")
-_ENV = celpy.Environment()
 
 
 def _rule_refs(expr: str) -> list[tuple[str, list[str]]]:
@@ -226,41 +227,44 @@ def _resolve(node: Schema, chain: list[str]) -> tuple[Schema | None, str | None]
 
 
 def compile_rules(schema: Schema) -> list[str]:
-    """CEL problems the API server would report when the CRD is created."""
+    """CEL problems the API server would report when the CRD is created (each rule compiled
+    against the node's CEL type, see celtypes.py), plus this project's rule that every rule
+    carries a message."""
     errs: list[str] = []
     for path, node, correlatable in _walk(schema):
         where = path or "<root>"
-        for i, rule in enumerate(node.get("x-kubernetes-validations") or []):
+        rules = node.get("x-kubernetes-validations") or []
+        self_type = celtypes.decl_type(node, resource_root=not path) if rules else None
+        for i, rule in enumerate(rules):
             label = f"{where}: x-kubernetes-validations[{i}]"
             expr = rule.get("rule")
             if not isinstance(expr, str) or not expr.strip():
                 errs.append(f"{label}: rule is required")
                 continue
-            try:
-                _ENV.compile(expr)
-            except Exception as exc:  # celpy parse errors
-                errs.append(f"{label}: compilation failed: {str(exc).splitlines()[0]}")
+            if self_type is None:
+                errs.append(f"{label}: no CEL type can be derived for this node (it needs a type)")
                 continue
-            if not rule.get("message") and not rule.get("messageExpression"):
-                errs.append(f"{label}: message or messageExpression is required")
-            if rule.get("messageExpression"):
-                try:
-                    _ENV.compile(rule["messageExpression"])
-                except Exception as exc:
-                    errs.append(f"{label}: messageExpression compilation failed: {str(exc).splitlines()[0]}")
-            if "reason" in rule and rule["reason"] not in CEL_REASONS:
-                errs.append(f"{label}: reason must be one of {sorted(CEL_REASONS)}")
-            if "fieldPath" in rule:
-                fp = rule["fieldPath"]
-                chain = [p for p in re.split(r"\.|\[", fp.replace("]", "")) if p]
-                if not fp.startswith((".", "[")) or _resolve(node, [c.strip("'") for c in chain])[1] is not None:
-                    errs.append(f"{label}: fieldPath {fp!r} does not name a field of this node")
-            if is_transition_rule(expr) and not correlatable:
-                errs.append(f"{label}: oldSelf cannot be used on the uncorrelatable portion of the schema")
-            for var, chain in _rule_refs(expr):
-                _, missing = _resolve(node, chain)
-                if missing is not None:
-                    errs.append(f"{label}: undefined field {missing!r} in {var}.{'.'.join(chain)}")
+            problems = rule_problems(self_type, rule)
+            errs += [f"{label}: {detail.splitlines()[0]}" for _, detail in problems]
+            if any(f == "rule" for f, _ in problems):
+                continue
+            errs += _rule_lint(node, rule, label, correlatable)
+    return errs
+
+
+def _rule_lint(node: Schema, rule: dict[str, Any], label: str, correlatable: bool) -> list[str]:
+    errs = []
+    if not rule.get("message") and not rule.get("messageExpression"):
+        errs.append(f"{label}: message or messageExpression is required")
+    if "reason" in rule and rule["reason"] not in CEL_REASONS:
+        errs.append(f"{label}: reason must be one of {sorted(CEL_REASONS)}")
+    if "fieldPath" in rule:
+        fp = rule["fieldPath"]
+        chain = [p for p in re.split(r"\.|\[", fp.replace("]", "")) if p]
+        if not fp.startswith((".", "[")) or _resolve(node, [c.strip("'") for c in chain])[1] is not None:
+            errs.append(f"{label}: fieldPath {fp!r} does not name a field of this node")
+    if is_transition_rule(rule["rule"]) and not correlatable:
+        errs.append(f"{label}: oldSelf cannot be used on the uncorrelatable portion of the schema")
     return errs
 
 
