@@ -13,10 +13,12 @@ adds ``kube-root-ca.crt`` to every new namespace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -137,29 +139,38 @@ def test_expire_history_makes_resumption_410(faults, kube, fresh_namespace) -> N
     assert names(events) == ["after"]
 
 
-def test_cut_watches(faults, kube, fresh_namespace) -> None:
-    path = ns_path(fresh_namespace, "configmaps")
-    rv = kube.get(path)["metadata"]["resourceVersion"]
+@contextlib.contextmanager
+def cutting(faults, plural: str) -> Iterator[None]:
+    """Cut the watches of `plural` every 50 ms while the block runs (a watch opened inside it
+    may not be open yet at the first cut)."""
     done = threading.Event()
 
-    def cutter() -> None:  # until the watch ends: it may not be open yet at the first cut
+    def cutter() -> None:
         while not done.wait(0.05):
-            faults.cut_watches("configmaps")
+            faults.cut_watches(plural)
 
     t = threading.Thread(target=cutter)
     t.start()
-    started = time.monotonic()
     try:
-        events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "60", **SELECT},
-                             timeout=30)
+        yield
     finally:
         done.set()
         t.join()
+
+
+def test_cut_watches(faults, kube, fresh_namespace) -> None:
+    path = ns_path(fresh_namespace, "configmaps")
+    rv = kube.get(path)["metadata"]["resourceVersion"]
+    started = time.monotonic()
+    with cutting(faults, "configmaps"):
+        events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "60", **SELECT},
+                             timeout=30)
     assert events == [] and time.monotonic() - started < 30
-    faults.cut_watches("secrets")  # another plural: this watch is left alone
     kube.create(path, cm("seen"))
-    events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "1", **SELECT})
-    assert names(events) == ["seen"]
+    started = time.monotonic()
+    with cutting(faults, "secrets"):  # another plural: this watch runs until its timeout
+        events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "2", **SELECT})
+    assert names(events) == ["seen"] and time.monotonic() - started >= 1.5
 
 
 def test_stalled_watch_delivers_later(faults, kube, fresh_namespace) -> None:
