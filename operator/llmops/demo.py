@@ -1,7 +1,7 @@
 """`llmops demo`: the main job on the embedded sandbox, start to finish, in one command.
 
 Starts `llmops sandbox` (emulated API server, 2 process node agents, S3 on 127.0.0.1, the
-operator), applies the tiny sample TrainingJob with kubectl, prints its status as it trains
+operator; with ``--control-plane`` the same on a real kube-apiserver/scheduler/controller manager), applies the tiny sample TrainingJob with kubectl, prints its status as it trains
 with step checkpoints, kills one worker mid-run, and shows the gang restart and resume from
 the last committed step until the job succeeds. Exit code 0 only if all of that happened.
 """
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from llmops.sandbox.cli import add_control_plane_flag
+
 SAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "trainingjob-tiny-cpu.yaml"
 
 
@@ -26,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kill-after-checkpoint", type=int, default=10,
                    help="kill a worker once a checkpoint at this step is committed (0: no kill)")
     p.add_argument("--timeout", type=float, default=600, help="seconds before giving up")
+    add_control_plane_flag(p)
     p.set_defaults(func=run)
 
 
@@ -59,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     body["spec"].setdefault("template", {})["env"] = [{"name": "TRAIN_STEP_DELAY", "value": "0.1"}]
     name = body["metadata"]["name"]
     print(f"starting the sandbox in {workdir} ...", flush=True)
-    with Sandbox(nodes=2, workdir=workdir, operator=True) as sb:
-        print(f"sandbox up in {sb.start_seconds:.2f}s; try: export KUBECONFIG={sb.kubeconfig}; kubectl get llmops", flush=True)
+    with Sandbox(nodes=2, workdir=workdir, operator=True, control_plane=args.control_plane) as sb:
+        where = "on a real control plane" if sb.real else "on the emulated API server"
+        print(f"sandbox up {where} in {sb.start_seconds:.2f}s; try: export KUBECONFIG={sb.kubeconfig}; kubectl get llmops", flush=True)
         print(f"$ kubectl apply -f {SAMPLE.relative_to(Path.cwd()) if SAMPLE.is_relative_to(Path.cwd()) else SAMPLE}")
         subprocess.run(["kubectl", "--kubeconfig", sb.kubeconfig, "apply", "-f", "-"],
                        input=yaml.safe_dump(body), text=True, check=True)
@@ -94,6 +98,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"restarts: {st.get('restarts')}; resumed from step {resumed} "
                   f"(killed at ~{killed_at}: {killed_at - (resumed or 0)} steps recomputed)")
             ok = ok and (st.get("restarts") or {}).get("total") == 1 and resumed is not None
-        print("demo: OK" if ok else "demo: FAILED (see .sandbox/operator.log)")
+        print("demo: OK" if ok else f"demo: FAILED (see {workdir / 'operator.log'})")
         return 0 if ok else 1
 

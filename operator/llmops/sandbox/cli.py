@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sb.add_argument("--no-s3", action="store_true", help="do not start the S3 server")
     sb.add_argument("--serving", choices=SERVING_CHOICES, default="vllm",
                     help="what the nodes run for the vLLM server image: vllm (the vLLM venv, default) or standin (test double)")
+    add_control_plane_flag(sb)
     sb.set_defaults(func=run_sandbox)
 
     node = subparsers.add_parser("node", help="run a process node agent against a kubeconfig")
@@ -37,6 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     node.add_argument("--serving", choices=SERVING_CHOICES, default="vllm",
                       help="what this node runs for the vLLM server image: vllm (the vLLM venv, default) or standin (test double)")
     node.set_defaults(func=run_node)
+
+
+def add_control_plane_flag(parser: argparse.ArgumentParser) -> None:
+    """``--control-plane [KUBE_DIR|KUBECONFIG]``: a real control plane instead of the emulated API server."""
+    parser.add_argument(
+        "--control-plane", nargs="?", const=True, default=None, metavar="KUBE_DIR|KUBECONFIG",
+        help="run on a real Kubernetes control plane instead of the emulated API server: started from KUBE_DIR "
+             "(start.sh/stop.sh; default $LLMOPS_KUBE_DIR or ../shared/kube), or the running cluster of KUBECONFIG; "
+             "the same node agents, S3 and operator join it",
+    )  # fmt: skip
 
 
 def _wait_for_signal() -> None:
@@ -55,19 +66,23 @@ def run_sandbox(args: argparse.Namespace) -> int:
     sandbox = Sandbox(
         nodes=args.nodes, capacity=args.capacity, gpus_per_node=args.gpus_per_node, workdir=workdir,
         port=args.port, operator=not args.no_operator, s3=not args.no_s3, serving=args.serving,
+        control_plane=args.control_plane,
     )  # fmt: skip
     # Signals during start-up must still stop what has started.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.default_int_handler)
     try:
         sandbox.start()
-        print(f"llmops sandbox up in {sandbox.start_seconds:.2f}s: API {sandbox.server.url}, {args.nodes} node(s)")
+        kind = "real control plane" if sandbox.real else "emulated API"
+        print(f"llmops sandbox up in {sandbox.start_seconds:.2f}s: {kind} {sandbox.api_url}, {args.nodes} node(s)")
         if sandbox.s3_endpoint:
             print(f"  S3:       {sandbox.s3_endpoint}  (AWS_ENDPOINT_URL_S3; key 'sandbox' / 'sandbox-secret')")
         if sandbox.operator is not None:
             print(f"  operator: running, log {workdir / 'operator.log'}")
         elif not args.no_operator and not operator_available():
             print("  operator: not started (llmops.handlers is not installed)")
+        if sandbox.real:  # a real API server asks the kubelet for logs, and these nodes have none
+            print(f"  pod logs: {workdir / 'nodes'}/NODE/pods/NAMESPACE_POD_UID/logs (kubectl logs needs a kubelet)")
         print(f"\n  export KUBECONFIG={sandbox.kubeconfig}\n  kubectl get nodes\n\nCtrl-C stops everything.", flush=True)
         _wait_for_signal()
     except KeyboardInterrupt:

@@ -1,14 +1,28 @@
-"""`Sandbox`: the whole embedded control plane in one context manager.
+"""`Sandbox`: the whole embedded cluster in one context manager, on one of two control planes.
 
-Start order: emulated API server -> kubeconfig -> S3 server -> CRDs from crds/ (waited until
-served) -> node agents (threads in this process; each registers its Node and Lease) ->
-binder -> operator (a subprocess, only when asked for and when ``llmops.handlers`` exists).
-Stop runs the reverse order; every process started here is registered with a reaper (see
-``node.process``), so even a SIGKILLed sandbox leaves nothing behind.
+Emulated (the default): the project's API server (``llmops.sandbox.apiserver``) in this
+process, with the sandbox's stand-ins for what a real control plane runs besides the API: a
+binder (the scheduler, gangs included) and a Deployment controller.
 
-Node agents run in-process so that ``kubectl logs`` works through the API server's log-source
-hook (the agents keep container logs as files under their workdirs). A standalone
-``llmops node`` against a real cluster serves no logs; read them from its workdir.
+Real (``control_plane=...``): a real kube-apiserver, controller manager and scheduler
+(``llmops.sandbox.controlplane``, the ``../shared/kube`` layout), started here or given by
+kubeconfig. The real scheduler and controller manager place pods and run Deployments, so no
+binder and no Deployment controller start; what a real cluster needs a driver for, storage,
+comes from a local-directory provisioner (``llmops.sandbox.provisioner``). The operator, and
+only it, talks to the API through a fault proxy (``llmops.sandbox.faultproxy``), so the
+scenarios inject 409/429/5xx and 410 Gone on both sides through ``sandbox.faults``.
+
+Either way the same parts follow: S3 server -> CRDs from crds/ (waited until served) -> node
+agents (threads in this process; each registers its Node and Lease and runs the pods bound to
+it as process groups) -> operator (a subprocess, only when asked for and when
+``llmops.handlers`` exists). Stop runs the reverse order; every process started here is
+registered with a reaper (see ``node.process``), so even a SIGKILLed sandbox leaves nothing
+behind.
+
+Container logs are files under the agents' workdirs. ``sandbox.logs(ns, pod)`` reads them on
+both control planes; the emulated API server also serves them to ``kubectl logs`` through its
+log-source hook. A real API server asks the node's kubelet for logs, and these nodes have
+none, so ``kubectl logs`` does not work there: read ``sandbox.logs`` or the files.
 """
 
 from __future__ import annotations
@@ -29,10 +43,12 @@ from typing import Any
 import yaml
 
 from llmops.sandbox.binder import Binder
+from llmops.sandbox.controlplane import ControlPlane
 from llmops.sandbox.node.agent import NodeAgent, parse_capacity
 from llmops.sandbox.node.client import ApiException, Kube, is_status
 from llmops.sandbox.node.process import Reaper
 from llmops.sandbox.node.runtimes import serving_runtimes
+from llmops.sandbox.provisioner import Provisioner
 from llmops.sandbox.s3 import S3Server
 
 log = logging.getLogger(__name__)
@@ -57,6 +73,29 @@ def node_capacity(capacity: str | Mapping[str, str], gpus_per_node: int) -> dict
 #: Bucket created in the sandbox's S3 server; the samples checkpoint to s3://llmops-sandbox/...
 DEFAULT_BUCKET = "llmops-sandbox"
 
+#: What ``Sandbox(control_plane=...)`` takes: None or False (the emulated API server); True
+#: (a real control plane found as ``ControlPlane`` finds it, started in the workdir); a
+#: directory holding ``start.sh`` (the same, from there); a ``ControlPlane`` (started here if it
+#: is not yet, stopped here only if started here); any other path: the kubeconfig of a running
+#: cluster (its nodes are this sandbox's agents; they deregister on stop).
+ControlPlaneArg = ControlPlane | str | os.PathLike[str] | bool | None
+
+
+def resolve_control_plane(arg: ControlPlaneArg, state_dir: Path) -> ControlPlane | Path | None:
+    """A ControlPlane to run, the kubeconfig of a running cluster, or None (emulated)."""
+    if arg is None or arg is False:
+        return None
+    if isinstance(arg, ControlPlane):
+        return arg
+    if arg is True:
+        return ControlPlane(state_dir=state_dir)
+    path = Path(arg)
+    if (path / "start.sh").is_file():
+        return ControlPlane(kube_dir=path, state_dir=state_dir)
+    if path.is_file():
+        return path.resolve()
+    raise FileNotFoundError(f"control plane {path}: neither a directory with start.sh nor a kubeconfig file")
+
 
 class Sandbox:
     """`with Sandbox(nodes=2) as sb:` — see the module essay and docs/sandbox.md."""
@@ -75,6 +114,7 @@ class Sandbox:
         binder: bool = True,
         crds: bool = True,
         heartbeat_seconds: float = 2.0,
+        control_plane: ControlPlaneArg = None,
         serving: str = "vllm",
     ) -> None:
         self.node_count = nodes
@@ -88,7 +128,12 @@ class Sandbox:
         self.heartbeat_seconds = heartbeat_seconds
         # What the nodes run for the server image: real vLLM (the vLLM venv) or the test double.
         self.runtimes = serving_runtimes(serving)
-        self.server: Any = None
+        self.control_plane = resolve_control_plane(control_plane, self.workdir / "kube")
+        self._own_control_plane = False
+        self.server: Any = None  # the emulated API server (None on a real control plane)
+        self.proxy: Any = None  # the operator's fault proxy (a real control plane only)
+        self.provisioner: Provisioner | None = None
+        self._upstream = self.kubeconfig  # the operator's kubeconfig when no proxy stands between
         self.s3: S3Server | None = None
         self.api: Kube | None = None
         self.agents: list[NodeAgent] = []
@@ -101,7 +146,41 @@ class Sandbox:
     # --- handles ----------------------------------------------------------------------------
     @property
     def kubeconfig(self) -> str:
+        """Admin kubeconfig of this sandbox's cluster (a copy, on a real control plane)."""
         return str(self.workdir / "kubeconfig")
+
+    @property
+    def real(self) -> bool:
+        """True on a real control plane, False on the emulated API server."""
+        return self.control_plane is not None
+
+    @property
+    def api_url(self) -> str:
+        config = yaml.safe_load(Path(self.kubeconfig).read_text())
+        return str(config["clusters"][0]["cluster"]["server"])
+
+    @property
+    def operator_kubeconfig(self) -> str:
+        """What the operator connects with: the fault proxy on a real control plane."""
+        return self.proxy.kubeconfig if self.proxy is not None else self._upstream
+
+    @property
+    def faults(self) -> Any:
+        """Fault injection on the operator's API requests (``apiserver.faults.Faults``): the
+        emulated server's own, or the fault proxy's in front of a real API server."""
+        if self.server is not None:
+            return self.server.faults
+        if self.proxy is not None:
+            return self.proxy.faults
+        raise RuntimeError("this sandbox has no fault injection (no emulated server, no fault proxy)")
+
+    def logs(self, namespace: str, pod: str, container: str | None = None, previous: bool = False) -> str | None:
+        """A container's log as its node agent keeps it (both control planes); None if no agent runs the pod."""
+        for agent in self.agents:
+            text = agent.read_log(namespace, pod, container, previous)
+            if text is not None:
+                return text
+        return None
 
     @property
     def s3_endpoint(self) -> str | None:
@@ -142,13 +221,9 @@ class Sandbox:
         return self
 
     def _start(self) -> None:
-        from llmops.sandbox.apiserver import ApiServer
-
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._reaper = Reaper()
-        self.server = ApiServer(host="127.0.0.1", port=self.port)
-        self.server.start()
-        self.server.write_kubeconfig(self.kubeconfig)
+        self._upstream = self._start_real() if self.real else self._start_emulated()
         self.api = Kube(self.kubeconfig)
         if self.want_s3:
             self.s3 = S3Server().start()
@@ -169,32 +244,51 @@ class Sandbox:
                 runtimes=self.runtimes,
             )
             self.agents.append(agent.start())
-        if hasattr(self.server, "register_log_source"):
-            self.server.register_log_source(self._log_source)
-        if self.want_binder:
-            self.binder = Binder(Kube(self.kubeconfig)).start()
-            from llmops.sandbox.deployments import DeploymentController
+        if self.real:
+            self.provisioner = Provisioner(Kube(self.kubeconfig), self.workdir / "pvc").install().start()
+            self.proxy = start_fault_proxy(self._upstream, self.workdir / "faultproxy")
+        else:
+            self.server.register_log_source(self.logs)
+            if self.want_binder:
+                self.binder = Binder(Kube(self.kubeconfig)).start()
+                from llmops.sandbox.deployments import DeploymentController
 
-            self.deployments = DeploymentController(Kube(self.kubeconfig)).start()
+                self.deployments = DeploymentController(Kube(self.kubeconfig)).start()
         if self.want_operator and operator_available():
             self._start_operator()
 
+    def _start_emulated(self) -> str:
+        from llmops.sandbox.apiserver import ApiServer
+
+        self.server = ApiServer(host="127.0.0.1", port=self.port)
+        self.server.start()
+        self.server.write_kubeconfig(self.kubeconfig)
+        return self.kubeconfig
+
+    def _start_real(self) -> str:
+        """Start (or join) the real control plane; returns the kubeconfig the operator's proxy forwards with."""
+        cp = self.control_plane
+        if isinstance(cp, ControlPlane):
+            if not cp.started:
+                cp.start()
+                self._own_control_plane = True
+            admin, operator = Path(cp.kubeconfig), Path(cp.operator_kubeconfig)
+        else:
+            assert isinstance(cp, Path)
+            admin = operator = cp
+        shutil.copyfile(admin, self.kubeconfig)
+        return str(operator if operator.is_file() else admin)
+
     def _start_operator(self) -> None:
         """The hook for the operator: `llmops operator` against this sandbox's kubeconfig."""
-        argv = [sys.executable, "-m", "llmops.cli", "operator", "--kubeconfig", self.kubeconfig,
+        kubeconfig = self.operator_kubeconfig
+        argv = [sys.executable, "-m", "llmops.cli", "operator", "--kubeconfig", kubeconfig,
                 "--standalone", "--metrics-port", "0", "--liveness", "", *self.operator_args]  # fmt: skip
-        env = {**os.environ, **self.s3_env, "KUBECONFIG": self.kubeconfig}
+        env = {**os.environ, **self.s3_env, "KUBECONFIG": kubeconfig}
         with open(self.workdir / "operator.log", "ab") as out:
             self.operator = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         assert self._reaper is not None
         self._reaper.add(self.operator.pid)
-
-    def _log_source(self, namespace: str, pod: str, container: str | None) -> str | None:
-        for agent in self.agents:
-            text = agent.read_log(namespace, pod, container)
-            if text is not None:
-                return text
-        return None
 
     def restart_operator(self, *, kill: bool = False) -> None:
         """Stop the operator process (SIGTERM as in a rolling update, or SIGKILL as in a node
@@ -218,6 +312,13 @@ class Sandbox:
 
     def stop(self) -> None:
         self._stop_operator()
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
+        if self.provisioner is not None:
+            self.provisioner.stop()
+            self.provisioner.kube.close()
+            self.provisioner = None
         if self.deployments is not None:
             self.deployments.stop()
             self.deployments.kube.close()
@@ -227,7 +328,7 @@ class Sandbox:
             self.binder.kube.close()
             self.binder = None
         for agent in self.agents:
-            agent.stop()
+            agent.stop(deregister=isinstance(self.control_plane, Path))  # a cluster we did not start keeps no stale Nodes
             agent.kube.close()
         self.agents = []
         if self.s3 is not None:
@@ -239,6 +340,9 @@ class Sandbox:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self._own_control_plane and isinstance(self.control_plane, ControlPlane):
+            self.control_plane.stop()
+            self._own_control_plane = False
         if self._reaper is not None:
             self._reaper.close()
             self._reaper = None
@@ -250,6 +354,16 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_fault_proxy(upstream_kubeconfig: str, workdir: Path) -> Any:
+    """The operator's way to a real API server: through a fault proxy, so scenarios inject the
+    same faults as on the emulated server."""
+    from llmops.sandbox.faultproxy import FaultProxy
+
+    proxy = FaultProxy(upstream_kubeconfig, workdir)
+    proxy.start()
+    return proxy
 
 
 def install_crds(kube: Kube, directory: Path, timeout: float = 30.0) -> list[str]:
