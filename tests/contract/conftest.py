@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,6 +19,20 @@ from contract_helpers import WIDGET_CRD, WIDGETS, Failed, Kube  # noqa: E402
 @pytest.fixture
 def kube(kube_client: Any) -> Kube:
     return Kube(kube_client)
+
+
+@pytest.fixture
+def emulator(request: pytest.FixtureRequest, kubeconfig: pathlib.Path) -> Callable[[str], Any]:
+    """`emulator(why)`: the emulated API server behind `kubeconfig`, for the few checks of the
+    emulator's own test hooks (log sources, its watch window); on the real server the test is
+    skipped with `why`, which must say what the real contract is and where it is tested."""
+
+    def get(why: str) -> Any:
+        if request.node.callspec.params.get("kubeconfig") == "real":
+            pytest.skip(f"emulator test hook, not a real-server contract: {why}")
+        return request.getfixturevalue("api_server")
+
+    return get
 
 
 @pytest.fixture

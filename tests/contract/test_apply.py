@@ -22,15 +22,32 @@ def test_apply_creates_then_prunes(kube, fresh_namespace: str) -> None:
 
 
 def test_apply_accepts_yaml(kube, fresh_namespace: str) -> None:
-    path = ns_path(fresh_namespace, "configmaps", "y")
-    text = f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\n  namespace: {fresh_namespace}\ndata:\n  k: v\n"
-    assert kube.patch(path, text, kind="apply", query=MANAGER)["data"] == {"k": "v"}
+    path = ns_path(fresh_namespace, "configmaps", "yaml-cm")
+    text = (f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: yaml-cm\n  namespace: {fresh_namespace}\n"
+            "data:\n  k: v\n  quoted: 'y'\n  day: 2026-01-01\n  time: 1:20\n")
+    # A timestamp stays a string and 1:20 is no base-60 number (Go's YAML, not PyYAML's).
+    assert kube.patch(path, text, kind="apply", query=MANAGER)["data"] == {
+        "k": "v", "quoted": "y", "day": "2026-01-01", "time": "1:20"}
+
+
+@pytest.mark.parametrize(("scalar", "decoded"), [("y", "true"), ("off", "false"), ("0x1F", "31"),
+                                                 ("017", "15"), ("1_000", "1000")])
+def test_apply_yaml_scalars_are_yaml_1_1(kube, fresh_namespace: str, scalar: str, decoded: str) -> None:
+    """The server reads YAML 1.1 as go-yaml does: `y` is a boolean, `017` octal. An unquoted one
+    in a string field fails the typed apply (500), naming the field and the decoded value."""
+    path = ns_path(fresh_namespace, "configmaps", "typed")
+    text = f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typed\ndata:\n  k: {scalar}\n"
+    with pytest.raises(Failed) as e:
+        kube.patch(path, text, kind="apply", query=MANAGER)
+    assert e.value.status == 500
+    assert f".data.k: expected string, got &value.valueUnstructured{{Value:{decoded}}}" in e.value.body["message"]
 
 
 def test_apply_requires_field_manager(kube, fresh_namespace: str) -> None:
     with pytest.raises(Failed) as e:
         kube.patch(ns_path(fresh_namespace, "configmaps", "z"), configmap("z"), kind="apply")
-    assert e.value.status == 400
+    assert (e.value.status, e.value.reason) == (422, "Invalid")
+    assert [c["field"] for c in e.value.body["details"]["causes"]] == ["fieldManager"]
 
 
 def test_apply_merges_list_map_and_prunes_items(kube, widget_crd, fresh_namespace: str) -> None:

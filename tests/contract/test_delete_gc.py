@@ -73,13 +73,22 @@ def test_dependent_with_another_owner_survives(kube, fresh_namespace: str, event
     eventually(lambda: [r["name"] for r in kube.get(f"{base}/both")["metadata"]["ownerReferences"]] == ["b"])
 
 
-def test_bound_pod_deletion_is_graceful(api_server, kube, fresh_namespace: str) -> None:
-    # Emulator only: on a real cluster a kubelet (or the pod GC) finishes the deletion at its pace.
-    kube.create("/api/v1/nodes", {"metadata": {"name": "contract-node"}})
+def test_bound_pod_deletion_is_graceful(kube, fresh_namespace: str) -> None:
+    """A pod bound to a node is only marked by a delete (its kubelet finishes), unless the grace
+    period is 0. The node is named after the namespace: the real cluster is shared."""
+    node = f"node-{fresh_namespace}"
+    kube.create("/api/v1/nodes", {"metadata": {"name": node}})
+    try:
+        _graceful_delete(kube, fresh_namespace, node)
+    finally:
+        kube.delete(f"/api/v1/nodes/{node}")
+
+
+def _graceful_delete(kube, fresh_namespace: str, node: str) -> None:
     base = ns_path(fresh_namespace, "pods")
     kube.create(base, pod("p"))
     kube.create(f"{base}/p/binding", {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
-                                      "target": {"kind": "Node", "name": "contract-node"}})
+                                      "target": {"kind": "Node", "name": node}})
     kube.patch(f"{base}/p/status", {"status": {"phase": "Running"}})
     kube.delete(f"{base}/p", {"gracePeriodSeconds": 20})
     marked = kube.get(f"{base}/p")  # the kubelet finishes a graceful deletion
@@ -88,13 +97,17 @@ def test_bound_pod_deletion_is_graceful(api_server, kube, fresh_namespace: str) 
     assert _gone(kube, f"{base}/p")
 
 
-def test_terminating_pod_on_missing_node_is_collected(api_server, kube, fresh_namespace, eventually) -> None:
+def test_terminating_pod_on_missing_node_is_collected(kube, fresh_namespace, eventually) -> None:
+    """A bound pod is deleted gracefully (no kubelet will confirm it here); the pod GC collects
+    it because its node does not exist. The real controller first quarantines a missing node
+    for 40 s (so about 41 s here); the emulator collects at once."""
     base = ns_path(fresh_namespace, "pods")
     kube.create(base, pod("o"))
     kube.create(f"{base}/o/binding", {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "o"},
                                       "target": {"kind": "Node", "name": "no-such-node"}})
-    kube.delete(f"{base}/o")
-    eventually(lambda: _gone(kube, f"{base}/o"))
+    marked = kube.delete(f"{base}/o")
+    assert marked["metadata"]["deletionTimestamp"] and marked["metadata"]["deletionGracePeriodSeconds"] == 30
+    eventually(lambda: _gone(kube, f"{base}/o"), timeout=120)
 
 
 def test_unbound_pod_deletes_at_once(kube, fresh_namespace: str) -> None:

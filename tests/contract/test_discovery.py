@@ -3,6 +3,8 @@ the project and Kopf use, and a CRD becoming (and ceasing to be) a served resour
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from contract_helpers import WIDGET_CRD, WIDGETS, Failed
@@ -72,20 +74,45 @@ def test_crd_becomes_served(kube, widget_crd, fresh_namespace: str, eventually) 
     assert kube.get(f"{WIDGETS}/namespaces/{fresh_namespace}/widgets")["items"] == []
 
 
-def test_crd_deletion_unserves_and_removes_objects(api_server, kube, widget_crd, fresh_namespace,
-                                                   eventually) -> None:
-    # Emulator only: deleting the shared test CRD on a real cluster would disturb other runs.
-    kube.create(f"{WIDGETS}/namespaces/{fresh_namespace}/widgets",
-                {"apiVersion": "contract.llmops.dev/v1", "kind": "Widget",
-                 "metadata": {"name": "w"}, "spec": {"size": 1}})
-    kube.delete("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/" + WIDGET_CRD["metadata"]["name"])
+def test_crd_deletion_unserves_and_removes_objects(kube, fresh_namespace, eventually) -> None:
+    """Deleting a CRD stops serving it and removes its objects: recreated, it starts empty.
+    A CRD of its own (the widget schema under a group named after the test's namespace), so
+    the shared test CRD stays installed for the other tests."""
+    group = f"{fresh_namespace}.contract.llmops.dev"
+    crd = copy.deepcopy(WIDGET_CRD)
+    crd["metadata"]["name"], crd["spec"]["group"] = f"widgets.{group}", group
+    crd["spec"]["names"].pop("shortNames", None)
+    crd["spec"]["names"].pop("categories", None)
+    crds, base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", f"/apis/{group}/v1"
+    objects = f"{base}/namespaces/{fresh_namespace}/widgets"
+
+    def create() -> None:
+        kube.create(crds, crd)
+        eventually(lambda: kube.get(objects), timeout=30)
 
     def unserved() -> bool:
         try:
-            kube.get(WIDGETS)
+            kube.get(base)
         except Failed as e:
             return e.status == 404
         return False
 
-    eventually(unserved)
-    assert api_server.objects("widgets", "contract.llmops.dev") == []
+    create()
+    kube.create(objects, {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w"},
+                          "spec": {"size": 1}})
+    kube.delete(f"{crds}/{crd['metadata']['name']}")
+    eventually(unserved, timeout=60)
+    eventually(lambda: _gone(kube, f"{crds}/{crd['metadata']['name']}"), timeout=60)
+    create()
+    try:
+        assert kube.get(objects)["items"] == []
+    finally:
+        kube.delete(f"{crds}/{crd['metadata']['name']}")
+
+
+def _gone(kube, path: str) -> bool:
+    try:
+        kube.get(path)
+    except Failed as e:
+        return e.status == 404
+    return False

@@ -5,6 +5,7 @@ events found by field selector), delete, logs."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -99,12 +100,25 @@ def test_describe_shows_events(kubectl, kube, fresh_namespace: str) -> None:
         "source": {"component": "contract"}, "count": 1,
         "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z"})
     out = kubectl("describe", *ns, "pod", "d").stdout
-    assert "Name:         d" in out and "busybox:1" in out
+    # Columns are aligned to the longest label, which depends on the fields the pod has.
+    fields = dict(re.findall(r"^([A-Z][\w ]*):[ \t]+(\S.*)$", out, flags=re.M))
+    assert fields["Name"] == "d" and fields["Namespace"] == fresh_namespace
+    assert fields["Service Account"] == "default" and fields["Priority"] == "0"
+    assert "busybox:1" in out
     assert "ContractCheck" in out and "described by the contract suite" in out
 
 
-def test_logs(api_server, kubectl, fresh_namespace: str) -> None:
+def test_logs(emulator, kubectl, fresh_namespace: str) -> None:
+    api_server = emulator("log text comes from a kubelet, which the real control plane has none of; "
+                          "test_logs_before_scheduling checks what kubectl gets from a real server")
     api_server.register_log_source(lambda ns, pod, c: f"step 1 loss 2.0\nfrom {pod}/{c}\n")
     kubectl("apply", "-n", fresh_namespace, "-f", "-", input=POD.format(name="l", tag="1"))
     assert kubectl("logs", "-n", fresh_namespace, "l").stdout == "step 1 loss 2.0\nfrom l/main\n"
     assert kubectl("logs", "-n", fresh_namespace, "l", "--tail=1").stdout == "from l/main\n"
+
+
+def test_logs_before_scheduling(kubectl, fresh_namespace: str) -> None:
+    """A pod no node runs has an empty log, not an error."""
+    kubectl("apply", "-n", fresh_namespace, "-f", "-", input=POD.format(name="l", tag="1"))
+    out = kubectl("logs", "-n", fresh_namespace, "l")
+    assert (out.returncode, out.stdout) == (0, "")

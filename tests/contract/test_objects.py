@@ -148,7 +148,9 @@ def test_strategic_merge_patch_merges_keyed_lists(kube, fresh_namespace: str) ->
     containers = out["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["a"]
     assert containers[0]["image"] == "x:1"
-    assert [e["name"] for e in containers[0]["env"]] == ["E1", "E2"]
+    # apimachinery's order: items the patch names first, server-only items interleaved back by
+    # their server position (a new E2 lands before E1).
+    assert [e["name"] for e in containers[0]["env"]] == ["E2", "E1"]
 
 
 def test_strategic_merge_patch_rejected_for_custom_resources(kube, widget_crd, fresh_namespace) -> None:
@@ -193,7 +195,7 @@ def test_pod_status_and_binding(kube, fresh_namespace: str) -> None:
 
 
 @pytest.mark.parametrize("target", ["deployment", "widget"])
-def test_scale_subresource(kube, widget_crd, fresh_namespace: str, target: str) -> None:
+def test_scale_subresource(kube, widget_crd, fresh_namespace: str, target: str, eventually) -> None:
     if target == "deployment":
         gv, plural = "/apis/apps/v1", "deployments"
         body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "s"},
@@ -209,9 +211,14 @@ def test_scale_subresource(kube, widget_crd, fresh_namespace: str, target: str) 
         assert scale["status"]["selector"] == "app=s"
     kube.patch(f"{path}/scale", {"spec": {"replicas": 3}})
     assert kube.get(path)["spec"]["replicas"] == 3
-    scale = kube.get(f"{path}/scale")
-    scale["spec"]["replicas"] = 4
-    assert kube.put(f"{path}/scale", scale)["spec"]["replicas"] == 4
+
+    def put_scale() -> dict:
+        # read-modify-write: a controller's status write in between is a 409; read again
+        scale = kube.get(f"{path}/scale")
+        scale["spec"]["replicas"] = 4
+        return kube.put(f"{path}/scale", scale)
+
+    assert eventually(put_scale)["spec"]["replicas"] == 4
     assert kube.get(path)["spec"]["replicas"] == 4
 
 

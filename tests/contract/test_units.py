@@ -19,7 +19,8 @@ SMP = [
     ("map merge + null delete", {"a": {"b": 1, "c": 2}}, {"a": {"b": None, "d": 3}}, {"a": {"c": 2, "d": 3}}),
     ("containers by name", {"containers": [{"name": "a", "image": "1"}, {"name": "b"}]},
      {"containers": [{"name": "a", "image": "2"}, {"name": "c"}]},
-     {"containers": [{"name": "a", "image": "2"}, {"name": "b"}, {"name": "c"}]}),
+     # the real server's order: patch items first, b re-inserted before nothing it preceded
+     {"containers": [{"name": "a", "image": "2"}, {"name": "c"}, {"name": "b"}]}),
     ("$patch delete item", {"containers": [{"name": "a"}, {"name": "b"}]},
      {"containers": [{"name": "a", "$patch": "delete"}]}, {"containers": [{"name": "b"}]}),
     ("$patch replace map", {"x": {"a": 1, "b": 2}}, {"x": {"$patch": "replace", "c": 3}}, {"x": {"c": 3}}),

@@ -156,6 +156,9 @@ def fresh_namespace(kube_client: Any) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     core = k8s.CoreV1Api(kube_client)
     core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    # Pods are refused until the controller manager has made the namespace's `default`
+    # ServiceAccount (a moment on a real cluster), as any client creating pods must expect.
+    eventually(lambda: core.read_namespaced_service_account("default", name), timeout=30)
     try:
         yield name
     finally:

@@ -15,6 +15,7 @@ sysctls, host ports, volume types other than hostPath. The enforce-version label
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 ENFORCE = "pod-security.kubernetes.io/enforce"
@@ -84,3 +85,106 @@ def pod_security_violation(namespace_labels: dict[str, str], pod: dict[str, Any]
         return None
     name = (pod.get("metadata") or {}).get("name", "")
     return f'pods "{name}" is forbidden: violates PodSecurity "{level}:latest": ' + ", ".join(problems)
+
+
+# -- typed apply patches --------------------------------------------------------------------------
+# A real server turns an apply body into a typed object against the kind's OpenAPI schema before
+# merging, and answers 500 "failed to create typed patch object" when a field has the wrong
+# type. The emulator has no built-in schemas; it checks the string-valued fields apply bodies
+# most often get wrong, which YAML 1.1 makes easy (`name: y`, `enabled: on`, `version: 1.10`).
+_STRING_MAPS = {"ConfigMap": ("data", "binaryData"), "Secret": ("data", "stringData")}
+
+
+def _go_value(v: Any) -> str:
+    """How Go's %v prints a decoded JSON value (booleans lower-case, floats without .0)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if v is None:
+        return "<nil>"
+    return str(v)
+
+
+def _expect_string(path: str, v: Any) -> list[str]:
+    if isinstance(v, str) or v is None:
+        return []
+    return [f"{path}: expected string, got &value.valueUnstructured{{Value:{_go_value(v)}}}"]
+
+
+def _expect_string_map(path: str, v: Any) -> list[str]:
+    if not isinstance(v, dict):
+        return [] if v is None else [f"{path}: expected map, got &value.valueUnstructured{{Value:{_go_value(v)}}}"]
+    return [e for k, item in v.items() for e in _expect_string(f"{path}.{k}", item)]
+
+
+def builtin_type_errors(kind: str, obj: dict[str, Any]) -> list[str]:
+    """Type errors of an apply body of a built-in kind, sorted by path like the real server's."""
+    meta = obj.get("metadata")
+    errors: list[str] = []
+    if isinstance(meta, dict):
+        for field in ("name", "namespace", "generateName"):
+            errors += _expect_string(f".metadata.{field}", meta.get(field))
+        for field in ("labels", "annotations"):
+            errors += _expect_string_map(f".metadata.{field}", meta.get(field))
+    for field in _STRING_MAPS.get(kind, ()):
+        errors += _expect_string_map(f".{field}", obj.get(field))
+    return sorted(errors)
+
+
+# -- ServiceAccount, Priority and DefaultTolerationSeconds admission on pod create -----------------
+# The real server's mutating admission refuses a pod naming a ServiceAccount or PriorityClass
+# that does not exist (403 Forbidden, before any validation), and otherwise fills in the
+# account, the priority and two NoExecute tolerations. Not emulated: the projected
+# ServiceAccount token volume (`kube-api-access-*`) the real plugin mounts.
+Lookup = Callable[[str, str | None, str], "dict[str, Any] | None"]  # (plural, namespace, name)
+SYSTEM_PRIORITY_CLASSES = {"system-cluster-critical": 2000000000, "system-node-critical": 2000001000}
+DEFAULT_TOLERATIONS = [{"key": f"node.kubernetes.io/{k}", "operator": "Exists", "effect": "NoExecute",
+                        "tolerationSeconds": 300} for k in ("not-ready", "unreachable")]
+
+
+def admit_pod(pod: dict[str, Any], namespace: str, lookup: Lookup,
+              default_class: dict[str, Any] | None) -> str | None:
+    """Mutate `pod` as admission does; the 403 message when a plugin refuses it, else None.
+
+    `default_class` is the PriorityClass marked globalDefault, if any."""
+    meta, spec = pod.setdefault("metadata", {}), pod.setdefault("spec", {})
+    name = meta.get("name") or meta.get("generateName") or ""
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    if lookup("serviceaccounts", namespace, account) is None:
+        return (f'pods "{name}" is forbidden: error looking up service account {namespace}/{account}: '
+                f'serviceaccount "{account}" not found')
+    spec["serviceAccountName"] = spec["serviceAccount"] = account
+    denied = _admit_priority(spec, name, lookup, default_class)
+    if denied:
+        return denied
+    default_tolerations(spec)
+    return None
+
+
+def default_tolerations(spec: dict[str, Any]) -> None:
+    """DefaultTolerationSeconds, on create and on every update (an apply that drops them gets
+    them back rather than failing the only-additions rule)."""
+    tolerations = spec.setdefault("tolerations", [])
+    for default in DEFAULT_TOLERATIONS:
+        if not any(t.get("key") == default["key"] and t.get("effect") in (None, "", "NoExecute") for t in tolerations):
+            tolerations.append(dict(default))
+
+
+def _admit_priority(spec: dict[str, Any], name: str, lookup: Lookup,
+                    default_class: dict[str, Any] | None) -> str | None:
+    class_name = spec.get("priorityClassName")
+    pc = lookup("priorityclasses", None, class_name) if class_name else default_class
+    if class_name and pc is None:
+        return f'pods "{name}" is forbidden: no PriorityClass with name {class_name} was found'
+    value = int(pc.get("value", 0)) if pc else 0
+    if spec.get("priority") is not None and spec["priority"] != value:
+        return (f'pods "{name}" is forbidden: the integer value of priority ({spec["priority"]}) must not be '
+                f"provided in pod spec; priority admission controller computed {value} from the given "
+                "PriorityClass name")
+    if pc is not None and not class_name:
+        spec["priorityClassName"] = pc["metadata"]["name"]
+    spec["priority"] = value
+    spec["preemptionPolicy"] = (pc or {}).get("preemptionPolicy") or "PreemptLowerPriority"
+    return None
+

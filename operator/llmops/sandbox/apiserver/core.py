@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from . import patching
+from . import admission, patching, yamlcompat
 from .admission import pod_security_violation
 from .errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
 from .registry import Registry, Resource
@@ -72,6 +72,14 @@ class Cluster:
         # Last applied configuration per (uid, field manager, subresource), for SSA pruning.
         self.applied: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.after_write: Callable[[], None] = lambda: None  # GC trigger
+        pcs = self.registry.get("scheduling.k8s.io", "v1", "priorityclasses")
+        assert pcs is not None
+        for name, value in admission.SYSTEM_PRIORITY_CLASSES.items():  # the real server makes these
+            self.create(pcs, None, {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                                    "metadata": {"name": name}, "value": value,
+                                    "preemptionPolicy": "PreemptLowerPriority",
+                                    "description": "Used for system critical pods that must not be moved "
+                                                   "from their current node."})
         self._ensure_namespace("default")
         for ns in ("kube-system", "kube-public", "kube-node-lease"):
             self._ensure_namespace(ns)
@@ -128,6 +136,8 @@ class Cluster:
                                     "it is being terminated", reason="Forbidden")
         else:
             meta.pop("namespace", None)
+        if res.group_resource == ("", "pods"):
+            self._admit_pod(namespace or "", obj)  # before naming and storage, as on a real server
         if not meta.get("name"):
             if not meta.get("generateName"):
                 raise invalid(res.kind, res.group, "", [{"reason": "FieldValueRequired",
@@ -141,11 +151,6 @@ class Cluster:
                     break
         if self.store.get(self.key(res, namespace, meta["name"])) is not None:
             raise already_exists(res.group, res.plural, meta["name"])
-        if res.group_resource == ("", "pods"):
-            ns_labels = (self.store.get(self.store.key("", "namespaces", None, namespace or "")) or {}).get("metadata", {}).get("labels") or {}
-            denied = pod_security_violation(ns_labels, obj)
-            if denied:
-                raise ApiError(403, denied, reason="Forbidden")
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
         meta["generation"] = 1
@@ -155,7 +160,35 @@ class Cluster:
             obj.pop("status", None)
         self._defaults(res, obj)
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
-        return self._commit(res, None, obj, dry_run)
+        created = self._commit(res, None, obj, dry_run)
+        if res.group_resource == ("", "namespaces") and not dry_run:
+            self._namespace_content(created["metadata"]["name"])
+        return created
+
+    def _namespace_content(self, namespace: str) -> None:
+        """What the controller manager puts in every new namespace that pods need: the
+        `default` ServiceAccount (a real cluster adds it a moment later; here it is at once)."""
+        sa = self.registry.get("", "v1", "serviceaccounts")
+        assert sa is not None
+        if self.store.get(self.key(sa, namespace, "default")) is None:
+            self.create(sa, namespace, {"apiVersion": "v1", "kind": "ServiceAccount",
+                                        "metadata": {"name": "default"}})
+
+    def _lookup(self, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        group = "scheduling.k8s.io" if plural == "priorityclasses" else ""
+        return self.store.get(self.store.key(group, plural, namespace, name))
+
+    def _admit_pod(self, namespace: str, pod: dict[str, Any]) -> None:
+        """Mutating admission (ServiceAccount, Priority, tolerations), then Pod Security."""
+        defaults = [pc for pc in self.store.items("scheduling.k8s.io", "priorityclasses", None)
+                    if pc.get("globalDefault")]
+        denied = admission.admit_pod(pod, namespace, self._lookup, defaults[0] if defaults else None)
+        if not denied:
+            ns_obj = self.store.get(self.store.key("", "namespaces", None, namespace)) or {}
+            denied = pod_security_violation(ns_obj.get("metadata", {}).get("labels") or {}, pod)
+        if denied:
+            raise ApiError(403, denied, reason="Forbidden",
+                           details={"name": pod["metadata"].get("name", ""), "kind": "pods"})
 
     def _defaults(self, res: Resource, obj: dict[str, Any]) -> None:
         """The few defaults clients rely on seeing after a create."""
@@ -166,10 +199,7 @@ class Cluster:
             obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
         elif gr == ("", "pods"):
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("restartPolicy", "Always")
-            spec.setdefault("terminationGracePeriodSeconds", 30)
-            spec.setdefault("schedulerName", "default-scheduler")
+            _pod_defaults(obj.setdefault("spec", {}))
         elif gr == ("apps", "deployments"):
             obj.setdefault("spec", {}).setdefault("replicas", 1)
         elif gr == ("", "services"):
@@ -235,14 +265,12 @@ class Cluster:
         ctype = content_type.split(";")[0].strip()
         old = self.store.get(self.key(res, namespace, name))
         if ctype == "application/apply-patch+yaml":
-            try:
-                applied = yaml.safe_load(raw.decode() or "{}")
-            except yaml.YAMLError as e:
-                raise bad_request(f"error decoding YAML: {e}") from e
-            if not isinstance(applied, dict):
-                raise bad_request("apply patch must be an object")
             if not manager:
-                raise bad_request("PATCH requests with apply content type must provide fieldManager")
+                raise invalid("PatchOptions", "meta.k8s.io", "", [{
+                    "reason": "FieldValueRequired", "message": "Required value: is required for apply patch",
+                    "field": "fieldManager"}], 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: '
+                    "Required value: is required for apply patch")
+            applied = self._decode_apply(res, raw)
             if old is None:
                 if sub:
                     raise not_found(res.group, res.plural, name)
@@ -283,6 +311,25 @@ class Cluster:
         if rv not in (None, "", old["metadata"]["resourceVersion"]):
             raise conflict(res.group, res.plural, name)
         return self._commit(res, old, self._merge_sub(res, old, candidate, sub), dry_run)
+
+    def _decode_apply(self, res: Resource, raw: bytes) -> dict[str, Any]:
+        try:
+            applied = yamlcompat.load(raw.decode() or "{}")
+        except yaml.YAMLError as e:
+            raise bad_request(f"error decoding YAML: error converting YAML to JSON: {e}") from e
+        if not isinstance(applied, dict):
+            kind = "array" if isinstance(applied, list) else "string" if isinstance(applied, str) else "number"
+            raise bad_request("error decoding YAML: error unmarshaling JSON: while decoding JSON: json: "
+                              f"cannot unmarshal {kind} into Go value of type map[string]interface {{}}")
+        if not res.custom:
+            problems = admission.builtin_type_errors(res.kind, applied)
+            if problems:
+                meta = applied.get("metadata") if isinstance(applied.get("metadata"), dict) else {}
+                ns, name = (v if isinstance(v, str) else "" for v in (meta.get("namespace"), meta.get("name")))
+                listed = problems[0] if len(problems) == 1 else "errors:\n" + "\n".join(f"  {p}" for p in problems)
+                raise ApiError(500, f"failed to create typed patch object ({ns}/{name}; {res.group}/{res.version}, "
+                                    f"Kind={res.kind}): {listed}")
+        return applied
 
     def delete(self, res: Resource, namespace: str | None, name: str,
                options: dict[str, Any] | None = None, dry_run: bool = False) -> dict[str, Any]:
@@ -357,6 +404,8 @@ class Cluster:
     def _commit(self, res: Resource, old: dict[str, Any] | None, new: dict[str, Any],
                 dry_run: bool) -> dict[str, Any]:
         meta = new["metadata"]
+        if old is not None and res.group_resource == ("", "pods"):
+            admission.default_tolerations(new.setdefault("spec", {}))
         if old is not None:
             if _content(old) != _content(new):
                 meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
@@ -449,6 +498,13 @@ class Cluster:
                 spec.pop(key, None)
             return spec
 
+        def sans_seconds(tolerations: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+            return [{k: v for k, v in t.items() if k != "tolerationSeconds"} for t in tolerations or []]
+
+        added = sans_seconds((new.get("spec") or {}).get("tolerations"))
+        if any(t not in added for t in sans_seconds((old.get("spec") or {}).get("tolerations"))):
+            self._invalid(res, new, [("spec.tolerations", "Forbidden",
+                          "Forbidden: existing toleration can not be modified except its tolerationSeconds")])
         if mutable_stripped(old.get("spec")) != mutable_stripped(new.get("spec")):
             self._invalid(res, new, [("spec", "Forbidden",
                           "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, "
@@ -569,6 +625,22 @@ class Cluster:
             if text is not None:
                 return text
         return self.logs.get((namespace, pod_name, container), "")
+
+
+def _pod_defaults(spec: dict[str, Any]) -> None:
+    """The API's defaulting of a pod spec (pkg/apis/core/v1/defaults.go), the fields clients see."""
+    for key, value in (("restartPolicy", "Always"), ("terminationGracePeriodSeconds", 30),
+                       ("schedulerName", "default-scheduler"), ("dnsPolicy", "ClusterFirst"),
+                       ("enableServiceLinks", True), ("securityContext", {})):
+        spec.setdefault(key, value)
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        image = str(c.get("image") or "")
+        tag = image.rpartition("/")[2].partition("@")[0].rpartition(":")[2] if ":" in image.rpartition("/")[2] else ""
+        latest = "@" not in image and tag in ("", "latest")
+        c.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
+        c.setdefault("resources", {})
+        c.setdefault("terminationMessagePath", "/dev/termination-log")
+        c.setdefault("terminationMessagePolicy", "File")
 
 
 def _same_content(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import patching
+from . import patching, yamlcompat
 from .core import FIELD_VALIDATION, Cluster
 from .errors import ApiError, bad_request, error_response
 from .faults import Faults
@@ -50,7 +50,7 @@ async def _body(request: web.Request) -> Any:
                             'types include: application/json, application/yaml')
     try:
         if "yaml" in request.content_type:
-            return yaml.safe_load(raw.decode())
+            return yamlcompat.load(raw.decode())
         return json.loads(raw)
     except (ValueError, yaml.YAMLError) as e:
         raise bad_request(f"the body of the request could not be decoded: {e}") from e
@@ -226,7 +226,7 @@ class Handlers:
     def _patch_scale(self, res: Resource, namespace: str | None, name: str, ctype: str, raw: bytes,
                      dry_run: bool) -> dict[str, Any]:
         scale = self.cluster.get_scale(res, namespace, name)
-        body = json.loads(raw or b"null") if "yaml" not in ctype else yaml.safe_load(raw.decode())
+        body = json.loads(raw or b"null") if "yaml" not in ctype else yamlcompat.load(raw.decode())
         if ctype == "application/json-patch+json":
             new = patching.json_patch(scale, body)
         else:

@@ -197,14 +197,69 @@ def strategic_merge(target: Any, patch: Any, rule: ListRule, path: Path = ()) ->
             result[field] = [x for x in result.get(field) or [] if x not in value]
             continue
         if key.startswith("$"):
-            continue  # $setElementOrder/, $retainKeys, $patch: ordering hints only here
+            continue  # $setElementOrder/ is read with its list below; $retainKeys is not modelled
         if value is None:
             result.pop(key, None)
         elif isinstance(value, list):
-            result[key] = _merge_list(result.get(key), value, rule, path + (key,), strategic_merge)
+            order = patch.get(f"$setElementOrder/{key}")
+            result[key] = _smp_list(result.get(key), value, rule, path + (key,), order)
         else:
             result[key] = strategic_merge(result.get(key), value, rule, path + (key,))
+    for key, order in patch.items():  # an order alone (kubectl sends one for unchanged lists)
+        field = key.partition("/")[2]
+        if key.startswith("$setElementOrder/") and field not in patch and isinstance(result.get(field), list):
+            result[field] = _smp_list(result[field], [], rule, path + (field,), order)
     return result
+
+
+def _smp_list(old: Any, new: list[Any], rule: ListRule, path: Path, order: list[Any] | None) -> list[Any]:
+    """A merged list in apimachinery's order (strategicpatch `normalizeElementOrder`).
+
+    The items the patch names come in the patch's order (or `$setElementOrder`'s); items only
+    on the server keep their server order and are interleaved back: each goes right before
+    the first patch item that the server held after it. A patch item new to the server
+    therefore comes first: patching env [E2] onto [E1] gives [E2, E1].
+    """
+    strategy, keys = rule(path)
+    if not isinstance(old, list) or strategy == "atomic" or (strategy == "map" and not keys) or any(
+            isinstance(i, dict) and i.get("$patch") == "replace" for i in new):
+        return _merge_list(old, new, rule, path, strategic_merge)
+    if strategy == "set":
+        merged = _uniqify(list(old) + _strip(new))
+        ident: Callable[[Any], Any] = lambda v: v  # noqa: E731
+    else:
+        merged = _merge_list(old, new, rule, path, strategic_merge)
+        ident = lambda v: _key_of(v, keys)  # noqa: E731
+    named = [ident(i) for i in (order if order is not None else new)]
+    from_patch = sorted((i for i in merged if ident(i) in named), key=lambda i: named.index(ident(i)))
+    server = [ident(i) for i in old]
+    server_only = sorted((i for i in merged if ident(i) not in named),
+                         key=lambda i: server.index(ident(i)) if ident(i) in server else len(server))
+    out: list[Any] = []
+    while from_patch or server_only:
+        if not server_only or (from_patch and not (
+                ident(server_only[0]) in server and ident(from_patch[0]) in server
+                and server.index(ident(server_only[0])) < server.index(ident(from_patch[0])))):
+            out.append(from_patch.pop(0))
+        else:
+            out.append(server_only.pop(0))
+    return out
+
+
+def _uniqify(items: list[Any]) -> list[Any]:
+    """Go's `uniqifyScalars`: a duplicate is overwritten by the last item (order not kept)."""
+    s = list(items)
+    i = 0
+    while i < len(s) - 1:
+        j = i + 1
+        while j < len(s):
+            if s[i] == s[j]:
+                s[j] = s[-1]
+                s.pop()
+                continue
+            j += 1
+        i += 1
+    return s
 
 
 def _merge_list(old: Any, new: list[Any], rule: ListRule, path: Path,
