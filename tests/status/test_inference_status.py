@@ -252,7 +252,7 @@ def test_a_refused_child_degrades_the_service_with_its_reason_and_one_event():
     ready, degraded = cond(first.status, C.READY), cond(first.status, C.DEGRADED)
     assert (ready.status.value, ready.reason, degraded.status.value, degraded.reason) == ("False", QUOTA_EXCEEDED, "True", QUOTA_EXCEEDED)
     assert "exceeded quota: q" in degraded.message
-    assert [(e.type, e.reason) for e in first.events].count(("Warning", QUOTA_EXCEEDED)) == 2  # Ready and Degraded flipped
+    assert [(e.type, e.reason) for e in first.events].count(("Warning", QUOTA_EXCEEDED)) == 1  # Ready and Degraded flipped: one Event
     again = S.plan(svc(status=first.status.model_dump(by_alias=True, mode="json", exclude_none=True)),
                    S.Observed(deployment=None, desired_replicas=1, refusal=quota), NOW)
     assert again.status == first.status and again.events == ()

@@ -428,6 +428,8 @@ def _events(before: Sequence[Condition], after: Sequence[Condition], decision: S
             continue
         if c.type == C.PROGRESSING and c.reason in (C.SCALING_UP, C.SCALING_DOWN):
             continue  # the scale decision has its own event below
+        if c.reason in REFUSAL_REASONS and any(e.reason == c.reason for e in out):
+            continue  # one refusal flips Ready and Degraded together: one Event says it
         warning = (c.type == C.DEGRADED and c.status == ConditionStatus.TRUE) or c.reason in REFUSAL_REASONS or (
             c.type == C.MODEL_CACHED and c.reason in FETCH_FAILURE_REASONS) or (
             c.type == C.ADAPTERS_READY and c.reason in (C.ADAPTER_NOT_READY, C.ADAPTER_LIMIT_EXCEEDED))
