@@ -219,3 +219,15 @@ def test_the_invalid_value_is_the_rule_as_go_prints_it() -> None:
     assert err.body.startswith('Invalid value: {"Rule":"self.a \\u003e 1 \\u0026\\u0026 self.a","Message":"",'
                                '"MessageExpression":"","Reason":null,"FieldPath":"","OptionalOldSelf":null}: '
                                "compilation failed: ERROR: <input>:1:19: expected type 'bool' but found 'int'")
+
+
+def test_every_error_is_reported_in_order_and_a_failed_expression_types_as_error() -> None:
+    self_type = celtypes.decl_type(SCHEMA)
+    assert self_type is not None
+    with pytest.raises(CelCheckError) as e:
+        celtypes.check("self.l - self.zz > self.l", {"self": self_type})
+    assert [(p.column, p.message) for p in e.value.problems] == [
+        (8, "found no matching overload for '_-_' applied to '(list(string), !error!)'"),
+        (14, "undefined field 'zz'"),
+        (18, "found no matching overload for '_>_' applied to '(!error!, list(string))'"),
+    ]

@@ -48,7 +48,7 @@ class CelType:
             return f"map({self.params[0]}, {self.params[1]})"
         if self.kind in ("object", "opaque", "var"):
             return self.name
-        return self.kind
+        return "!error!" if self.kind == "error" else self.kind
 
 
 def _prim(kind: str) -> CelType:
@@ -57,6 +57,8 @@ def _prim(kind: str) -> CelType:
 
 INT, UINT, DOUBLE, STRING, BOOL, BYTES = (_prim(k) for k in ("int", "uint", "double", "string", "bool", "bytes"))
 NULL, TIMESTAMP, DURATION, TYPE, DYN = (_prim(k) for k in ("null", "timestamp", "duration", "type", "dyn"))
+#: The type of an expression that already failed: fits anywhere, so one mistake is reported once.
+ERROR = _prim("error")
 #: What this checker cannot type (an unknown function): dyn, and never a reason to refuse.
 UNKNOWN = _prim("unknown")
 A, B = CelType("var", name="A"), CelType("var", name="B")
@@ -78,17 +80,29 @@ def object_of(name: str, fields: Mapping[str, CelType]) -> CelType:
     return CelType("object", name=name, fields=dict(fields))
 
 
-class CelCheckError(Exception):
-    """A compile-time error, worded like cel-go's checker (``ERROR: <input>:L:C: ...``)."""
+@dataclass(frozen=True)
+class Problem:
+    """One compile-time error at a 1-based line and column."""
 
-    def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
-        super().__init__(message)
-        self.message, self.line, self.column = message, line, column
+    message: str
+    line: int = 1
+    column: int = 1
 
     def render(self, expr: str) -> str:
         lines = expr.splitlines() or [""]
         src = lines[min(self.line, len(lines)) - 1]
         return f"ERROR: <input>:{self.line}:{self.column}: {self.message}\n | {src}\n | {'.' * (self.column - 1)}^"
+
+
+class CelCheckError(Exception):
+    """The errors of one expression, worded and ordered like cel-go's (``ERROR: <input>:L:C: ...``)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.line, p.column))
+        super().__init__(self.problems[0].message)
+
+    def render(self, expr: str) -> str:
+        return "\n".join(p.render(expr) for p in self.problems)
 
 
 # --- schema -> type ------------------------------------------------------------------------------
@@ -163,7 +177,7 @@ def decl_type(schema: Schema, name: str = "selfType", resource_root: bool = Fals
 
 # --- type relations ------------------------------------------------------------------------------
 
-_LOOSE = ("dyn", "unknown")
+_LOOSE = ("dyn", "unknown", "error")
 _NULLABLE = ("object", "opaque", "timestamp", "duration", "null")
 
 
@@ -222,6 +236,8 @@ def resolve(overloads: list[Overload], args: list[CelType]) -> CelType | None:
             results.append(_subst(result, env))
     if not results:
         return None
+    if any(a.kind == "error" for a in args):
+        return ERROR
     if all(r == results[0] for r in results):
         return results[0]
     return UNKNOWN if any(a.kind == "unknown" for a in args) else DYN
@@ -350,11 +366,21 @@ class Checker:
     def __init__(self, variables: Mapping[str, CelType], source: str = "") -> None:
         self.scopes: list[dict[str, CelType]] = [dict(variables)]
         self.source = source
+        self.problems: list[Problem] = []
 
-    def fail(self, node: Tree | Token, message: str) -> CelCheckError:
+    def problem(self, node: Tree | Token, message: str) -> Problem:
         offset = self.offset(node)
         line = self.source.count("\n", 0, offset) + 1
-        return CelCheckError(message, line, offset - (self.source.rfind("\n", 0, offset) + 1) + 1)
+        return Problem(message, line, offset - (self.source.rfind("\n", 0, offset) + 1) + 1)
+
+    def error(self, node: Tree | Token, message: str) -> CelType:
+        """Record a type error and go on, as cel-go does, with the expression typed ERROR."""
+        self.problems.append(self.problem(node, message))
+        return ERROR
+
+    def fail(self, node: Tree | Token, message: str) -> CelCheckError:
+        """A macro that cannot be expanded: a parse error, which stops everything."""
+        return CelCheckError([self.problem(node, message)])
 
     def offset(self, node: Tree | Token) -> int:
         """Where cel-go places an expression: a select at its dot, a call at its parenthesis,
@@ -389,14 +415,14 @@ class Checker:
 
     def type_of(self, node: Tree | Token) -> CelType:
         if isinstance(node, Token):
-            raise self.fail(node, f"unexpected token {node!s}")
+            return self.error(node, f"unexpected token {node!s}")
         kids = node.children
         handler = getattr(self, f"_{node.data}", None)
         if handler is not None:
             return handler(node)
         if len(kids) == 1:  # a wrapper rule (expr, relation, member, primary, ...)
             return self.type_of(kids[0])
-        raise self.fail(node, f"unsupported expression {node.data}")
+        return self.error(node, f"unsupported expression {node.data}")
 
     # operators
 
@@ -406,7 +432,7 @@ class Checker:
         cond, yes, no = (self.type_of(c) for c in node.children)
         joined = join(yes, no)
         if (cond.kind not in ("bool", *_LOOSE)) or joined is None:
-            raise self.fail(node, f"found no matching overload for '_?_:_' applied to '({cond}, {yes}, {no})'")
+            return self.error(node, f"found no matching overload for '_?_:_' applied to '({cond}, {yes}, {no})'")
         return joined
 
     def _logical(self, node: Tree) -> CelType:
@@ -415,7 +441,7 @@ class Checker:
         for child in node.children:
             t = self.type_of(child)
             if t.kind not in ("bool", *_LOOSE):
-                raise self.fail(child, f"expected type 'bool' but found '{t}'")
+                self.error(child, f"expected type 'bool' but found '{t}'")
         return BOOL
 
     _conditionalor = _conditionaland = _logical
@@ -441,7 +467,7 @@ class Checker:
         result = resolve(overloads, args)
         if result is None:
             shown = f"{args[0]}.({', '.join(map(str, args[1:]))})" if receiver else f"({', '.join(map(str, args))})"
-            raise self.fail(node, f"found no matching overload for '{name}' applied to '{shown}'")
+            return self.error(node, f"found no matching overload for '{name}' applied to '{shown}'")
         return result
 
     # members
@@ -457,11 +483,11 @@ class Checker:
             # A reserved word is reachable both escaped and bare (self.namespace, self.__namespace__).
             found = t.fields.get(name) or (t.fields.get(f"__{name}__") if name in _RESERVED else None)
             if found is None:
-                raise self.fail(node, f"undefined field '{name}'")
+                return self.error(node, f"undefined field '{name}'")
             return found
         if t.kind == "map":
             return t.params[1]
-        raise self.fail(node, f"type '{t}' does not support field selection")
+        return self.error(node, f"type '{t}' does not support field selection")
 
     def _member_index(self, node: Tree) -> CelType:
         operand, index = node.children
@@ -497,26 +523,29 @@ class Checker:
         elif range_t.kind in _LOOSE:
             elem = range_t
         else:
-            raise self.fail(operand, f"expression of type '{range_t}' cannot be range of a comprehension (must be list, map, or dynamic)")
+            elem = self.error(operand, f"expression of type '{range_t}' cannot be range of a comprehension (must be list, map, or dynamic)")
         self.scopes.append({str(var.children[0]): elem})
         try:
-            if name in ("all", "exists", "exists_one"):
-                self.predicate(args[1])
-                return BOOL
-            result = list_of(self.type_of(args[-1]) if name == "map" else elem)
-            if len(args) == 3 or name == "filter":
-                # filter expands to `pred ? acc + [x] : acc`, whose overload error cel-go reports at the call
-                cond = self.type_of(args[1])
-                if cond.kind not in ("bool", *_LOOSE):
-                    raise self.fail(node, f"found no matching overload for '_?_:_' applied to '({cond}, {result}, {result})'")
-            return result
+            return self.expansion(node, name, elem, args)
         finally:
             self.scopes.pop()
 
-    def predicate(self, node: Tree) -> None:
-        t = self.type_of(node)
-        if t.kind not in ("bool", *_LOOSE):
-            raise self.fail(node, f"expected type 'bool' but found '{t}'")
+    def expansion(self, node: Tree, name: str, elem: CelType, args: list[Tree]) -> CelType:
+        """Type what the macro expands to: all/exists fold with &&/||; exists_one, filter and
+        the three-argument map fold with `pred ? ... : acc`, whose error cel-go reports at the call."""
+        if name in ("all", "exists"):
+            t = self.type_of(args[1])
+            if t.kind not in ("bool", *_LOOSE):
+                self.error(args[1], f"expected type 'bool' but found '{t}'")
+            return BOOL
+        step = {"exists_one": INT, "filter": list_of(elem)}.get(name)
+        if step is None:  # map
+            step = list_of(self.type_of(args[-1]))
+        if name != "map" or len(args) == 3:
+            cond = self.type_of(args[1])
+            if cond.kind not in ("bool", *_LOOSE):
+                self.error(node, f"found no matching overload for '_?_:_' applied to '({cond}, {step}, {step})'")
+        return BOOL if name == "exists_one" else step
 
     # primaries
 
@@ -529,7 +558,7 @@ class Checker:
             return TYPE
         if name in NAMESPACES:
             return UNKNOWN
-        raise self.fail(node, f"undeclared reference to '{name}' (in container '')")
+        return self.error(node, f"undeclared reference to '{name}' (in container '')")
 
     def _dot_ident(self, node: Tree) -> CelType:
         return self._ident(node)
@@ -574,7 +603,8 @@ class Checker:
             joined = t if elem is None else join(elem, t)
             if joined is None:
                 assert elem is not None
-                raise self.fail(item, f"expected type '{elem}' but found '{t}'")
+                self.error(item, f"expected type '{elem}' but found '{t}'")
+                continue
             elem = joined
         return elem or DYN
 
@@ -586,9 +616,14 @@ def parse(expr: str) -> Tree:
     except Exception as exc:  # celpy.CELParseError and lark errors
         line = getattr(exc, "line", None) or 1
         column = getattr(exc, "column", None) or 1
-        raise CelCheckError(f"Syntax error: {str(exc).splitlines()[0]}", line, column) from exc
+        raise CelCheckError([Problem(f"Syntax error: {str(exc).splitlines()[0]}", line, column)]) from exc
 
 
 def check(expr: str, variables: Mapping[str, CelType]) -> CelType:
-    """The type of ``expr`` with ``variables`` bound; CelCheckError when it does not compile."""
-    return Checker(variables, expr).type_of(parse(expr))
+    """The type of ``expr`` with ``variables`` bound; CelCheckError with every error (sorted
+    by position, as cel-go lists them) when it does not compile."""
+    checker = Checker(variables, expr)
+    result = checker.type_of(parse(expr))
+    if checker.problems:
+        raise CelCheckError(checker.problems)
+    return result
