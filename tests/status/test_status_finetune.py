@@ -324,3 +324,31 @@ def test_published_adapters_reads_what_the_plan_writes() -> None:
     st = S.plan(job, S.Observed(training_job=succeeded_child(), report=report(), inference_service=service()), at(100)).status
     body = {"metadata": {"name": "ft", "namespace": "ml"}, "spec": job.spec.wire(), "status": st.wire()}
     assert S.published_adapters([body], "svc") == {"legal": OUTPUT["uri"]}
+
+
+def test_a_refused_training_job_is_this_jobs_reason_queued_or_failed() -> None:
+    from llmops.failures import CHILD_REJECTED, QUOTA_EXCEEDED, classify_refusal
+
+    job = make_finetune_job("ft").build()
+    quota = classify_refusal(403, 'trainingjobs.llmops.dev "ft-train" is forbidden: exceeded quota: q', "TrainingJob", "ft-train")
+    job1, p = reconcile(job, S.Observed(refusal=quota), at(0))
+    q = find(p.status, C.QUEUED)
+    assert (q.status.value, q.reason) == ("True", QUOTA_EXCEEDED) and "exceeded quota: q" in q.message
+    assert find(p.status, C.FAILED) is None and [o["metadata"]["name"] for o in p.desired] == ["ft-train"]  # retried
+    assert [(e.type, e.reason) for e in p.events] == [("Warning", QUOTA_EXCEEDED)]
+    _, again = reconcile(job1, S.Observed(refusal=quota), at(5))
+    assert again.status == p.status and again.events == ()  # one Event per transition, not per retry
+    invalid = classify_refusal(422, 'TrainingJob.llmops.dev "ft-train" is invalid: spec.nodes: Invalid value', "TrainingJob", "ft-train")
+    _, p = reconcile(job, S.Observed(refusal=invalid), at(0))
+    f = find(p.status, C.FAILED)
+    assert (f.status.value, f.reason) == ("True", CHILD_REJECTED) and find(p.status, C.QUEUED).status.value == "False"
+
+
+def test_the_child_training_jobs_refusal_reaches_the_finetune_job_through_the_mirror() -> None:
+    msg = "scheduling.gang.backend volcano needs scheduling.volcano.sh/v1beta1 podgroups, which this cluster does not serve"
+    tj = child([cond("Queued", True, "GangBackendUnavailable", msg, 1), cond("Running", False, "GangBackendUnavailable", msg, 1)])
+    job = make_finetune_job("ft").build()
+    _, p = reconcile(job, S.Observed.from_objects(training_job=tj), at(2))
+    q = find(p.status, C.QUEUED)
+    assert (q.status.value, q.reason, q.message) == ("True", "GangBackendUnavailable", msg)
+    assert [(e.type, e.reason) for e in p.events] == [("Warning", "GangBackendUnavailable")]
