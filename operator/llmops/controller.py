@@ -24,7 +24,7 @@ from llmops import GROUP, VERSION
 from llmops.api import labels
 from llmops.failures import NODE_LOST_GRACE_SECONDS, STARTUP_GRACE_SECONDS
 from llmops.kube.client import Kube, load_api_client
-from llmops.kube.peering import PeeringGuard
+from llmops.kube.peering import PeeringGuard, ensure_peering
 from llmops.kube.workqueue import Backoff, WorkQueue, run_workers
 from llmops.metrics import Metrics
 from llmops.scheduling import AUTO_ORDER
@@ -213,6 +213,8 @@ class Controller:
         threading.Event stop flag in an executor thread, which a signal would leave blocked."""
         self._wire_kopf()
         self._discover()
+        if self.peering_name:  # Kopf's mandatory peering needs the object; it is ours to make
+            ensure_peering(self.kube, self.peering_name, self.namespaces[0] if self.namespaces else None)
         guard = PeeringGuard(self.kube if self.peering_name else None, self.peering_name,
                              self.identity, self.priority,
                              namespace=self.namespaces[0] if self.namespaces else None)

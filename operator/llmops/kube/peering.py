@@ -5,6 +5,10 @@ in the peering object; our work queue also holds delayed requeues that do not co
 those streams, so workers ask this guard before each reconcile. The rule is Kopf's: a peer
 is live while lastseen + lifetime is in the future; we act only when no other live peer has
 a priority >= ours. Standalone mode (no peering) is always active.
+
+The peering object itself is the operator's to make (`ensure_peering`, at startup, through
+its one write path): shipping it in the install would put an object in the same
+`kubectl apply -k` as its CRD, which a real API server refuses until the CRD is established.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import datetime
 import threading
 import time
 
-from llmops.kube.client import Kube
+from llmops.kube.client import ApiError, Kube
+
+PEERING_API = "kopf.dev/v1"
 
 
 def _parse_time(value: str) -> datetime.datetime:
@@ -58,3 +64,24 @@ class PeeringGuard:
             ok = not peers_blocking(body.get("status") or {}, self.identity, self.priority, now)
             self._cached = (time.monotonic(), ok)
             return ok
+
+
+def ensure_peering(kube: Kube, name: str, namespace: str | None = None, *, timeout: float = 120.0,
+                   clock=time.monotonic, sleep=time.sleep) -> dict:
+    """Server-side apply the (empty) peering object Kopf registers in; the status is Kopf's.
+
+    The peering CRDs ship with the install and may still be becoming established when the
+    operator starts, so "not served" is retried (discovery asked afresh each time) until
+    `timeout`; other errors are raised at once."""
+    fresh = Kube(kube.api, field_manager=kube.field_manager, discovery_ttl=0.0)
+    kind = "KopfPeering" if namespace else "ClusterKopfPeering"
+    meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+    deadline, delay = clock() + timeout, 0.5
+    while True:
+        try:
+            return fresh.apply({"apiVersion": PEERING_API, "kind": kind, "metadata": meta})
+        except ApiError as exc:
+            if exc.status != 404 or clock() >= deadline:
+                raise
+        sleep(delay)
+        delay = min(delay * 2, 5.0)
