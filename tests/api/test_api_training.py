@@ -31,6 +31,16 @@ def test_gpus_default_procs_per_node() -> None:
     assert job.spec.effective_procs_per_node() == 8 and job.spec.world_size() == 16
 
 
+@pytest.mark.parametrize(("spec_patch", "stage"), [
+    ({}, None),
+    ({"launcher": "deepspeed"}, 2),
+    ({"launcher": "deepspeed", "deepspeed": {"zeroStage": 3}}, 3),
+    ({"launcher": "deepspeed", "deepspeed": {"zeroStage": 1}}, 1),
+])
+def test_zero_stage_resolution(spec_patch: dict[str, Any], stage: int | None) -> None:
+    assert parse_training_job(make_training_job(**spec_patch)).spec.zero_stage() == stage
+
+
 def test_round_trip_wire_is_camel_case() -> None:
     body = make_training_job(minNodes=1, checkpoint={"uri": "s3://bkt/ckpt", "everySteps": 10}, runPolicy={"suspend": True})
     wire = parse_training_job(body).spec.wire()
@@ -54,6 +64,8 @@ INVALID = [
     ("duplicate env", {"template": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}, "spec.template"),
     ("mount of unknown volume", {"template": {"volumeMounts": [{"name": "data", "mountPath": "/d"}]}}, "spec.template"),
     ("empty command", {"command": []}, "spec.command"),
+    ("deepspeed without its launcher", {"deepspeed": {"zeroStage": 2}}, "spec"),
+    ("zero stage 4", {"launcher": "deepspeed", "deepspeed": {"zeroStage": 4}}, "spec.deepspeed.zeroStage"),
 ]
 
 

@@ -75,7 +75,7 @@ def test_runtime_contract_env():
     assert env[E.MASTER_ADDR] == "t-w0-a1.t-workers.ml.svc"
     assert env[E.MASTER_PORT] == "29500"
     assert (env[E.NNODES], env[E.NODE_RANK], env[E.NPROC_PER_NODE]) == ("3", "2", "4")
-    assert env[E.LAUNCHER] == "deepspeed"
+    assert env[E.LAUNCHER] == "deepspeed" and env[E.DEEPSPEED_ZERO_STAGE] == "2"  # stage 2 when not given
     assert (env[E.JOB_NAME], env[E.NAMESPACE], env[E.RUN_ID], env[E.ATTEMPT]) == ("t", "ml", EXAMPLE_UID, "1")
     assert env[E.POD_NAME] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}
     assert env[E.PROGRESS_LEASE] == "t-progress" and env[E.TOTAL_STEPS] == "1000"
@@ -85,6 +85,12 @@ def test_runtime_contract_env():
     assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "creds", "key": "AWS_ACCESS_KEY_ID"}}
     assert env["AWS_ENDPOINT_URL"]["secretKeyRef"]["optional"] is True
     assert pods[2]["spec"]["containers"][0]["command"] == ["python", "-m", "llmops_runtime.launch", "--", "python", "-m", "train"]
+
+
+def test_zero_stage_env_only_under_deepspeed():
+    staged = make_training_job("t").spec(launcher="deepspeed", deepspeed={"zeroStage": 3}).build()
+    assert env_of(by_kind(children(staged), "Pod")[0])[E.DEEPSPEED_ZERO_STAGE] == "3"
+    assert E.DEEPSPEED_ZERO_STAGE not in env_of(by_kind(children(make_training_job("t").build()), "Pod")[0])
 
 
 def test_no_resume_and_no_checkpoint_env_without_checkpoint():

@@ -1,7 +1,7 @@
 """TrainingJob: distributed training of user code on a gang of worker pods (one per node).
 
-The operator starts ``procsPerNode`` processes per pod with torchrun or DeepSpeed's launcher
-(no SSH), restarts the whole gang from the last committed checkpoint on failure, and reports
+The operator starts ``procsPerNode`` processes per pod (torchrun's contract, no SSH), plain
+or under a DeepSpeed ZeRO engine, restarts the whole gang from the last committed checkpoint on failure, and reports
 progress in status. The spec here is the API; the status model is what the status computer
 writes (conditions first, then facts; no phase).
 """
@@ -52,12 +52,29 @@ class Launcher(str, enum.Enum):
     """Process launcher inside each worker pod."""
 
     TORCHRUN = "torchrun"
-    DEEPSPEED = "deepspeed"  # DeepSpeed's launcher in no-SSH mode (one launcher per pod)
+    DEEPSPEED = "deepspeed"  # the same launcher; the workers train under a DeepSpeed ZeRO engine
+
+
+class ZeroStage(enum.IntEnum):
+    """What DeepSpeed ZeRO partitions across the data-parallel ranks."""
+
+    OPTIMIZER = 1  # optimizer state (fp32 master weights and moments)
+    GRADIENTS = 2  # optimizer state and gradients
+    PARAMETERS = 3  # optimizer state, gradients and the parameters themselves
+
+
+class DeepSpeed(SpecModel):
+    """DeepSpeed settings; only with ``launcher: deepspeed``."""
+
+    zero_stage: ZeroStage = Field(
+        default=ZeroStage.GRADIENTS,
+        description="ZeRO stage: 1 partitions the optimizer state, 2 also the gradients, 3 also the parameters.",
+    )
 
 
 #: Spec fields that may not change while the job's Running condition is True: changing any of
 #: them would silently mean a different job. Suspend the job (or delete it) to change them.
-IMMUTABLE_WHILE_RUNNING = ("image", "command", "args", "launcher", "nodes", "procsPerNode", "resources", "checkpoint")
+IMMUTABLE_WHILE_RUNNING = ("image", "command", "args", "launcher", "deepspeed", "nodes", "procsPerNode", "resources", "checkpoint")
 
 
 def immutable_while_running_rules() -> list[dict[str, str]]:
@@ -74,7 +91,11 @@ class TrainingJobSpec(SpecModel):
         description="Training program and its arguments, run under the launcher, e.g. [python, -m, train]. No shell wrapping is added.",
     )
     args: list[Arg] = Field(default_factory=list, max_length=256, description="Extra arguments appended to command.")
-    launcher: Launcher = Field(default=Launcher.TORCHRUN, description="torchrun or deepspeed (launcher mode without SSH).")
+    launcher: Launcher = Field(
+        default=Launcher.TORCHRUN,
+        description="torchrun: plain torch.distributed workers; deepspeed: the same workers under a DeepSpeed ZeRO engine. No SSH either way.",
+    )
+    deepspeed: DeepSpeed | None = Field(default=None, description="DeepSpeed settings (launcher deepspeed only; zeroStage 2 when omitted).")
     nodes: int = Field(ge=1, le=MAX_NODES, strict=True, description="Worker pods in the gang, one per node.")
     min_nodes: int | None = Field(
         default=None, ge=1, le=MAX_NODES, strict=True,
@@ -99,9 +120,17 @@ class TrainingJobSpec(SpecModel):
             raise ValueError(f"minNodes ({self.min_nodes}) must be <= nodes ({self.nodes})")
         return self
 
+    @model_validator(mode="after")
+    def _deepspeed_only_with_its_launcher(self) -> "TrainingJobSpec":
+        if self.deepspeed is not None and self.launcher != Launcher.DEEPSPEED:
+            raise ValueError("deepspeed settings need launcher: deepspeed")
+        return self
+
     model_config = ConfigDict(
         json_schema_extra=cel(
-            {"rule": "!has(self.minNodes) || self.minNodes <= self.nodes", "message": "minNodes must be <= nodes", "fieldPath": ".minNodes"}
+            {"rule": "!has(self.minNodes) || self.minNodes <= self.nodes", "message": "minNodes must be <= nodes", "fieldPath": ".minNodes"},
+            {"rule": "!has(self.deepspeed) || self.launcher == 'deepspeed'", "message": "deepspeed settings need launcher: deepspeed",
+             "fieldPath": ".deepspeed"},
         )
     )
 
@@ -113,6 +142,12 @@ class TrainingJobSpec(SpecModel):
 
     def world_size(self) -> int:
         return self.nodes * self.effective_procs_per_node()
+
+    def zero_stage(self) -> ZeroStage | None:
+        """The ZeRO stage the workers run, None without DeepSpeed."""
+        if self.launcher != Launcher.DEEPSPEED:
+            return None
+        return (self.deepspeed or DeepSpeed()).zero_stage
 
 
 # --- status ----------------------------------------------------------------------------------

@@ -237,6 +237,9 @@ def worker_env(job: TrainingJob, rank: int, inputs: BuildInputs) -> list[dict[st
         _env(E.PROGRESS_LEASE, lease_name(name)),
         _env(E.TOTAL_STEPS, spec.total_steps or 0),
     ]
+    stage = spec.zero_stage()
+    if stage is not None:
+        env.append(_env(E.DEEPSPEED_ZERO_STAGE, int(stage)))
     finetune_spec = job.metadata.annotations.get(L.FINETUNE_SPEC_ANNOTATION)
     if finetune_spec:  # a FinetuneJob's child: the runtime's parameters (reserved name, so not via template.env)
         env.append(_env(E.FINETUNE_SPEC, finetune_spec))
