@@ -109,6 +109,12 @@ RULES = [
     ("self.l.all(x, x.startsWith(1))", "1:27: found no matching overload for 'startsWith' applied to 'string.(int)'"),
     ("self.ios.endsWith(1)", "1:18: found no matching overload for 'endsWith' applied to 'dyn.(int)'"),
     ("self.l.isSorted() && self.l.sum() == 'a'", "1:32: found no matching overload for 'sum' applied to 'list(string).()'"),
+    ("sets.contains(self.l, ['a']) && strings.quote(self.s) == 'a' && isSemver(self.s)", None),
+    ("self.l.min() == 'a' && self.l.indexOf('a') == 0 && self.l.join(',') == 'a'", None),
+    ("self.t.getFullYear() == 2020 && self.t.getHours('UTC') == 1 && self.d.getHours() == 1", None),
+    ("self.d.getFullYear() == 1", "1:19: found no matching overload for 'getFullYear' applied to 'duration.()'"),
+    # optional syntax (celpy cannot parse it; Kubernetes enables it)
+    ("self.o.?a.hasValue() && self.m[?'k'].orValue(1) == 1", None),
     # transition rules see the same type
     ("oldSelf.i == self.i", None),
 ]

@@ -305,7 +305,7 @@ METHODS: dict[str, list[Overload]] = {
     **{m: [((TIMESTAMP,), INT), ((TIMESTAMP, STRING), INT), ((DURATION,), INT)] for m in _CLOCK_PARTS},
     "charAt": [((STRING, INT), STRING)],
     **{m: [((STRING, STRING), INT), ((STRING, STRING, INT), INT), ((list_of(A), A), INT)] for m in ("indexOf", "lastIndexOf")},
-    **{m: [((STRING,), STRING)] for m in ("lowerAscii", "upperAscii", "trim", "reverse")},
+    **{m: [((STRING,), STRING)] for m in ("lowerAscii", "upperAscii", "trim")},
     "replace": [((STRING, STRING, STRING), STRING), ((STRING, STRING, STRING, INT), STRING)],
     "split": [((STRING, STRING), list_of(STRING)), ((STRING, STRING, INT), list_of(STRING))],
     "substring": [((STRING, INT), STRING), ((STRING, INT, INT), STRING)],
@@ -316,7 +316,6 @@ METHODS: dict[str, list[Overload]] = {
     "isInteger": [((QUANTITY,), BOOL)],
     "asInteger": [((QUANTITY,), INT)],
     "asApproximateFloat": [((QUANTITY,), DOUBLE)],
-    "sign": [((QUANTITY,), INT)],
     **{m: [((QUANTITY, QUANTITY), BOOL)] for m in ("isGreaterThan", "isLessThan")},
     "compareTo": [((QUANTITY, QUANTITY), INT)],
     **{m: [((QUANTITY, QUANTITY), QUANTITY), ((QUANTITY, INT), QUANTITY)] for m in ("add", "sub")},
@@ -325,7 +324,7 @@ METHODS: dict[str, list[Overload]] = {
 }
 
 #: Namespaces of Kubernetes/extension functions (``format.dns1123Label()``, ``strings.quote()``).
-NAMESPACES = frozenset({"format", "strings", "math", "sets", "base64", "optional", "lists", "regex", "cel"})
+NAMESPACES = frozenset({"format", "strings", "sets", "base64", "optional", "lists", "regex", "cel"})
 #: Type names usable as values (``type(x) == int``).
 TYPE_NAMES = frozenset({"int", "uint", "double", "string", "bool", "bytes", "list", "map", "null_type", "type", "dyn"})
 #: Macros on a range, by the argument counts that make them macros.
@@ -609,10 +608,17 @@ class Checker:
         return elem or DYN
 
 
+_OPTIONAL_SYNTAX = re.compile(r"(?<=\.)\?|(?<=\[)\?")
+
+
 def parse(expr: str) -> Tree:
-    """celpy's parse tree; raises CelCheckError on a syntax error."""
+    """celpy's parse tree; raises CelCheckError on a syntax error.
+
+    celpy does not know CEL's optional syntax (``self.?a``, ``m[?k]``), which Kubernetes
+    enables; the ``?`` becomes a blank (positions kept), so the value is typed as the plain
+    one and its optional methods (``orValue``, ``hasValue``) as unknown: never refused."""
     try:
-        return _ENV.compile(expr)
+        return _ENV.compile(_OPTIONAL_SYNTAX.sub(" ", expr))
     except Exception as exc:  # celpy.CELParseError and lark errors
         line = getattr(exc, "line", None) or 1
         column = getattr(exc, "column", None) or 1
