@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import celpy
-from lark import Token, Tree
+from celpy.celparser import Token, Tree  # the node types of celpy's parse tree (lark)
 
 Schema = dict[str, Any]
 
