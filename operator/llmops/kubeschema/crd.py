@@ -16,6 +16,7 @@ rules (see structural.check_structural) and the CEL cost estimator.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -177,6 +178,13 @@ def crd_errors(crd: dict[str, Any]) -> list[CrdError]:
     """Everything this module checks about a CustomResourceDefinition object."""
     versions = [v for v in ((crd.get("spec") or {}).get("versions") or []) if isinstance(v, dict)]
     schemas = [((v.get("schema") or {}).get("openAPIV3Schema")) for v in versions]
+    # Test suites install the same CRDs over and over: compile each distinct set once.
+    return list(_schemas_errors(json.dumps(schemas, sort_keys=True, default=str)))
+
+
+@functools.lru_cache(maxsize=64)
+def _schemas_errors(schemas_json: str) -> tuple[CrdError, ...]:
+    schemas = json.loads(schemas_json)
     if schemas and all(s == schemas[0] for s in schemas):
         located = [("spec.validation.openAPIV3Schema", schemas[0])]
     else:
@@ -185,4 +193,4 @@ def crd_errors(crd: dict[str, Any]) -> list[CrdError]:
     for path, schema in located:
         if isinstance(schema, dict):
             errs += schema_errors(schema, path)
-    return errs
+    return tuple(errs)
