@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 
 from llmops.api import runtime_env as E
 from llmops_runtime import data as rdata
+from llmops_runtime import ddp as rddp
 from llmops_runtime.rng import seed_all
 from llmops_runtime.session import Session
 
@@ -197,9 +198,7 @@ def train(cfg: TrainConfig, session: Session) -> int:
     seed_all(cfg.seed)  # identical initial weights on every rank
     model = TinyGPT(cfg).to(session.device)
     seed_all(cfg.seed + 1 + session.rank)  # per-rank dropout streams
-    trained: nn.Module = model
-    if session.world_size > 1:
-        trained = nn.parallel.DistributedDataParallel(model, device_ids=[session.local_rank] if session.device.type == "cuda" else None)
+    trained = rddp.wrap(model, session)  # averaging independent of DDP's bucket rebuild
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     loader = rdata.make_loader(TokenDataset(cfg, session.rank), batch_size=cfg.batch_size, rank=session.rank,

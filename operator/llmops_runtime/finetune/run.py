@@ -66,6 +66,7 @@ from llmops.api.finetune import (
 )
 from llmops.api.progress import FinetuneReport
 from llmops_runtime import data as rdata
+from llmops_runtime import ddp as rddp
 from llmops_runtime.rng import seed_all
 from llmops_runtime.serve import manifest as M
 from llmops_runtime.session import Session
@@ -413,10 +414,7 @@ def run(spec: FinetuneJobSpec, prepared: Prepared, session: Session, *, log_file
         model = model.to(session.device)
     model.train()
     seed_all(hp.seed + 1 + session.rank)  # per-rank dropout streams
-    trained: nn.Module = model
-    if session.world_size > 1:
-        trained = nn.parallel.DistributedDataParallel(
-            model, device_ids=[session.local_rank] if session.device.type == "cuda" else None)
+    trained = rddp.wrap(model, session)  # averaging independent of DDP's bucket rebuild (exact resume)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(hp.warmup_steps, total))
