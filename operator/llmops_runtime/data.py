@@ -11,7 +11,13 @@ Why the position has three parts:
    main and worker state at every step (``snapshot_every_n_steps=1``) and its
    ``state_dict()`` describes the last batch the training loop received, not the last one a
    worker produced. That is the one the checkpoint must record.
-3. *The augmentation RNG of each worker.* Random augmentation draws from a generator that
+3. *The loader's own generator.* Every new iterator (one per epoch) draws the workers' base
+   seed from it; the workers seed their process-wide ``torch``/``random``/``numpy`` from that
+   seed, so a dataset drawing from them augments differently once it is off by one draw.
+   :class:`ResumableLoader` keeps the generator as it was before the current iterator drew,
+   so a resumed loader redraws the same seed and every later epoch matches the uninterrupted
+   run (issue 15's drill found epochs after a resume seeding their workers differently).
+4. *The augmentation RNG of each worker.* Random augmentation draws from a generator that
    lives in the dataset copy of each worker. :class:`WorkerRandom` keeps it in the dataset's
    own ``state_dict`` so ``StatefulDataLoader`` saves and restores it per worker; it is
    seeded from (seed, rank, worker id), never from a process-wide generator.
@@ -128,6 +134,35 @@ class WorkerRandom:
         self._aug_pending = None if saved is None else torch.as_tensor(saved, dtype=torch.uint8).clone()
 
 
+#: Key of the loader generator's state inside the loader state (next to torchdata's keys).
+_GENERATOR_KEY = "llmops_generator_before_iter"
+
+
+class ResumableLoader(StatefulDataLoader):
+    """``StatefulDataLoader`` whose state also holds its generator (point 3 of the essay)."""
+
+    _generator_before_iter: torch.Tensor | None = None
+
+    def _get_iterator(self) -> Any:
+        # The one place a new iterator is made, right before it draws its base seed.
+        if self.generator is not None:
+            self._generator_before_iter = self.generator.get_state()
+        return super()._get_iterator()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()  # may make the first iterator, so read the generator after
+        if self._generator_before_iter is not None:
+            state = {**state, _GENERATOR_KEY: self._generator_before_iter}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        saved = state.pop(_GENERATOR_KEY, None)
+        if saved is not None and self.generator is not None:
+            self.generator.set_state(torch.as_tensor(saved, dtype=torch.uint8).clone())
+        super().load_state_dict(state)
+
+
 def make_loader(
     dataset: Dataset,
     *,
@@ -138,11 +173,11 @@ def make_loader(
     num_workers: int = 0,
     collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> StatefulDataLoader:
-    """A ``StatefulDataLoader`` over this rank's share, snapshotting every step."""
+    """A :class:`ResumableLoader` over this rank's share, snapshotting every step."""
     if not isinstance(dataset, Sized):
         raise TypeError("make_loader needs a map-style dataset with __len__")
     sampler = ResumableDistributedSampler(len(dataset), world_size, rank, seed=seed)
-    return StatefulDataLoader(
+    return ResumableLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,

@@ -93,6 +93,32 @@ def _roundtrip(state):
     return codec.restore(snap.skeleton, codec.parse_safetensors(bytearray(raw)))
 
 
+class GlobalNoise(Dataset):
+    """The common idiom: augmentation from the worker's process-wide RNG (seeded per epoch)."""
+
+    def __len__(self) -> int:
+        return 24
+
+    def __getitem__(self, index: int) -> dict:
+        return {"id": index, "noise": torch.rand(3)}
+
+
+@pytest.mark.parametrize("stop", [14, 24])  # in epoch 1 (the fresh generator is right for epoch 0), at its end
+def test_epochs_after_a_resume_seed_their_workers_as_before(stop):
+    """The loader's generator travels in its state: worker seeds of later epochs match (issue 15)."""
+
+    def make():
+        return data.make_loader(GlobalNoise(), batch_size=2, rank=0, world_size=1, seed=11, num_workers=2)
+
+    full, _ = _consume(make(), epochs=3)
+    head, state = _consume(make(), epochs=3, stop=stop)
+    resumed = make()
+    resumed.load_state_dict(_roundtrip(state))
+    tail, _ = _consume(resumed, epochs=3)
+    assert len(head + tail) == len(full) == 36
+    assert (head + tail)[24:] == full[24:]  # the whole epoch after the resumed one
+
+
 def test_augmentation_differs_per_worker_but_repeats_per_run():
     a, _ = _consume(_loader(2), epochs=1)
     b, _ = _consume(_loader(2), epochs=1)
