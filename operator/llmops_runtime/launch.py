@@ -26,8 +26,11 @@ things itself:
   the pod's, a death by signal N becomes ``128 + N``, any other non-zero code
   ``USER_ERROR``.
 
-``LLMOPS_LAUNCHER=deepspeed`` delegates process start to DeepSpeed's own launcher without
-SSH (``deepspeed --no_ssh --node_rank ...``), with the same signal forwarding and mapping.
+``LLMOPS_LAUNCHER=deepspeed`` starts the workers the same way: DeepSpeed's
+``init_distributed`` reads exactly these variables, so neither its SSH/pdsh runner nor its
+``--no_ssh`` launcher is needed, and the workers keep this launcher's signal handling and
+exit codes (DeepSpeed's launcher would sit between the pod and its workers). The engine and
+its ZeRO stage are chosen inside the workers (``llmops_runtime.engines.deepspeed``).
 """
 
 from __future__ import annotations
@@ -150,27 +153,6 @@ def user_command(argv: Sequence[str], python: str = sys.executable) -> list[str]
     return args
 
 
-def deepspeed_command(spec: LaunchSpec, argv: Sequence[str]) -> list[str]:
-    """DeepSpeed's launcher on this node only, no SSH, static membership (pure)."""
-    args = list(argv[1:] if argv and argv[0] == "--" else argv)
-    if not args:
-        raise ConfigError("no command to run")
-    cmd = [
-        "deepspeed",
-        "--no_ssh",
-        f"--node_rank={spec.node_rank}",
-        f"--num_nodes={spec.nnodes}",
-        f"--num_gpus={spec.nproc_per_node}",
-        f"--master_addr={spec.master_addr}",
-        f"--master_port={spec.master_port}",
-    ]
-    if args[0] == "-m":
-        if len(args) < 2:
-            raise ConfigError("-m needs a module name")
-        return [*cmd, "--module", *args[1:]]
-    return [*cmd, *args]
-
-
 def _documented(code: int) -> bool:
     return code in ExitCode._value2member_map_
 
@@ -288,11 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         spec = spec_from_env(os.environ)
-        if spec.launcher == "deepspeed":
-            commands = [(deepspeed_command(spec, args.command), dict(os.environ))]
-        else:
-            cmd = user_command(args.command)
-            commands = [(cmd, worker_env(spec, local, os.environ)) for local in range(spec.nproc_per_node)]
+        cmd = user_command(args.command)
+        commands = [(cmd, worker_env(spec, local, os.environ)) for local in range(spec.nproc_per_node)]
     except ConfigError as error:
         print(f"llmops launch: configuration error: {error}", file=sys.stderr)
         return int(ExitCode.CONFIG_ERROR)

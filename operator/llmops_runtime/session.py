@@ -271,13 +271,15 @@ class Session:
                  scaler: Any = None, engine: Any = None, **extra: Any) -> None:
         """Objects whose ``state_dict``/``load_state_dict`` make up the checkpoint.
 
-        ``engine``: a DeepSpeed engine; its module, (ZeRO-partitioned, per rank) optimizer and
-        LR scheduler are saved per rank like the plain objects. ``extra``: any other object
-        with ``state_dict``/``load_state_dict``.
+        ``engine``: a DeepSpeed engine; its ZeRO partitions (per rank), counters and LR
+        scheduler are saved like the plain objects, through a portable adapter
+        (``llmops_runtime.engines.deepspeed.EngineState``). ``extra``: any other object with
+        ``state_dict``/``load_state_dict``.
         """
         if engine is not None:
-            model = model or engine.module
-            optimizer = optimizer or engine.optimizer
+            from llmops_runtime.engines.deepspeed import EngineState  # DeepSpeed jobs only
+
+            extra = {"engine": EngineState(engine), **extra}
             scheduler = scheduler or getattr(engine, "lr_scheduler", None)
         for name, obj in {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, **extra}.items():
             if obj is None:

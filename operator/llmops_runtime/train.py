@@ -234,7 +234,14 @@ def train(cfg: TrainConfig, session: Session) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(sys.argv[1:] if argv is None else argv, dict(os.environ))
+    from llmops_runtime.engines import deepspeed as ds  # torch only; deepspeed itself loads lazily
+
+    stage = ds.zero_stage_from_env()
     session = Session.from_env()
+    if stage is not None:  # launcher: deepspeed
+        from llmops_runtime.engines import deepspeed_train
+
+        return deepspeed_train.train(cfg, session, stage)
     return train(cfg, session)
 
 

@@ -1,0 +1,1 @@
+"""Training engines other than plain DDP (imported only by jobs that use them)."""
