@@ -23,6 +23,7 @@ from safetensors.numpy import save
 
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import DEFAULT_BUCKET, Sandbox, operator_available
+from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 
 pytestmark = pytest.mark.skipif(not operator_available(), reason="operator dependencies (kopf) not installed")
 NAME = "chat-gitops"
@@ -47,9 +48,10 @@ def upload_tiny_model(sb: Sandbox) -> None:
     s3.upload_fileobj(io.BytesIO(config), DEFAULT_BUCKET, "models/tiny/config.json")
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, argo_health):  # noqa: ANN001, ANN201
-    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True, serving="standin") as sb:
+@pytest.fixture(scope="module", params=CLUSTERS)
+def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, argo_health):  # noqa: ANN001, ANN201
+    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True, serving="standin",
+                 control_plane=sandbox_control_plane(request.param)) as sb:
         upload_tiny_model(sb)
         kube = Kube(load_api_client(sb.kubeconfig))
         applied = manifest()

@@ -19,6 +19,7 @@ import yaml
 
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox, operator_available
+from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 
 from admin_gitops import API, INSTANCE, ROOT, DriftWatch, argo_resync, argo_sync, crd_defaulted, eventually, is_true, kubectl
 
@@ -39,10 +40,11 @@ def manifest() -> dict:
     return body
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, argo_health):  # noqa: ANN001, ANN201
+@pytest.fixture(scope="module", params=CLUSTERS)
+def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, argo_health):  # noqa: ANN001, ANN201
     """Apply like Argo CD, kill a worker once a checkpoint exists, wait for the end."""
-    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True) as sb:
+    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True,
+                 control_plane=sandbox_control_plane(request.param)) as sb:
         kube = Kube(load_api_client(sb.kubeconfig))
         applied = manifest()
         get = lambda: kube.get(API, "TrainingJob", "default", NAME)  # noqa: E731

@@ -33,6 +33,7 @@ import pytest
 from llmops.api import labels as L
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import DEFAULT_BUCKET, Sandbox
+from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
@@ -86,15 +87,20 @@ def finetune_job(name: str, root: Path, *, nodes: int = 1, dataset: str = "train
     return body
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+@pytest.fixture(scope="module", params=CLUSTERS)
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     root = tmp_path_factory.mktemp("ftj")
-    with Sandbox(nodes=2, workdir=root / "sbx", operator=True, serving="standin") as sb:
+    with Sandbox(nodes=2, workdir=root / "sbx", operator=True, serving="standin", control_plane=sandbox_control_plane(request.param)) as sb:
         pvc = sb.workdir / "pvc" / NS
         build_model(pvc / "models" / "tiny")
         write_jsonl(pvc / "data" / "train.jsonl", [{"text": t} for t in corpus(80, 1)])
         write_jsonl(pvc / "data" / "bad.jsonl", [{"text": t} for t in corpus(20, 2)] + [{"content": "no text field"}])
         kube = Kube(load_api_client(sb.kubeconfig))
+        # The claims the jobs name, as a user creates them (a real scheduler places no pod whose
+        # claim is missing or unbound; the sandbox's volumes are the directories filled above).
+        for claim in ("models", "data", "out"):
+            kube.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": NS},
+                         "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
         # The two 2-node jobs run one after the other, so the two CPU cores serve one gang at a time.
         for body in (finetune_job("ft-ref", root, nodes=2, serve={"inferenceServiceName": "ft-serve", "create": True}),
                      finetune_job("ft-bad", root, dataset="bad.jsonl")):

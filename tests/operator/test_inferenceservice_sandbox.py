@@ -36,6 +36,7 @@ from llmops_runtime.serve import manifest as M
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.deployments import HASH_LABEL, plan_pods
 from llmops.sandbox.run import DEFAULT_BUCKET, Sandbox
+from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
 from llmops.status.inference import REQUEUE_SECONDS
 
@@ -51,9 +52,10 @@ def condition(obj: dict | None, type_: str) -> dict:
     return next((c for c in ((obj or {}).get("status") or {}).get("conditions", []) if c["type"] == type_), {})
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True, serving="standin") as sb:
+@pytest.fixture(scope="module", params=CLUSTERS)
+def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True, serving="standin",
+                 control_plane=sandbox_control_plane(request.param)) as sb:
         s3 = boto3.client("s3", endpoint_url=sb.s3_endpoint, aws_access_key_id=sb.s3_env["AWS_ACCESS_KEY_ID"],
                           aws_secret_access_key=sb.s3_env["AWS_SECRET_ACCESS_KEY"], region_name=sb.s3_env["AWS_REGION"])
         weights = save({"embed.weight": np.arange(64, dtype=np.float32).reshape(8, 8)})
@@ -228,8 +230,12 @@ def test_adapters_load_without_restart_and_the_second_replica_hits_the_cache(san
         return check
 
     kube.apply(lora("sql"))
-    svc = eventually(lambda: (o := adapters_ready("sql")()) and condition(o, "AdaptersReady").get("status") == "True" and o, timeout=90)
-    assert condition(svc, "AdaptersReady")["reason"] == "AdaptersLoaded" and svc["status"]["readyReplicas"] == 2
+    # The adapter tally comes from the pods the operator sees, readyReplicas from the
+    # Deployment's status, which its controller writes a moment later (much later on a loaded
+    # machine): the status converges to both, so wait for both rather than read one snapshot.
+    svc = eventually(lambda: (o := adapters_ready("sql")()) and condition(o, "AdaptersReady").get("status") == "True"
+                     and o["status"].get("readyReplicas") == 2 and o, timeout=90)
+    assert condition(svc, "AdaptersReady")["reason"] == "AdaptersLoaded"
     pods = _ready_pods(kube, "lora")
     assert len(pods) == 2
     uids = {p["metadata"]["uid"] for p in pods}

@@ -13,6 +13,7 @@ import pytest
 
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox, operator_available
+from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
 
 pytestmark = pytest.mark.skipif(not operator_available(), reason="operator dependencies (kopf) not installed")
@@ -33,8 +34,10 @@ def cond(obj: dict | None, type_: str) -> dict:
     return next((c for c in ((obj or {}).get("status") or {}).get("conditions", []) if c["type"] == type_), {})
 
 
-def test_pod_security_denial_is_reported_once_and_permanent(tmp_path) -> None:  # noqa: ANN001
-    with Sandbox(nodes=1, capacity={"cpu": "8", "memory": "32Gi", "rdma/hca": "4"}, workdir=tmp_path, operator=True) as sb:
+@pytest.mark.parametrize("cluster", CLUSTERS)
+def test_pod_security_denial_is_reported_once_and_permanent(tmp_path, cluster: str) -> None:  # noqa: ANN001
+    with Sandbox(nodes=1, capacity={"cpu": "8", "memory": "32Gi", "rdma/hca": "4"}, workdir=tmp_path, operator=True,
+                 control_plane=sandbox_control_plane(cluster)) as sb:
         kube = Kube(load_api_client(sb.kubeconfig))
         kube.create({"apiVersion": "v1", "kind": "Namespace",
                      "metadata": {"name": "locked", "labels": {"pod-security.kubernetes.io/enforce": "baseline"}}})

@@ -21,6 +21,7 @@ import yaml
 
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox
+from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,9 +69,10 @@ class RankWatch:
         self.thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True) as sb:
+@pytest.fixture(scope="module", params=CLUSTERS)
+def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True,
+                 control_plane=sandbox_control_plane(request.param)) as sb:
         yield sb
 
 

@@ -25,12 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox, operator_available
+from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
 
 pytestmark = pytest.mark.skipif(not operator_available(), reason="operator dependencies (kopf) not installed")
 NS = "default"
 TJ = ("llmops.dev/v1alpha1", "TrainingJob")
 SLEEP = ["python", "-c", "import time; time.sleep(600)"]
+PEERING = Path(__file__).resolve().parents[2] / "manifests" / "operator" / "kopf-peering.yaml"
 
 
 eventually = partial(sandbox_eventually, timeout=60.0, interval=0.2)
@@ -80,11 +82,14 @@ def running(kube: Kube, name: str) -> bool:
     return any(c["type"] == "Running" and c["status"] == "True" for c in ((tj or {}).get("status") or {}).get("conditions", []))
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[Sandbox, Kube]]:
-    with Sandbox(nodes=2, workdir=tmp_path / "sbx", operator=False) as sb:
+@pytest.fixture(params=CLUSTERS)
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Sandbox, Kube]]:
+    with Sandbox(nodes=2, workdir=tmp_path / "sbx", operator=False, control_plane=sandbox_control_plane(request.param)) as sb:
         kube = Kube(load_api_client(sb.kubeconfig))
-        kube.create({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "llmops"}})
+        # As the install does: Kopf's peering CRDs; each operator applies the peering object
+        # itself at startup (llmops.kube.peering.ensure_peering).
+        apply = ["kubectl", "--kubeconfig", sb.kubeconfig, "apply", "-f", str(PEERING)]
+        eventually(lambda: subprocess.run(apply, capture_output=True, timeout=60).returncode == 0, timeout=30)
         yield sb, kube
 
 
