@@ -62,7 +62,7 @@ class Gang:
 
 
 def start_gang(tmp: Path, *, attempt: int, train_args: list[str], env: dict[str, str] | None = None,
-               nproc: int = 2, log_name: str = "log") -> Gang:
+               nproc: int = 2, log_name: str = "log", entry: tuple[str, ...] = ("-m", "llmops_runtime.train")) -> Gang:
     log_prefix = tmp / log_name
     full_env = {
         k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_") and k not in ("RANK", "WORLD_SIZE")
@@ -83,7 +83,7 @@ def start_gang(tmp: Path, *, attempt: int, train_args: list[str], env: dict[str,
         }
     )
     full_env.update(env or {})
-    cmd = [sys.executable, "-m", "llmops_runtime.launch", "--grace", "60", "-m", "llmops_runtime.train",
+    cmd = [sys.executable, "-m", "llmops_runtime.launch", "--grace", "60", *entry,
            "--log-file", str(log_prefix), *train_args]
     proc = subprocess.Popen(cmd, env=full_env, cwd=tmp, start_new_session=True,
                             stdout=open(tmp / f"{log_name}.a{attempt}.out", "ab"), stderr=subprocess.STDOUT)
