@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from . import admission, patching, yamlcompat
+from . import admission, fieldmanager, patching, validation, yamlcompat
 from .admission import pod_security_violation
 from .errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
 from .registry import Registry, Resource
@@ -42,6 +42,11 @@ except ImportError:  # pragma: no cover - depends on what is installed
 
 # The request's ?fieldValidation= (Strict rejects unknown fields instead of pruning them).
 FIELD_VALIDATION: contextvars.ContextVar[str] = contextvars.ContextVar("field_validation", default="")
+# Who writes (field manager: ?fieldManager= or the User-Agent's product) and to which
+# subresource; internal writes (GC, namespace content) run with no manager and own nothing.
+WRITER: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("writer", default=("", ""))
+APPLYING: contextvars.ContextVar[bool] = contextvars.ContextVar("applying", default=False)
+OWNERS_CHANGED: contextvars.ContextVar[bool] = contextvars.ContextVar("owners_changed", default=False)
 
 LogSource = Callable[[str, str, str], "str | None"]
 
@@ -69,8 +74,8 @@ class Cluster:
         self.store = store
         self.log_sources: list[LogSource] = []
         self.logs: dict[tuple[str, str, str], str] = {}
-        # Last applied configuration per (uid, field manager, subresource), for SSA pruning.
-        self.applied: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # Field ownership per object uid (server-side apply conflicts and pruning).
+        self.owners: dict[str, fieldmanager.Owners] = {}
         self.after_write: Callable[[], None] = lambda: None  # GC trigger
         pcs = self.registry.get("scheduling.k8s.io", "v1", "priorityclasses")
         assert pcs is not None
@@ -149,11 +154,10 @@ class Cluster:
                 meta["name"] = meta["generateName"] + "".join(random.choices(_NAME_CHARS, k=5))
                 if self.store.get(self.key(res, namespace, meta["name"])) is None:
                     break
-        if self.store.get(self.key(res, namespace, meta["name"])) is not None:
-            raise already_exists(res.group, res.plural, meta["name"])
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
-        meta["generation"] = 1
+        if _has_generation(res):
+            meta["generation"] = 1
         for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
             meta.pop(k, None)
         if "status" in res.subresources and res.plural not in ("namespaces", "nodes", "customresourcedefinitions"):
@@ -271,20 +275,11 @@ class Cluster:
                     "field": "fieldManager"}], 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: '
                     "Required value: is required for apply patch")
             applied = self._decode_apply(res, raw)
-            if old is None:
-                if sub:
-                    raise not_found(res.group, res.plural, name)
-                created = self.create(res, namespace, applied, dry_run)
-                if not dry_run:
-                    self.applied[(created["metadata"]["uid"], manager, sub)] = applied
-                return created
-            rule = patching.schema_list_rule(res.schema) if res.custom else patching.builtin_list_rule
-            last = self.applied.get((old["metadata"]["uid"], manager, sub), {})
-            candidate = patching.server_side_apply(old, last, applied, rule)
-            result = self._commit(res, old, self._merge_sub(res, old, candidate, sub), dry_run)
-            if not dry_run:
-                self.applied[(old["metadata"]["uid"], manager, sub)] = applied
-            return result
+            return self._apply(res, namespace, name, old, applied, sub, manager, force, dry_run)
+        if ctype == "application/strategic-merge-patch+json" and res.custom:
+            raise ApiError(415, "the body of the request was in an unknown format - accepted "
+                                "media types include: application/json-patch+json, "
+                                "application/merge-patch+json, application/apply-patch+yaml")
         if old is None:
             raise not_found(res.group, res.plural, name)
         try:
@@ -311,6 +306,60 @@ class Cluster:
         if rv not in (None, "", old["metadata"]["resourceVersion"]):
             raise conflict(res.group, res.plural, name)
         return self._commit(res, old, self._merge_sub(res, old, candidate, sub), dry_run)
+
+    def _apply(self, res: Resource, namespace: str | None, name: str, old: dict[str, Any] | None,
+               config: dict[str, Any], sub: str, manager: str, force: bool, dry_run: bool) -> dict[str, Any]:
+        """Server-side apply: merge, prune what this manager dropped, check other managers'
+        fields for conflicts (fieldmanager), then the one write path."""
+        rule = self._list_rule(res)
+        key = (manager, "Apply", sub)
+        owned = fieldmanager.scoped(fieldmanager.config_set(config, rule), sub, "status" in res.subresources)
+        token = APPLYING.set(True)
+        try:
+            if old is None:
+                if sub:
+                    raise not_found(res.group, res.plural, name)
+                result = self.create(res, namespace, config, dry_run)
+                owners = fieldmanager.Owners()
+            else:
+                owners = self.owners.get(old["metadata"]["uid"], fieldmanager.Owners()).copy()
+                merged = patching.apply_merge(old, config, rule)
+                merged = fieldmanager.prune(merged, owners.to_prune(key, owned))
+                candidate = self._merge_sub(res, old, merged, sub)
+                touched, removed = self._changes(res, old, candidate, sub)
+                before = self.owners.get(old["metadata"]["uid"], fieldmanager.Owners()).sets
+                owners.apply(key, owned, touched, removed, force, res.api_version)
+                # New owners alone are a write on a real server (managedFields change): new version, event.
+                token_write = OWNERS_CHANGED.set(owners.sets != before)
+                try:
+                    result = self._commit(res, old, candidate, dry_run)
+                finally:
+                    OWNERS_CHANGED.reset(token_write)
+        finally:
+            APPLYING.reset(token)
+        if not dry_run and result["metadata"].get("uid"):
+            if old is None:
+                owners.sets[key] = owned
+            self.owners[result["metadata"]["uid"]] = owners
+        return result
+
+    def _list_rule(self, res: Resource) -> patching.ListRule:
+        return patching.schema_list_rule(res.schema) if res.custom else patching.builtin_list_rule
+
+    def _changes(self, res: Resource, old: dict[str, Any] | None, new: dict[str, Any],
+                 sub: str) -> tuple[set[fieldmanager.FieldPath], set[fieldmanager.FieldPath]]:
+        touched, removed = fieldmanager.changed(old or {}, new, self._list_rule(res))
+        has_status = "status" in res.subresources
+        return (fieldmanager.scoped(touched, sub, has_status), fieldmanager.scoped(removed, sub, has_status))
+
+    def _track_update(self, res: Resource, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        """An update (not an apply) takes the fields it changed from every other manager."""
+        manager, sub = WRITER.get()
+        if not manager or APPLYING.get():
+            return
+        touched, removed = self._changes(res, old, new, sub)
+        owners = self.owners.setdefault(new["metadata"]["uid"], fieldmanager.Owners())
+        owners.update((manager, "Update", sub), touched, removed)
 
     def _decode_apply(self, res: Resource, raw: bytes) -> dict[str, Any]:
         try:
@@ -364,10 +413,15 @@ class Cluster:
                 return self.present(res, old)
             gone = self.store.remove(key)
             self._after_remove(res, old)
-            return self.present(res, gone or old)
+            out = self.present(res, gone or old)
+            if res.group_resource == ("", "pods"):  # the deleted pod as served: marked, grace 0
+                out["metadata"].update(deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0,
+                                       generation=int(out["metadata"].get("generation", 1)) + 1)
+            return out
         if not meta.get("deletionTimestamp"):
             meta["deletionTimestamp"] = now_rfc3339()
-            meta["generation"] = int(meta.get("generation", 1)) + 1
+            if _has_generation(res):
+                meta["generation"] = int(meta.get("generation", 1)) + 1
         meta["deletionGracePeriodSeconds"] = grace
         meta["finalizers"] = fins
         if not fins:
@@ -406,8 +460,10 @@ class Cluster:
         meta = new["metadata"]
         if old is not None and res.group_resource == ("", "pods"):
             admission.default_tolerations(new.setdefault("spec", {}))
+        if not res.custom:
+            _omit_empty(res, new)
         if old is not None:
-            if _content(old) != _content(new):
+            if _content(old) != _content(new) and _has_generation(res):
                 meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
             added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
             if old["metadata"].get("deletionTimestamp") and added:
@@ -418,10 +474,15 @@ class Cluster:
                 self._check_pod_update(res, old, new)
         else:
             self._check_name(res, new)
+        problems = validation.builtin_errors("" if res.custom else res.kind, new, old is not None)
+        if problems:
+            self._invalid(res, new, problems)
         if res.group_resource == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._validate_crd(res, old, new)
         if res.custom and res.schema:
             new = self._validate_custom(res, old, new)
+        if old is None and self.store.get(self.key(res, meta.get("namespace"), meta["name"])) is not None:
+            raise already_exists(res.group, res.plural, meta["name"])  # after validation, as on a real server
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and not (
             res.group_resource == ("", "pods") and meta.get("deletionGracePeriodSeconds")
         ) and res.group_resource != ("", "namespaces"):
@@ -439,11 +500,12 @@ class Cluster:
         if dry_run:
             return self.present(res, new)
         meta = new["metadata"]
-        if old is not None and _same_content(old, new):
+        if old is not None and _same_content(old, new) and not OWNERS_CHANGED.get():
             # A real API server does not bump resourceVersion (nor send a watch event) for a
             # write that changes nothing; controllers that re-apply every reconcile rely on it.
             return self.present(res, old)
         stored = self.store.put(self.key(res, meta.get("namespace"), meta["name"]), new)
+        self._track_update(res, old, stored)
         if res.group_resource == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self.registry.set_crd(stored)
         self.after_write()
@@ -451,8 +513,7 @@ class Cluster:
 
     def _after_remove(self, res: Resource, obj: dict[str, Any]) -> None:
         uid = obj["metadata"].get("uid")
-        for k in [k for k in self.applied if k[0] == uid]:
-            del self.applied[k]
+        self.owners.pop(uid, None)
         if res.group_resource == ("apiextensions.k8s.io", "customresourcedefinitions"):
             spec = obj.get("spec") or {}
             group, plural = spec.get("group", ""), (spec.get("names") or {}).get("plural", "")
@@ -625,6 +686,31 @@ class Cluster:
             if text is not None:
                 return text
         return self.logs.get((namespace, pod_name, container), "")
+
+
+# Built-in kinds whose strategy keeps metadata.generation (spec-bearing workloads, pods since
+# 1.33); the others (ConfigMap, Service, Namespace, ...) have none.
+_GENERATION_GROUPS = {"apps", "batch", "apiextensions.k8s.io"}
+_GENERATION_KINDS = {("", "pods"), ("policy", "poddisruptionbudgets"), ("networking.k8s.io", "networkpolicies"),
+                     ("networking.k8s.io", "ingresses"), ("autoscaling", "horizontalpodautoscalers"),
+                     ("scheduling.k8s.io", "podgroups"), ("scheduling.k8s.io", "workloads")}
+# Go maps and slices with `omitempty` that clients empty: stored empty, served absent.
+_OMIT_EMPTY = {"": (("metadata", "labels"), ("metadata", "annotations"), ("metadata", "finalizers"),
+                    ("metadata", "ownerReferences")),
+               "ConfigMap": (("data",), ("binaryData",)), "Secret": (("data",), ("stringData",))}
+
+
+def _has_generation(res: Resource) -> bool:
+    return res.custom or res.group in _GENERATION_GROUPS or res.group_resource in _GENERATION_KINDS
+
+
+def _omit_empty(res: Resource, obj: dict[str, Any]) -> None:
+    for path in (*_OMIT_EMPTY[""], *_OMIT_EMPTY.get(res.kind, ())):
+        parent = obj
+        for part in path[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] in ({}, [], None):
+            del parent[path[-1]]
 
 
 def _pod_defaults(spec: dict[str, Any]) -> None:

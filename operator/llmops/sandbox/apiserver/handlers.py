@@ -16,7 +16,7 @@ import yaml
 from aiohttp import web
 
 from . import patching, yamlcompat
-from .core import FIELD_VALIDATION, Cluster
+from .core import FIELD_VALIDATION, WRITER, Cluster
 from .errors import ApiError, bad_request, error_response
 from .faults import Faults
 from .registry import Resource
@@ -122,6 +122,8 @@ class Handlers:
         self.faults.check(verb, res.plural, sub, namespace, name)
         dry_run = q.get("dryRun") == "All"
         FIELD_VALIDATION.set(q.get("fieldValidation", ""))
+        # Like the real server: an update's manager defaults to the User-Agent's product name.
+        WRITER.set((q.get("fieldManager") or request.headers.get("User-Agent", "").split("/")[0][:128], sub))
         c = self.cluster
 
         if verb == "watch":
@@ -178,7 +180,8 @@ class Handlers:
         before = c.store.get(c.key(res, namespace, name or ""))
         obj = c.delete(res, namespace, name or "", options, dry_run)
         still_there = c.store.get(c.key(res, namespace, name or "")) is not None
-        if still_there or res.custom or dry_run:
+        # Like the real registries: pods answer with the deleted object, other kinds with a Status.
+        if still_there or dry_run or res.group_resource == ("", "pods"):
             return _json(obj)
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                       "details": {"name": name, "group": res.group, "kind": res.plural,

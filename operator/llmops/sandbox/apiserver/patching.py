@@ -8,10 +8,9 @@
   `$patch`, `$deleteFromPrimitiveList/` and `$setElementOrder/` directives that kubectl
   sends. Real servers learn the keys from Go struct tags; the emulator uses a table of the
   fields Kopf, kubectl and this project touch (`builtin_list_rule`).
-- Server-side apply with one field manager: the applied configuration is merged into the
-  live object with the same list rules, and whatever that manager applied last time but
-  left out now is removed (the "prune" half of apply). Conflicts between managers are not
-  modelled: the project writes with a single manager.
+- Server-side apply: the applied configuration is merged into the live object with the same
+  list rules (`apply_merge`); which manager owns what, conflicts and the pruning of what a
+  manager stopped applying live in fieldmanager.
 
 For custom resources the list rules come from the CRD schema (`x-kubernetes-list-type`
 and `x-kubernetes-list-map-keys`), lists being atomic unless declared otherwise, as on a
@@ -132,7 +131,10 @@ def json_patch(doc: Any, ops: Any) -> Any:
         elif kind == "remove":
             doc = _remove(doc, parts, path)
         elif kind == "replace":
-            doc = _remove(doc, parts, path)
+            # as kube-apiserver's json-patch: replacing a missing key of an existing map adds it
+            parent = _walk(doc, parts[:-1], kind, path) if parts else None
+            if not (isinstance(parent, dict) and parts[-1] not in parent):
+                doc = _remove(doc, parts, path)
             doc = _add(doc, parts, copy.deepcopy(op.get("value")), path)
         else:
             raise ApiError(422, f"Unexpected kind: {kind}")
@@ -285,58 +287,7 @@ def _merge_list(old: Any, new: list[Any], rule: ListRule, path: Path,
     return result
 
 
-# -- server-side apply (one manager) ------------------------------------------------------------
-
-def _drop_unowned(live: Any, before: Any, after: Any, rule: ListRule, path: Path) -> Any:
-    """Remove from `live` what the manager applied `before` but no longer applies `after`.
-
-    Ownership is per leaf, as in real apply: a map or keyed list the manager stops
-    mentioning loses only the entries it set, so entries others wrote survive (and an
-    emptied container goes away).
-    """
-    if not isinstance(live, dict) or not isinstance(before, dict):
-        return live
-    after = after if isinstance(after, dict) else {}
-    live = dict(live)
-    for key, prev in before.items():
-        if key not in live:
-            continue
-        dropped = key not in after
-        now = after.get(key)
-        if isinstance(prev, dict) and isinstance(live[key], dict):
-            live[key] = _drop_unowned(live[key], prev, now if isinstance(now, dict) else {}, rule,
-                                      path + (key,))
-        elif isinstance(prev, list) and isinstance(live[key], list) and rule(path + (key,))[0] != "atomic":
-            live[key] = _drop_list_items(live[key], prev, now if isinstance(now, list) else [], rule,
-                                         path + (key,))
-        elif dropped:
-            del live[key]
-            continue
-        if dropped and not live[key]:
-            del live[key]
-    return live
-
-
-def _drop_list_items(live: list[Any], prev: list[Any], now: list[Any], rule: ListRule,
-                     path: Path) -> list[Any]:
-    strategy, keys = rule(path)
-    if strategy == "set":
-        return [v for v in live if v not in prev or v in now]
-    if not keys:
-        return live
-    gone = {_key_of(i, keys) for i in prev} - {_key_of(i, keys) for i in now}
-    kept = []
-    for item in live:
-        k = _key_of(item, keys)
-        if k in gone:
-            continue
-        old_item = next((i for i in prev if _key_of(i, keys) == k), None)
-        new_item = next((i for i in now if _key_of(i, keys) == k), None)
-        if old_item is not None:
-            item = _drop_unowned(item, old_item, new_item, rule, path)
-        kept.append(item)
-    return kept
-
+# -- server-side apply: the merge half (ownership, conflicts and pruning: fieldmanager) ---------
 
 def apply_merge(live: Any, applied: Any, rule: ListRule, path: Path = ()) -> Any:
     if not isinstance(applied, dict):
@@ -350,13 +301,3 @@ def apply_merge(live: Any, applied: Any, rule: ListRule, path: Path = ()) -> Any
         else:
             result[key] = apply_merge(result.get(key), value, rule, path + (key,))
     return result
-
-
-def server_side_apply(live: dict[str, Any], last_applied: dict[str, Any],
-                      applied: dict[str, Any], rule: ListRule) -> dict[str, Any]:
-    pruned = _drop_unowned(live, last_applied, applied, rule, ())
-    # Identity is never pruned, whatever the manager did before.
-    for key in ("apiVersion", "kind", "metadata"):
-        if key in live and key not in pruned:
-            pruned[key] = live[key]
-    return apply_merge(pruned, applied, rule)
