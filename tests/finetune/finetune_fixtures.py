@@ -31,8 +31,9 @@ def corpus(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def build_model(root: Path, *, max_positions: int = 64, pickle_only: bool = False) -> Path:
-    """A 2-layer Llama with hidden size 32 and a WordLevel tokenizer, saved as safetensors."""
+def build_model(root: Path, *, max_positions: int = 64, pickle_only: bool = False, hidden_size: int = 32) -> Path:
+    """A 2-layer Llama (2 heads, hidden size 32) and a WordLevel tokenizer, saved as safetensors.
+    vLLM's CPU attention kernels need a head size of 64 or more: serve with hidden_size=128."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -46,7 +47,7 @@ def build_model(root: Path, *, max_positions: int = 64, pickle_only: bool = Fals
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(root)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=max_positions,
                          pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
                          tie_word_embeddings=False)

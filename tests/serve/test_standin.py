@@ -1,8 +1,8 @@
 """The vLLM stand-in (a test double) as a real process on 127.0.0.1: health flips after the
 load delay; /v1/models and OpenAI completions; /metrics parses with vLLM's metric names;
 requests beyond max-num-seqs wait (num_requests_waiting); synthetic load; LoRA load/unload
-and its limit; the KV-cache failure text; weight selection by --load-format; and, where
-vLLM is importable, our flags against vLLM's own parser."""
+and its limit; the KV-cache failure text; weight selection by --load-format; and the flags the builder renders (vLLM's own parser
+checks them too: test_vllm_args.py)."""
 
 from __future__ import annotations
 
@@ -244,6 +244,18 @@ def test_standin_accepts_the_rendered_flags() -> None:
     assert (a.tensor_parallel_size, a.max_num_seqs, a.max_loras, a.load_format, a.enable_prefix_caching) == (2, 64, 4, "safetensors", True)
 
 
+#: A value for every allowlisted extra flag (None: a boolean flag); a new flag must be added here,
+#: so that it is checked against vLLM's own parser (tests/serve/test_vllm_args.py).
+EXTRA_ARG_VALUES = {"--max-num-batched-tokens": "8192", "--block-size": "16", "--kv-cache-dtype": "fp8", "--enforce-eager": None,
+                    "--seed": "1", "--max-lora-rank": "32", "--enable-chunked-prefill": None, "--scheduling-policy": "priority"}
+
+
+def test_every_extra_arg_has_a_test_value() -> None:
+    from llmops.api.inference import ExtraArgName
+
+    assert set(EXTRA_ARG_VALUES) == {e.value for e in ExtraArgName}
+
+
 def _builder_renderings() -> list[list[str]]:
     """``vllm serve`` arguments as the InferenceService builder renders them for a few specs
     (defaults; every typed engine field; LoRA on; pickle allowed), the model path moved to --model."""
@@ -254,10 +266,7 @@ def _builder_renderings() -> list[list[str]]:
         {},
         {"tensorParallelSize": 2, "maxModelLen": 8192, "gpuMemoryUtilization": 0.85, "dtype": "bfloat16", "quantization": "awq",
          "enablePrefixCaching": False, "maxNumSeqs": 64, "maxLoras": 8,
-         "extraArgs": [{"name": n} if n in ("--enforce-eager", "--disable-log-requests") else {"name": n, "value": v}
-                       for n, v in (("--max-num-batched-tokens", "8192"), ("--block-size", "16"), ("--swap-space", "4"),
-                                    ("--kv-cache-dtype", "fp8"), ("--enforce-eager", None), ("--seed", "1"), ("--max-lora-rank", "32"),
-                                    ("--scheduling-policy", "priority"), ("--disable-log-requests", None))]},
+         "extraArgs": [{"name": n} if v is None else {"name": n, "value": v} for n, v in EXTRA_ARG_VALUES.items()]},
     ]
     out = []
     for engine, model, lora in ((engines[0], {}, False), (engines[1], {"trustRemoteCode": True}, True),
@@ -274,25 +283,6 @@ def _builder_renderings() -> list[list[str]]:
 def test_standin_accepts_what_the_builder_renders() -> None:
     for args in _builder_renderings():
         S.build_parser().parse_args(args)
-
-
-def test_rendered_flags_parse_with_vllms_own_parser() -> None:
-    vllm = pytest.importorskip("vllm", reason="vLLM is not installable here (needs CUDA); runs where vllm imports")
-    from vllm.entrypoints.openai.cli_args import make_arg_parser  # type: ignore[import-not-found]
-
-    try:  # moved in later vLLM releases
-        from vllm.utils.argparse_utils import FlexibleArgumentParser  # type: ignore[import-not-found]
-    except ImportError:
-        from vllm.utils import FlexibleArgumentParser  # type: ignore[import-not-found,no-redef]
-
-    parser = make_arg_parser(FlexibleArgumentParser())
-    ns = parser.parse_args(RENDERED)
-    assert ns.tensor_parallel_size == 2 and ns.max_num_seqs == 64 and ns.load_format == "safetensors", vllm.__version__
-    default, full, pickle = (parser.parse_args(a) for a in _builder_renderings())
-    assert default.load_format == "safetensors" and not default.enable_lora and default.served_model_name == ["chat"]
-    assert (full.tensor_parallel_size, full.max_model_len, full.max_num_seqs, full.max_loras, full.max_cpu_loras) == (2, 8192, 64, 8, 8)
-    assert full.enable_lora and full.trust_remote_code and full.enable_prefix_caching is False and full.quantization == "awq"
-    assert pickle.load_format == "auto"
 
 
 @pytest.mark.parametrize(("timeout", "drained"), [("10", True), ("0", False)])

@@ -126,18 +126,17 @@ class LoraMode(str, enum.Enum):
 
 
 class ExtraArgName(str, enum.Enum):
-    """vLLM flags a user may add; everything else is rendered from typed fields or refused."""
+    """vLLM flags a user may add; everything else is rendered from typed fields or refused.
+    Each is accepted by the pinned vLLM's own parser (tests/serve/test_vllm_args.py)."""
 
     MAX_NUM_BATCHED_TOKENS = "--max-num-batched-tokens"
     BLOCK_SIZE = "--block-size"
-    SWAP_SPACE = "--swap-space"
     KV_CACHE_DTYPE = "--kv-cache-dtype"
     ENFORCE_EAGER = "--enforce-eager"
     SEED = "--seed"
     MAX_LORA_RANK = "--max-lora-rank"
     ENABLE_CHUNKED_PREFILL = "--enable-chunked-prefill"
     SCHEDULING_POLICY = "--scheduling-policy"
-    DISABLE_LOG_REQUESTS = "--disable-log-requests"
 
 
 class ExtraArg(SpecModel):
