@@ -31,6 +31,9 @@ from pathlib import Path
 
 import pytest
 
+from llmops.api.runtime_env import ExitCode
+from llmops_runtime.engines import deepspeed as ds
+from llmops_runtime.session import RuntimeExit
 from runtime_harness import REPO, Gang, Timeline, free_port, read_timeline, start_gang
 
 STEPS = 8
@@ -47,6 +50,31 @@ def test_deepspeed_is_the_pinned_runtime_dependency():
     pinned = re.search(r'"deepspeed==([^"]+)"', pyproject)
     assert pinned, "pyproject.toml's runtime extra must pin deepspeed"
     assert importlib.metadata.version("deepspeed") == pinned.group(1), "run `make install`"
+
+
+@pytest.mark.parametrize(("env", "stage"), [
+    ({}, None),
+    ({"LLMOPS_LAUNCHER": "torchrun", "LLMOPS_DEEPSPEED_ZERO_STAGE": "3"}, None),
+    ({"LLMOPS_LAUNCHER": "deepspeed"}, 2),
+    ({"LLMOPS_LAUNCHER": "deepspeed", "LLMOPS_DEEPSPEED_ZERO_STAGE": "1"}, 1),
+    ({"LLMOPS_LAUNCHER": "deepspeed", "LLMOPS_DEEPSPEED_ZERO_STAGE": "3"}, 3),
+])
+def test_zero_stage_from_the_contract(env, stage):
+    assert ds.zero_stage_from_env(env) == stage
+
+
+def test_bad_zero_stage_is_a_config_error():
+    with pytest.raises(RuntimeExit) as exc:
+        ds.zero_stage_from_env({"LLMOPS_LAUNCHER": "deepspeed", "LLMOPS_DEEPSPEED_ZERO_STAGE": "4"})
+    assert exc.value.exit_code == ExitCode.CONFIG_ERROR
+
+
+def test_config_partitions_by_stage_with_one_micro_batch_per_step():
+    cfg = ds.config(3, 4)
+    assert cfg["zero_optimization"] == {"stage": 3}
+    assert (cfg["train_micro_batch_size_per_gpu"], cfg["gradient_accumulation_steps"]) == (4, 1)
+    with pytest.raises(ValueError):
+        ds.config(0, 4)
 
 
 def _start(tmp: Path, stage: int, nproc: int, attempt: int, port: int, delay: float, env: dict[str, str]) -> list[Gang]:

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from llmops.api import runtime_env as E
+from llmops.api.runtime_env import ExitCode
 
 STAGES = (1, 2, 3)
 _SCALER_KEY = "loss_scaler"
@@ -55,7 +56,10 @@ def zero_stage_from_env(env: Mapping[str, str] | None = None) -> int | None:
         return None
     raw = env.get(E.DEEPSPEED_ZERO_STAGE) or "2"
     if raw not in {str(s) for s in STAGES}:
-        raise ValueError(f"{E.DEEPSPEED_ZERO_STAGE}={raw!r} is not one of {STAGES}")
+        # Admission keeps bad values out; a hand-made pod still exits CONFIG_ERROR, not a retry.
+        from llmops_runtime.session import RuntimeExit
+
+        raise RuntimeExit(ExitCode.CONFIG_ERROR, f"{E.DEEPSPEED_ZERO_STAGE}={raw!r} is not one of {STAGES}")
     return int(raw)
 
 
