@@ -266,6 +266,7 @@ def test_every_sample_progresses_or_says_why(cluster: Cluster) -> None:
             cond = eventually(lambda o=obj, t=type_, r=reason: (x := cluster.condition(o["kind"], o["metadata"]["name"], t))
                               and x.get("reason") == r and x, timeout=left)
             assert cond["status"] == "True" and api in cond["message"], (path.name, cond)
+            print(f"{path.name}: {type_}={reason} {time.monotonic() - started:.1f}s after apply")  # the figure (-s shows it)
         else:
             assert eventually(lambda o=obj: reported(o), timeout=TIMEOUT), path.name
     assert not quiet(cluster.log_text()), quiet(cluster.log_text())
