@@ -287,7 +287,7 @@ CRD = pathlib.Path(__file__).resolve().parents[2] / "crds" / "llmops.dev_inferen
 
 
 def test_children_apply_cleanly(kube_client, fresh_namespace, eventually):
-    kube = Kube(kube_client)
+    kube = Kube(kube_client, discovery_ttl=0)  # the CRD becomes served during the test
     kube.apply(yaml.safe_load(CRD.read_text()))
     b = body(cache={"size": "1Gi"}, minReplicas=1, maxReplicas=3, autoscaling={"engine": "hpa"})
     b["metadata"] = {"name": "chat", "namespace": fresh_namespace}

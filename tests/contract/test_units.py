@@ -8,7 +8,7 @@ import datetime as dt
 
 import pytest
 
-from llmops.sandbox.apiserver import patching
+from llmops.sandbox.apiserver import fieldmanager, patching
 from llmops.sandbox.apiserver.errors import ApiError
 from llmops.sandbox.apiserver.selectors import parse_field_selector, parse_label_selector, selector_string
 from llmops.sandbox.apiserver.tables import human_age, jsonpath
@@ -71,10 +71,27 @@ def test_apply_prunes_only_what_the_manager_dropped() -> None:
             "spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b"}, {"name": "t"}], "keep": 1}}
     before = {"metadata": {"name": "x", "labels": {"mine": "1"}},
               "spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b"}]}}
+    theirs = {"metadata": {"labels": {"theirs": "1"}}, "spec": {"containers": [{"name": "t"}], "keep": 1}}
     after = {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a", "image": "2"}]}}
-    out = patching.server_side_apply(live, before, after, R)
+    owners = fieldmanager.Owners()
+    me = ("m", "Apply", "")
+    owners.sets = {me: fieldmanager.config_set(before, R), ("o", "Update", ""): fieldmanager.config_set(theirs, R)}
+    owned = fieldmanager.config_set(after, R)
+    out = fieldmanager.prune(patching.apply_merge(live, after, R), owners.to_prune(me, owned))
     assert out == {"metadata": {"name": "x", "labels": {"theirs": "1"}},
                    "spec": {"containers": [{"name": "a", "image": "2"}, {"name": "t"}], "keep": 1}}
+
+
+def test_apply_conflicts_name_field_and_manager() -> None:
+    owners = fieldmanager.Owners()
+    owners.sets = {("kubectl", "Update", ""): {("f:data", "f:k")}, ("alice", "Apply", ""): {("f:data", "f:j")}}
+    touched = {("f:data", "f:k"), ("f:data", "f:j")}
+    with pytest.raises(ApiError) as e:
+        owners.apply(("bob", "Apply", ""), touched, touched, set(), False, "v1")
+    assert e.value.code == 409 and e.value.message == (
+        'Apply failed with 2 conflicts: conflicts with "alice":\n- .data.j\nconflicts with "kubectl" using v1:\n- .data.k')
+    owners.apply(("bob", "Apply", ""), touched, touched, set(), True, "v1")  # force takes both
+    assert owners.sets == {("bob", "Apply", ""): touched}
 
 
 LABELS = {"app": "web", "tier": "front", "v": "2"}

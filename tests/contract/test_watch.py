@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 
-
 from contract_helpers import configmap, ns_path
 
 
@@ -48,13 +47,31 @@ def test_live_events_and_timeout(kube, fresh_namespace: str) -> None:
 
 
 def test_bookmarks(kube, fresh_namespace: str) -> None:
+    """An idle watch that asked for bookmarks gets one carrying the resource's progress. A real
+    server sends it shortly before the watch's deadline (and about once a minute), and only
+    once configmaps moved on elsewhere since the watch began; the emulator fixture every 0.2 s."""
     path = ns_path(fresh_namespace, "configmaps")
     rv = kube.get(path)["metadata"]["resourceVersion"]
-    # Real servers send one about once a minute and one shortly before the watch's deadline;
-    # the emulator fixture every 0.2 s, plus the one before the deadline.
-    events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "allowWatchBookmarks": "true",
-                                # room for the real cacher's pre-deadline bookmark on a loaded machine
-                                "timeoutSeconds": "10"}, timeout=90)
+    elsewhere = ns_path("default", "configmaps", f"progress-{fresh_namespace}")
+    kube.create(ns_path("default", "configmaps"), configmap(f"progress-{fresh_namespace}"))
+    stop = threading.Event()
+
+    def progress() -> None:  # writes outside the watched namespace while the watch is open
+        for i in range(60):
+            if stop.wait(0.5):
+                return
+            kube.patch(elsewhere, {"data": {"tick": str(i)}})
+
+    writer = threading.Thread(target=progress, daemon=True)
+    writer.start()
+    try:
+        events = kube.stream(path, {"watch": "true", "resourceVersion": rv, "allowWatchBookmarks": "true",
+                                    "timeoutSeconds": "6"}, timeout=90)
+    finally:
+        stop.set()
+        writer.join()
+        kube.delete(elsewhere)
+    assert [e["type"] for e in events if e["type"] != "BOOKMARK"] == []  # idle: nothing else
     bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
     assert bookmarks and int(bookmarks[-1]["object"]["metadata"]["resourceVersion"]) >= int(rv)
 
