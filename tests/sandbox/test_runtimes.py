@@ -39,6 +39,15 @@ def test_argv_rewrites_the_first_matching_prefix_only() -> None:
     assert rt.argv(["python", "-m", "vllm"]) == ["python", "-m", "vllm"]
 
 
+def test_root_paths_roots_only_arguments_under_a_mount() -> None:
+    env = {"LLMOPS_SANDBOX_ROOT": "/pods/p1/root", "LLMOPS_SANDBOX_MOUNTS": '{"/var/cache/m": "/vol/c", "/dev/shm": "/vol/s"}'}
+    rt = R.ImageRuntime(root_paths=True)
+    assert rt.argv(["srv", "/var/cache/m/model", "--port", "8000", "/var/cache/mx", "/v1"], env) == [
+        "srv", "/pods/p1/root/var/cache/m/model", "--port", "8000", "/var/cache/mx", "/v1"]
+    assert R.ImageRuntime().argv(["srv", "/var/cache/m/model"], env) == ["srv", "/var/cache/m/model"]
+    assert rt.argv(["srv", "/var/cache/m/model"], {}) == ["srv", "/var/cache/m/model"]  # not a sandbox pod
+
+
 def test_env_defaults_yield_to_the_pod_and_bin_dirs_go_first_once() -> None:
     rt = R.ImageRuntime(bin_dirs=("/img/bin",), env_defaults=(("A", "image"), ("B", "image")))
     assert rt.env({"PATH": "/usr/bin:/img/bin", "A": "pod"}) == {"PATH": "/img/bin:/usr/bin", "A": "pod", "B": "image"}

@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 from llmops import API_VERSION
 from llmops.api import conditions as C
@@ -237,7 +238,8 @@ def _push_adapters(p: S.PodView, want: dict[str, S.WantedAdapter], service: str)
     except (OSError, ValueError) as exc:
         return {n: ("loading", f"pod {p.name}: /v1/models: {exc}") for n in want}
     served = {str(m.get("id")): str(m.get("root") or "") for m in models if m.get("parent")}
-    out = {n: ("loaded", "") for n, w in want.items() if served.get(n) == w.path(service)}
+    # By cache entry name: in a sandbox pod vLLM reports the path under the pod root.
+    out = {n: ("loaded", "") for n, w in want.items() if PurePosixPath(served.get(n) or "/").name == PurePosixPath(w.path(service)).name}
     try:
         for extra in sorted(set(served) - set(want)):  # unload first: the limit counts them
             _post_agent(p.ip, "/adapters/unload", {"name": extra})

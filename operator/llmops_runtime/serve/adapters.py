@@ -171,10 +171,11 @@ class Agent:
             return
         try:
             current = self.loaded()
-            if current.get(rec.name) != rec.path:
+            if not same_entry(current.get(rec.name), rec.path):
                 if rec.name in current:  # an older copy under this name: replace it
                     self._vllm("/v1/unload_lora_adapter", {"lora_name": rec.name})
-                self._vllm("/v1/load_lora_adapter", {"lora_name": rec.name, "lora_path": rec.path})
+                # vLLM opens the path itself: in a sandbox pod, under the pod root (identity elsewhere)
+                self._vllm("/v1/load_lora_adapter", {"lora_name": rec.name, "lora_path": str(pod_path(rec.path))})
         except urllib.error.HTTPError as e:
             self._finish(rec, "failed", LOAD_FAILED, f"vLLM answered {e.code}: {_error_text(e)}")
             return
@@ -236,6 +237,13 @@ class Agent:
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {"adapters": {n: r.wire() for n, r in sorted(self.records.items())}}
+
+
+def same_entry(served_root: str | None, path: str) -> bool:
+    """Whether vLLM's ``root`` for an adapter is the cache entry at ``path``. By entry name (the
+    builder names it by source and pin): vLLM reports the path it opened, which in a sandbox pod
+    is under the pod root."""
+    return bool(served_root) and PurePosixPath(str(served_root)).name == PurePosixPath(path).name
 
 
 def _error_text(e: urllib.error.HTTPError) -> str:

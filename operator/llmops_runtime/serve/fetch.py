@@ -111,10 +111,11 @@ class FetchResult:
 
 
 def pod_path(p: str | Path) -> Path:
-    """Inside a sandbox pod an absolute path P means $LLMOPS_SANDBOX_ROOT/P; elsewhere P."""
+    """Inside a sandbox pod an absolute path P means $LLMOPS_SANDBOX_ROOT/P; elsewhere P. A path
+    already under the pod root stays as it is (a path handed on by another container)."""
     root = os.environ.get(E.SANDBOX_ROOT)
     p = Path(p)
-    return Path(root) / str(p).lstrip("/") if root and p.is_absolute() else p
+    return Path(root) / str(p).lstrip("/") if root and p.is_absolute() and not p.is_relative_to(root) else p
 
 
 class Throttle:

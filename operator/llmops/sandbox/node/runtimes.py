@@ -24,7 +24,11 @@ Two serving runtimes for the server image:
   ``--gpu-memory-utilization`` as a fraction of the host's RAM, which processes sharing a
   host cannot each have; the node gives each server a fixed KV cache instead) and
   ``VLLM_CPU_OMP_THREADS_BIND=nobind`` (vLLM would pin every server's threads to the same
-  core; a container's cgroup would give each its own CPU share instead). The fetch and
+  core; a container's cgroup would give each its own CPU share instead). And the node's
+  stand-in for a mount namespace: vLLM does not know the sandbox rule that an absolute path P
+  in a pod means ``$LLMOPS_SANDBOX_ROOT/P``, so arguments under one of the container's mount
+  paths (the model in the cache volume) are given rooted; a path vLLM gets at run time (a LoRA
+  adapter) is rooted by the adapter agent (``llmops_runtime.serve.fetch.pod_path``). The fetch and
   adapter-agent containers of the same image also run in that venv, as they would in the image;
 * ``standin``: ``vllm serve`` becomes ``python -m llmops_runtime.serve.standin`` (the test
   double: fast start, scriptable load), other containers as the node's own interpreter runs them.
@@ -32,6 +36,7 @@ Two serving runtimes for the server image:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,13 +77,17 @@ class ImageRuntime:
     bin_dirs: tuple[str, ...] = ()
     rewrites: tuple[Rewrite, ...] = ()
     env_defaults: tuple[tuple[str, str], ...] = ()  # the image's ENV as this node provides it; the pod may override
+    root_paths: bool = False  # arguments under the container's mount paths given as pod-root paths
 
     def argv(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
         """The first rewrite whose prefix starts ``argv`` applies; otherwise ``argv`` as is."""
+        env = env or {}
+        out = list(argv)
         for r in self.rewrites:
             if tuple(argv[: len(r.prefix)]) == r.prefix:
-                return [*r.replacement, *argv[len(r.prefix):], *(expand(a, env or {}) for a in r.append)]
-        return list(argv)
+                out = [*r.replacement, *argv[len(r.prefix):], *(expand(a, env) for a in r.append)]
+                break
+        return [rooted(a, env) for a in out] if self.root_paths else out
 
     def env(self, env: Mapping[str, str]) -> dict[str, str]:
         """``env`` with the image's defaults and its bin directories first on PATH."""
@@ -87,6 +96,14 @@ class ImageRuntime:
             rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p not in self.bin_dirs]
             out["PATH"] = os.pathsep.join([*self.bin_dirs, *rest])
         return out
+
+
+def rooted(arg: str, env: Mapping[str, str]) -> str:
+    """``arg`` under the pod root when it is a path under one of the container's mounts."""
+    root, mounts = env.get("LLMOPS_SANDBOX_ROOT"), json.loads(env.get("LLMOPS_SANDBOX_MOUNTS") or "{}")
+    if root and any(arg == m or arg.startswith(m.rstrip("/") + "/") for m in mounts):
+        return root.rstrip("/") + arg
+    return arg
 
 
 def lookup(runtimes: Mapping[str, ImageRuntime], image: str) -> ImageRuntime | None:
@@ -106,7 +123,7 @@ def vllm_runtime(venv: Path | None = None) -> ImageRuntime:
     bin_dir = (venv or vllm_venv()).resolve() / "bin"
     python = str(bin_dir / "python")
     server = Rewrite(("vllm", "serve"), (python, "-m", "vllm.entrypoints.openai.api_server", "--model"), ("--host", "$(POD_IP)"))
-    return ImageRuntime(bin_dirs=(str(bin_dir),), rewrites=(server,), env_defaults=VLLM_CPU_ENV)
+    return ImageRuntime(bin_dirs=(str(bin_dir),), rewrites=(server,), env_defaults=VLLM_CPU_ENV, root_paths=True)
 
 
 def standin_runtime() -> ImageRuntime:
