@@ -28,7 +28,7 @@ from kubernetes import config
 from contract_helpers import WIDGET_CRD, WIDGETS
 from llmops.sandbox.apiserver import ApiServer
 
-SEEDS = range(64)
+SEEDS = range(100)
 WATCH_EVERY = 6  # one sequence in six ends with a watch (each costs its 1 s timeout per server)
 CTYPES = {"merge": "application/merge-patch+json", "json": "application/json-patch+json",
           "strategic": "application/strategic-merge-patch+json", "apply": "application/apply-patch+yaml"}
@@ -85,8 +85,12 @@ def _cm_steps(rng: random.Random, name: str) -> list[Callable[[], Step]]:
     base = "/api/v1/namespaces/{ns}/configmaps"
 
     def create() -> Step:
-        variant = rng.choice(["ok", "ok", "ok", "bad-name", "bad-key", "bad-label"])
+        variant = rng.choice(["ok", "ok", "ok", "labelled", "dry-run", "bad-name", "bad-key", "bad-label"])
         body = _cm(name, _data(rng))
+        if variant == "labelled":
+            body["metadata"]["labels"] = {"app": "d"}
+        if variant == "dry-run":
+            return Step("create cm dry-run", "POST", base, body, query={"dryRun": "All"})
         if variant == "bad-name":
             body["metadata"]["name"] = name.upper() + "_x"
         elif variant == "bad-key":
@@ -119,8 +123,20 @@ def _cm_steps(rng: random.Random, name: str) -> list[Callable[[], Step]]:
         value = rng.choice([["example.com/hold"], ["hold"], None])
         return Step(f"finalizers {value}", "PATCH", path, {"metadata": {"finalizers": value}}, CTYPES["merge"])
 
-    return [create, create, patch, patch, apply, apply, apply, put, finalizer,
-            lambda: Step("get cm", "GET", path), lambda: Step("delete cm", "DELETE", path)]
+    def delete() -> Step:
+        # Orphan/Foreground are left out: the real garbage collector finishes them a moment
+        # later, the emulator's at once, so the steps after would race it.
+        variant = rng.choice(["plain", "plain", "stale-precondition", "background"])
+        body = {"stale-precondition": {"preconditions": {"resourceVersion": "{rv0}"}},
+                "background": {"propagationPolicy": "Background"}}.get(variant)
+        return Step(f"delete cm {variant}", "DELETE", path, body)
+
+    def label() -> Step:
+        return Step("label cm", "PATCH", path, {"metadata": {"labels": {"app": rng.choice(["d", "e", None])}}},
+                    CTYPES["merge"])
+
+    return [create, create, patch, patch, apply, apply, apply, put, finalizer, delete, label,
+            lambda: Step("get cm", "GET", path)]
 
 
 def _pod_steps(rng: random.Random, name: str) -> list[Callable[[], Step]]:
@@ -185,7 +201,16 @@ def _widget_steps(rng: random.Random, name: str) -> list[Callable[[], Step]]:
     def merge() -> Step:
         return Step("merge-patch widget", "PATCH", path, {"spec": {"size": rng.choice([5, 0, None])}}, CTYPES["merge"])
 
-    return [create, apply, apply, merge, lambda: Step("strategic widget (415)", "PATCH", path, {"spec": {"size": 2}},
+    def status() -> Step:
+        manager, force = rng.choice(["alice", "bob"]), rng.random() < 0.3
+        query = {"fieldManager": manager, **({"force": "true"} if force else {})}
+        conditions = [{"type": t, "status": rng.choice(["True", "False"])} for t in rng.sample(["Ready", "Synced"], 2)]
+        body = {"apiVersion": "contract.llmops.dev/v1", "kind": "Widget", "metadata": {"name": name},
+                "status": {"replicas": rng.randint(0, 3), "conditions": conditions[:rng.randint(1, 2)]}}
+        return Step(f"apply widget status by {manager}{' force' if force else ''}", "PATCH", f"{path}/status", body,
+                    CTYPES["apply"], query)
+
+    return [create, apply, apply, merge, status, status, lambda: Step("strategic widget (415)", "PATCH", path, {"spec": {"size": 2}},
                                                       CTYPES["strategic"]),
             lambda: Step("delete widget", "DELETE", path)]
 
@@ -196,8 +221,9 @@ def sequence(seed: int) -> list[Step]:
             + _widget_steps(rng, f"w{seed}"))
     steps = [rng.choice(pool)() for _ in range(rng.randint(10, 16))]
     if seed % WATCH_EVERY == 0:
-        steps.append(Step("watch configmaps from the start", "GET", "/api/v1/namespaces/{ns}/configmaps",
-                          query={"watch": "true", "resourceVersion": "{rv0}", "timeoutSeconds": "1"}))
+        selector = {"labelSelector": "app=d"} if seed % (2 * WATCH_EVERY) else {}
+        steps.append(Step(f"watch configmaps from the start {selector}", "GET", "/api/v1/namespaces/{ns}/configmaps",
+                          query={"watch": "true", "resourceVersion": "{rv0}", "timeoutSeconds": "1", **selector}))
     return steps
 
 
@@ -210,7 +236,7 @@ def run(server: Server, steps: list[Step]) -> list[Any]:
     for step in steps:
         path = step.path.format(ns=server.ns)
         query = {k: v.format(rv0=rv0) for k, v in step.query.items()}
-        body = json.loads(json.dumps(step.body)) if step.body is not None else None
+        body = json.loads(json.dumps(step.body).replace("{rv0}", rv0)) if step.body is not None else None
         if step.read_rv:
             code, current = server.call("GET", path)
             rv = current["metadata"]["resourceVersion"] if code == 200 and step.read_rv == "current" else rv0

@@ -488,11 +488,15 @@ class Cluster:
         ) and res.group_resource != ("", "namespaces"):
             if dry_run:
                 return self.present(res, new)
+            # Deleted without storing the emptied object first: the DELETED event carries the
+            # last stored state (finalizers included), as etcd's delete does; the caller gets `new`.
             key = self.key(res, meta.get("namespace"), meta["name"])
-            self.store.put(key, new)
             gone = self.store.remove(key)
             self._after_remove(res, new)
-            return self.present(res, gone or new)
+            out = self.present(res, new)
+            if gone:
+                out["metadata"]["resourceVersion"] = gone["metadata"]["resourceVersion"]
+            return out
         return self._write(res, old, new, dry_run)
 
     def _write(self, res: Resource, old: dict[str, Any] | None, new: dict[str, Any],

@@ -297,7 +297,57 @@ def apply_merge(live: Any, applied: Any, rule: ListRule, path: Path = ()) -> Any
         if value is None:
             result.pop(key, None)
         elif isinstance(value, list):
-            result[key] = _merge_list(result.get(key), value, rule, path + (key,), apply_merge)
+            result[key] = _apply_list(result.get(key), value, rule, path + (key,))
         else:
             result[key] = apply_merge(result.get(key), value, rule, path + (key,))
     return result
+
+
+def _apply_list(live: Any, applied: list[Any], rule: ListRule, path: Path) -> list[Any]:
+    """Merge a keyed list or set in structured-merge-diff's order (its `visitListItems`).
+
+    Walk both lists: an item the two share is emitted when the applied list reaches it, in the
+    applied order; an item only live stays where it is relative to its neighbours; an item only
+    applied comes at its applied position. So re-applying [http, grpc] over [grpc, http] gives
+    [http, grpc].
+    """
+    strategy, keys = rule(path)
+    if not isinstance(live, list) or strategy == "atomic" or (strategy == "map" and not keys):
+        return _merge_list(live, applied, rule, path, apply_merge)
+
+    def ident(item: Any) -> str:
+        return repr(_key_of(item, keys) if strategy == "map" else item)
+
+    lhs, rhs = list(live), _strip(applied)
+    lk, rk = [ident(i) for i in lhs], [ident(i) for i in rhs]
+    rset = set(rk)
+    shared = [k for k in rk if k in set(lk)]
+    next_shared = shared.pop(0) if shared else None
+    merged: set[str] = set()
+    out: list[Any] = []
+    li = ri = 0
+    while li < len(lhs) or ri < len(rhs):
+        if li < len(lhs) and ri < len(rhs):
+            if lk[li] == rk[ri]:
+                merged.add(lk[li])
+                out.append(apply_merge(lhs[li], rhs[ri], rule, path) if strategy == "map" else rhs[ri])
+                li, ri = li + 1, ri + 1
+                next_shared = shared.pop(0) if shared else None
+                continue
+            if lk[li] in rset and next_shared is not None and next_shared != lk[li]:
+                li += 1  # shared, but its turn comes with the applied order
+                continue
+        if li < len(lhs) and (lk[li] not in rset or lk[li] in merged):
+            if lk[li] not in rset:
+                out.append(lhs[li])
+            li += 1
+            continue
+        if ri < len(rhs):
+            pe = rk[ri]
+            merged.add(pe)
+            match = lhs[lk.index(pe)] if pe in lk else None
+            out.append(apply_merge(match, rhs[ri], rule, path) if strategy == "map" and match is not None else rhs[ri])
+            ri += 1
+            if next_shared == pe:
+                next_shared = shared.pop(0) if shared else None
+    return out
