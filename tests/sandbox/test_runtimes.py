@@ -41,10 +41,11 @@ def test_argv_rewrites_the_first_matching_prefix_only() -> None:
 
 def test_root_paths_roots_only_arguments_under_a_mount() -> None:
     env = {"LLMOPS_SANDBOX_ROOT": "/pods/p1/root", "LLMOPS_SANDBOX_MOUNTS": '{"/var/cache/m": "/vol/c", "/dev/shm": "/vol/s"}'}
-    rt = R.ImageRuntime(root_paths=True)
+    rt = R.ImageRuntime(rewrites=(R.Rewrite(("srv",), ("srv",), root_paths=True),))
     assert rt.argv(["srv", "/var/cache/m/model", "--port", "8000", "/var/cache/mx", "/v1"], env) == [
         "srv", "/pods/p1/root/var/cache/m/model", "--port", "8000", "/var/cache/mx", "/v1"]
-    assert R.ImageRuntime().argv(["srv", "/var/cache/m/model"], env) == ["srv", "/var/cache/m/model"]
+    # a program of the same image that follows the sandbox rule itself gets its paths as written
+    assert rt.argv(["python", "-m", "agent", "--cache-dir", "/var/cache/m"], env) == ["python", "-m", "agent", "--cache-dir", "/var/cache/m"]
     assert rt.argv(["srv", "/var/cache/m/model"], {}) == ["srv", "/var/cache/m/model"]  # not a sandbox pod
 
 

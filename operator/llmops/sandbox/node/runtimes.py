@@ -26,8 +26,9 @@ Two serving runtimes for the server image:
   ``VLLM_CPU_OMP_THREADS_BIND=nobind`` (vLLM would pin every server's threads to the same
   core; a container's cgroup would give each its own CPU share instead). And the node's
   stand-in for a mount namespace: vLLM does not know the sandbox rule that an absolute path P
-  in a pod means ``$LLMOPS_SANDBOX_ROOT/P``, so arguments under one of the container's mount
-  paths (the model in the cache volume) are given rooted; a path vLLM gets at run time (a LoRA
+  in a pod means ``$LLMOPS_SANDBOX_ROOT/P``, so vLLM's arguments under one of the container's
+  mount paths (the model in the cache volume) are given rooted (llmops_runtime's fetcher and
+  agent follow the rule themselves); a path vLLM gets at run time (a LoRA
   adapter) is rooted by the adapter agent (``llmops_runtime.serve.fetch.pod_path``). The fetch and
   adapter-agent containers of the same image also run in that venv, as they would in the image;
 * ``standin``: ``vllm serve`` becomes ``python -m llmops_runtime.serve.standin`` (the test
@@ -68,6 +69,7 @@ class Rewrite:
     prefix: tuple[str, ...]
     replacement: tuple[str, ...]
     append: tuple[str, ...] = ()  # $(VAR) expanded against the container's environment
+    root_paths: bool = False  # arguments under the container's mount paths given as pod-root paths
 
 
 @dataclass(frozen=True)
@@ -77,17 +79,15 @@ class ImageRuntime:
     bin_dirs: tuple[str, ...] = ()
     rewrites: tuple[Rewrite, ...] = ()
     env_defaults: tuple[tuple[str, str], ...] = ()  # the image's ENV as this node provides it; the pod may override
-    root_paths: bool = False  # arguments under the container's mount paths given as pod-root paths
 
     def argv(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
         """The first rewrite whose prefix starts ``argv`` applies; otherwise ``argv`` as is."""
         env = env or {}
-        out = list(argv)
         for r in self.rewrites:
             if tuple(argv[: len(r.prefix)]) == r.prefix:
                 out = [*r.replacement, *argv[len(r.prefix):], *(expand(a, env) for a in r.append)]
-                break
-        return [rooted(a, env) for a in out] if self.root_paths else out
+                return [rooted(a, env) for a in out] if r.root_paths else out
+        return list(argv)
 
     def env(self, env: Mapping[str, str]) -> dict[str, str]:
         """``env`` with the image's defaults and its bin directories first on PATH."""
@@ -122,8 +122,9 @@ def vllm_runtime(venv: Path | None = None) -> ImageRuntime:
     """The server image as the vLLM venv provides it."""
     bin_dir = (venv or vllm_venv()).resolve() / "bin"
     python = str(bin_dir / "python")
-    server = Rewrite(("vllm", "serve"), (python, "-m", "vllm.entrypoints.openai.api_server", "--model"), ("--host", "$(POD_IP)"))
-    return ImageRuntime(bin_dirs=(str(bin_dir),), rewrites=(server,), env_defaults=VLLM_CPU_ENV, root_paths=True)
+    server = Rewrite(("vllm", "serve"), (python, "-m", "vllm.entrypoints.openai.api_server", "--model"), ("--host", "$(POD_IP)"),
+                     root_paths=True)
+    return ImageRuntime(bin_dirs=(str(bin_dir),), rewrites=(server,), env_defaults=VLLM_CPU_ENV)
 
 
 def standin_runtime() -> ImageRuntime:
