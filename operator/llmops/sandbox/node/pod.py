@@ -535,6 +535,11 @@ class PodRunner:
 
     def _publish(self, pod: dict[str, Any], final: bool = False) -> None:
         status = self.status(final)
+        # A merge patch replaces the whole conditions list: keep, as a kubelet does, the
+        # conditions others own (DisruptionTarget from the scheduler or an eviction, readiness
+        # gates), or a preempted pod would lose the very condition that says so.
+        ours = {c["type"] for c in status["conditions"]}
+        status["conditions"] += [c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") not in ours]
         if status == self._last_status:
             return
         try:
