@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 import urllib.request
 from functools import partial
 from pathlib import Path
@@ -86,13 +85,15 @@ def test_finetune_then_serve_the_adapter(cluster, tmp_path: Path) -> None:  # no
     svc = poll(lambda: (s := get("lsvc", SERVICE)) and cond(s, "Ready").get("status") == "True"
                and any(a["name"] == ADAPTER and a["ready"] for a in s["status"].get("adapters", [])) and s)
     ftj = poll(lambda: (f := get("ftj", NAME)) and cond(f, "Published").get("status") == "True" and f, timeout=120)
-    if cluster.sandbox is not None:  # pod IPs are reachable from the test only in the sandbox
+    if cluster.sandbox is not None:  # pod IPs are reachable from the test only on the sandbox's nodes
         pods = json.loads(cluster.kubectl("get", "pods", "-l", svc["status"]["selector"], "-o", "json"))["items"]
         ip = next(p["status"]["podIP"] for p in pods if cond(p, "Ready").get("status") == "True")
         with urllib.request.urlopen(f"http://{ip}:8000/v1/models", timeout=5) as r:
             assert ADAPTER in [m["id"] for m in json.load(r)["data"]]
 
-    cluster.kubectl("delete", "ftj", NAME)
-    time.sleep(2)
-    assert cond(get("lsvc", SERVICE), "Ready").get("status") == "True"  # serving is not owned by the job
+    cluster.kubectl("delete", "ftj", NAME, "--wait=true")
+    # The garbage collector has acted on the job's deletion once its TrainingJob is gone; the
+    # service, not owned by the job, is still there and Ready.
+    poll(lambda: not cluster.kubectl("get", "tj", f"{NAME}-train", "--ignore-not-found", "-o", "name").strip(), timeout=60)
+    assert cond(get("lsvc", SERVICE), "Ready").get("status") == "True"
     cluster.kubectl("delete", "lsvc", SERVICE)
