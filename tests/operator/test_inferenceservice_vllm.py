@@ -162,7 +162,7 @@ class Load:
         self.stop.set()
 
 
-def test_real_vllm_serves_adapts_scales_and_replaces(world) -> None:  # noqa: ANN001
+def test_vllm_serves_adapts_scales_and_replaces(world) -> None:  # noqa: ANN001
     sb, kube, digest = world
     kube.apply(service_body(digest))
     get = lambda: kube.get(API, "InferenceService", NS, NAME)  # noqa: E731
