@@ -242,7 +242,7 @@ def test_preemption_restart_not_counted(kube: Kube, parallel_jobs: list[str], wa
     kube.patch("v1", "Pod", NS, "preempt-w0-a0", {"status": {"conditions": conds}}, subresource="status")
     kube.delete("v1", "Pod", NS, "preempt-w0-a0")
     try:
-        eventually(lambda: ((((t := get(kube, "preempt")) or {}).get("status") or {}).get("restarts") or {}).get("byCause") == {"Preempted": 1})
+        eventually(lambda: (((get(kube, "preempt") or {}).get("status") or {}).get("restarts") or {}).get("byCause") == {"Preempted": 1})
     finally:
         sandbox.fault(NS, "preempt-w0-a0", "unstick")  # the grace period ends
     after = eventually(lambda: (t := get(kube, "preempt")) and t["status"].get("attempt") == 1 and has(t, "Running") and t, timeout=120)
