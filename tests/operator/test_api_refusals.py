@@ -7,8 +7,8 @@ happens before a pod runs. Each test asserts the condition and its reason with t
 words, exactly one Event although the operator retried several times (its log shows the
 growing delays), and an operator log free of tracebacks and ERROR lines.
 
-Where the emulator does not enforce what the real server does yet (ResourceQuota,
-ValidatingAdmissionPolicy, pod field validation) the emulated case is a strict xfail: it
+Where the emulator does not enforce what the real server does yet (ValidatingAdmissionPolicy)
+the emulated case is a strict xfail: it
 turns red the day the emulator learns it, so the marker is removed then.
 """
 
@@ -159,7 +159,6 @@ def test_missing_priority_class_queues_the_job(cluster: Cluster) -> None:
     assert no_pods(cluster, "pc")
 
 
-@pytest.mark.parametrize("kubeconfig", emulator_gap("ResourceQuota"), indirect=True)
 def test_a_full_quota_queues_the_job(cluster: Cluster) -> None:
     cluster.kube.create({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods", "namespace": cluster.namespace},
                          "spec": {"hard": {"pods": "0"}}})
@@ -209,7 +208,6 @@ def test_an_unserved_gang_backend_is_said_before_any_pod(cluster: Cluster) -> No
     assert cluster.condition("TrainingJob", "auto", "Queued").get("reason") != "GangBackendUnavailable"
 
 
-@pytest.mark.parametrize("kubeconfig", emulator_gap("pod field validation (nodeSelector label values)"), indirect=True)
 def test_a_child_the_server_finds_invalid_fails_the_job(cluster: Cluster) -> None:
     # The CRD allows any string as a nodeSelector value; the Pod validation does not.
     create(cluster, training_job("invalid", template={"nodeSelector": {"pool": "a b"}}))

@@ -188,3 +188,33 @@ def _admit_priority(spec: dict[str, Any], name: str, lookup: Lookup,
     spec["preemptionPolicy"] = (pc or {}).get("preemptionPolicy") or "PreemptLowerPriority"
     return None
 
+
+
+# -- ResourceQuota on pod create -----------------------------------------------------------------
+# The real server's last validating plugin: a pod that would take a namespace's object count
+# past a quota's hard limit is refused with 403. Only the pod count (`pods`, `count/pods`) is
+# emulated: the compute resources a quota may also limit are not (the project's tests never
+# set them).
+POD_COUNT_KEYS = ("pods", "count/pods")
+
+
+def pods_in_use(pods: list[dict[str, Any]]) -> int:
+    """Pods a quota charges: every pod not yet Succeeded or Failed."""
+    return sum(1 for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
+
+
+def quota_status(quota: dict[str, Any], used_pods: int) -> dict[str, Any]:
+    """What the quota controller writes: the hard limits and what the namespace uses of them."""
+    hard = dict((quota.get("spec") or {}).get("hard") or {})
+    return {"hard": hard, "used": {k: str(used_pods) for k in hard if k in POD_COUNT_KEYS}}
+
+
+def quota_violation(pod_name: str, quotas: list[dict[str, Any]], used_pods: int) -> str | None:
+    """The 403 message when one more pod exceeds a quota, or None."""
+    for quota in sorted(quotas, key=lambda q: q["metadata"]["name"]):
+        for key in POD_COUNT_KEYS:
+            limit = ((quota.get("spec") or {}).get("hard") or {}).get(key)
+            if limit is not None and used_pods + 1 > int(str(limit)):
+                return (f'pods "{pod_name}" is forbidden: exceeded quota: {quota["metadata"]["name"]}, '
+                        f"requested: {key}=1, used: {key}={used_pods}, limited: {key}={limit}")
+    return None

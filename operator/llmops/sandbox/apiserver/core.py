@@ -190,6 +190,11 @@ class Cluster:
         if not denied:
             ns_obj = self.store.get(self.store.key("", "namespaces", None, namespace)) or {}
             denied = pod_security_violation(ns_obj.get("metadata", {}).get("labels") or {}, pod)
+        if not denied:  # ResourceQuota is the last plugin in the real chain
+            quotas = self.store.items("", "resourcequotas", namespace)
+            if quotas:
+                used = admission.pods_in_use(self.store.items("", "pods", namespace))
+                denied = admission.quota_violation(pod["metadata"].get("name", ""), quotas, used)
         if denied:
             raise ApiError(403, denied, reason="Forbidden",
                            details={"name": pod["metadata"].get("name", ""), "kind": "pods"})
@@ -206,6 +211,9 @@ class Cluster:
             _pod_defaults(obj.setdefault("spec", {}))
         elif gr == ("apps", "deployments"):
             obj.setdefault("spec", {}).setdefault("replicas", 1)
+        elif gr == ("", "resourcequotas"):  # the quota controller's first pass, done inline
+            namespace = obj["metadata"].get("namespace")
+            obj["status"] = admission.quota_status(obj, admission.pods_in_use(self.store.items("", "pods", namespace)))
         elif gr == ("", "services"):
             obj.setdefault("spec", {}).setdefault("type", "ClusterIP")
         elif gr == ("apiextensions.k8s.io", "customresourcedefinitions"):

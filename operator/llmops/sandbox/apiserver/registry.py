@@ -93,6 +93,7 @@ BUILTINS: tuple[Resource, ...] = (
     _r("v1", "nodes", "Node", False, "no", "status"),
     _r("v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, "pvc", "status"),
     _r("v1", "serviceaccounts", "ServiceAccount", True, "sa"),
+    _r("v1", "resourcequotas", "ResourceQuota", True, "quota", "status"),
     _r("apps/v1", "deployments", "Deployment", True, "deploy", "status scale", "all"),
     _r("apps/v1", "replicasets", "ReplicaSet", True, "rs", "status scale", "all"),
     _r("coordination.k8s.io/v1", "leases", "Lease"),

@@ -3,7 +3,7 @@
 Returns errors as (field path, type, detail) for `Cluster._invalid`, in the real server's
 order: object metadata (label and annotation keys and values, finalizer names), then the
 kind's own fields (ConfigMap keys; a pod's containers, their names and images, its restart
-policy). Everything else about built-in kinds is accepted as sent.
+policy, its node selector). Everything else about built-in kinds is accepted as sent.
 """
 
 from __future__ import annotations
@@ -51,12 +51,18 @@ def qualified_name_errors(path: str, key: str) -> list[Error]:
     return errors
 
 
-def metadata_errors(meta: dict[str, Any], update: bool) -> list[Error]:
+def label_map_errors(path: str, labels: dict[str, Any]) -> list[Error]:
+    """Keys are qualified names and values label values: metadata.labels, a pod's nodeSelector."""
     errors: list[Error] = []
-    for key, value in (meta.get("labels") or {}).items():
-        errors += qualified_name_errors("metadata.labels", key)
+    for key, value in labels.items():
+        errors += qualified_name_errors(path, key)
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            errors.append(_invalid("metadata.labels", str(value), LABEL_VALUE_MSG))
+            errors.append(_invalid(path, str(value), LABEL_VALUE_MSG))
+    return errors
+
+
+def metadata_errors(meta: dict[str, Any], update: bool) -> list[Error]:
+    errors = label_map_errors("metadata.labels", meta.get("labels") or {})
     for key in meta.get("annotations") or {}:
         errors += qualified_name_errors("metadata.annotations", key)
     for i, name in enumerate(meta.get("finalizers") or []):
@@ -95,6 +101,7 @@ def _pod(obj: dict[str, Any]) -> list[Error]:
         supported = ", ".join(f'"{p}"' for p in RESTART_POLICIES)
         errors.append(("spec.restartPolicy", "Unsupported value",
                        f'Unsupported value: "{policy}": supported values: {supported}'))
+    errors += label_map_errors("spec.nodeSelector", spec.get("nodeSelector") or {})  # after the policy, as the server orders them
     return errors
 
 
