@@ -43,6 +43,7 @@ class Cluster:
     namespace: str
     log: Path
     real: bool
+    kubeconfig: str = ""
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -99,7 +100,7 @@ def cluster(request: pytest.FixtureRequest, kubeconfig: Path, fresh_namespace: s
     kube = Kube(load_api_client(str(kubeconfig)))
     log = tmp_path / "operator.log"
     proc = start_operator(str(kubeconfig), fresh_namespace, log)
-    c = Cluster(kube, fresh_namespace, log, real="real" in request.node.callspec.id)
+    c = Cluster(kube, fresh_namespace, log, real="real" in request.node.callspec.id, kubeconfig=str(kubeconfig))
     try:
         # The operator is up once it answered a suspended canary: later deadlines time the reaction only.
         kube.create({**training_job("canary", runPolicy={"suspend": True}), "metadata": {"name": "canary", "namespace": fresh_namespace}})
@@ -112,6 +113,23 @@ def cluster(request: pytest.FixtureRequest, kubeconfig: Path, fresh_namespace: s
 def emulator_gap(what: str) -> list[object]:
     """Parameters for a refusal the real server makes and the emulator does not (yet)."""
     return [pytest.param("emulated", marks=pytest.mark.xfail(strict=True, reason=f"the emulator does not enforce {what} yet")), "real"]
+
+
+def policy_denies(c: Cluster, labels: dict[str, str]) -> bool:
+    """Whether admission now refuses a pod with these labels (server-side dry run, nothing stored)."""
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "labels": labels},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    api = load_api_client(c.kubeconfig)
+    try:
+        k8s.CoreV1Api(api).create_namespaced_pod(c.namespace, pod, dry_run="All")
+        return False
+    except ApiException as e:
+        return e.status in (403, 422) and "policy-test" in (e.body or "")
+    finally:
+        api.close()
 
 
 def create(c: Cluster, obj: dict) -> None:
@@ -189,6 +207,9 @@ def test_an_admission_policy_denial_queues_the_job(cluster: Cluster) -> None:
     for obj in (policy, binding):
         cluster.kube.create(obj)
     try:
+        # A new policy takes effect once the API server's policy informer has it (a moment
+        # later on a busy machine): wait until a labelled pod is refused in a dry run.
+        eventually(lambda: policy_denies(cluster, {"policy-test": "yes"}), timeout=TIMEOUT)
         create(cluster, training_job("policy", template={"labels": {"policy-test": "yes"}}))
         assert_reported(cluster, "TrainingJob", "policy", "Queued", "True", "AdmissionDenied",
                         "pods labelled policy-test are not allowed here")
