@@ -158,7 +158,7 @@ def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     # Short graces (an admin setting) so the after-grace rules run in seconds, not minutes.
     grace = ["--startup-grace-seconds", str(STARTUP_GRACE), "--node-lost-grace-seconds", str(NODE_LOST_GRACE)]
     with Sandbox(nodes=2, workdir=tmp_path_factory.mktemp("sbx"), operator=True, operator_args=grace,
-                 control_plane=sandbox_control_plane(request.param)) as sb:
+                 control_plane=sandbox_control_plane(request.param), fault_proxy=True) as sb:
         yield sb
 
 

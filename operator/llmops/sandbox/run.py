@@ -8,9 +8,11 @@ Real (``control_plane=...``): a real kube-apiserver, controller manager and sche
 (``llmops.sandbox.controlplane``, the ``../shared/kube`` layout), started here or given by
 kubeconfig. The real scheduler and controller manager place pods and run Deployments, so no
 binder and no Deployment controller start; what a real cluster needs a driver for, storage,
-comes from a local-directory provisioner (``llmops.sandbox.provisioner``). The operator, and
-only it, talks to the API through a fault proxy (``llmops.sandbox.faultproxy``), so the
-scenarios inject 409/429/5xx and 410 Gone on both sides through ``sandbox.faults``.
+comes from a local-directory provisioner (``llmops.sandbox.provisioner``). With
+``fault_proxy=True`` the operator, and only it, talks to the API through a fault proxy
+(``llmops.sandbox.faultproxy``), so the scenarios inject 409/429/5xx and 410 Gone on both sides
+through ``sandbox.faults``; otherwise it talks to the real API server directly, as an
+out-of-cluster operator does.
 
 Either way the same parts follow: S3 server -> CRDs from crds/ (waited until served) -> node
 agents (threads in this process; each registers its Node and Lease and runs the pods bound to
@@ -116,6 +118,7 @@ class Sandbox:
         heartbeat_seconds: float = 2.0,
         control_plane: ControlPlaneArg = None,
         serving: str = "vllm",
+        fault_proxy: bool = False,
     ) -> None:
         self.node_count = nodes
         self.capacity = node_capacity(capacity, gpus_per_node)
@@ -131,7 +134,8 @@ class Sandbox:
         self.control_plane = resolve_control_plane(control_plane, self.workdir / "kube")
         self._own_control_plane = False
         self.server: Any = None  # the emulated API server (None on a real control plane)
-        self.proxy: Any = None  # the operator's fault proxy (a real control plane only)
+        self.want_fault_proxy = fault_proxy
+        self.proxy: Any = None  # the operator's fault proxy (a real control plane, when asked for)
         self.provisioner: Provisioner | None = None
         self._upstream = self.kubeconfig  # the operator's kubeconfig when no proxy stands between
         self.s3: S3Server | None = None
@@ -172,7 +176,7 @@ class Sandbox:
             return self.server.faults
         if self.proxy is not None:
             return self.proxy.faults
-        raise RuntimeError("this sandbox has no fault injection (no emulated server, no fault proxy)")
+        raise RuntimeError("this sandbox has no fault injection (a real control plane without fault_proxy=True)")
 
     def logs(self, namespace: str, pod: str, container: str | None = None, previous: bool = False) -> str | None:
         """A container's log as its node agent keeps it (both control planes); None if no agent runs the pod."""
@@ -246,7 +250,8 @@ class Sandbox:
             self.agents.append(agent.start())
         if self.real:
             self.provisioner = Provisioner(Kube(self.kubeconfig), self.workdir / "pvc").install().start()
-            self.proxy = start_fault_proxy(self._upstream, self.workdir / "faultproxy")
+            if self.want_fault_proxy:
+                self.proxy = start_fault_proxy(self._upstream, self.workdir / "faultproxy")
         else:
             self.server.register_log_source(self.logs)
             if self.want_binder:
