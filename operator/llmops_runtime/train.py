@@ -192,6 +192,19 @@ def parse_config(argv: list[str], env: dict[str, str]) -> TrainConfig:
     return TrainConfig.model_validate({k: v for k, v in args.items() if v is not None})
 
 
+def finish_step(cfg: TrainConfig, session: Session, log: Any, loss: torch.Tensor, batch: dict[str, Any],
+                tokens: torch.Tensor) -> None:
+    """After the optimizer step: the step's record in the history log (exact loss in hex, the
+    sample ids), the session's bookkeeping (progress, checkpoint), then the optional delay."""
+    if log is not None:
+        log.write(json.dumps({"step": session.step + 1, "attempt": session.config.attempt,
+                              "loss": float(loss.item()).hex(), "ids": batch["id"].tolist()}) + "\n")
+        log.flush()
+    session.step_done(loss, tokens=int(tokens[:, 1:].numel()))
+    if cfg.step_delay:
+        time.sleep(cfg.step_delay)
+
+
 def train(cfg: TrainConfig, session: Session) -> int:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -215,13 +228,7 @@ def train(cfg: TrainConfig, session: Session) -> int:
             loss.backward()
             optimizer.step()
             scheduler.step()
-            if log is not None:
-                log.write(json.dumps({"step": session.step + 1, "attempt": session.config.attempt,
-                                      "loss": float(loss.item()).hex(), "ids": batch["id"].tolist()}) + "\n")
-                log.flush()
-            session.step_done(loss, tokens=int(tokens[:, 1:].numel()))
-            if cfg.step_delay:
-                time.sleep(cfg.step_delay)
+            finish_step(cfg, session, log, loss, batch, tokens)
         code = session.finish()
         if log is not None:
             log.write(json.dumps({"final": weights_digest(model), "step": session.step}) + "\n")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,7 @@ from llmops_runtime import data as rdata
 from llmops_runtime.engines import deepspeed as ds
 from llmops_runtime.rng import seed_all
 from llmops_runtime.session import Session
-from llmops_runtime.train import TinyGPT, TokenDataset, TrainConfig, lr_lambda
+from llmops_runtime.train import TinyGPT, TokenDataset, TrainConfig, finish_step, lr_lambda
 
 
 def weights_digest(engine) -> str:
@@ -53,13 +52,7 @@ def train(cfg: TrainConfig, session: Session, stage: int) -> int:
             loss = F.cross_entropy(logits.reshape(-1, cfg.vocab), tokens[:, 1:].reshape(-1))
             engine.backward(loss)
             engine.step()  # the partitioned optimizer step, then the LR scheduler
-            if log is not None:
-                log.write(json.dumps({"step": session.step + 1, "attempt": session.config.attempt,
-                                      "loss": float(loss.item()).hex(), "ids": batch["id"].tolist()}) + "\n")
-                log.flush()
-            session.step_done(loss, tokens=int(tokens[:, 1:].numel()))
-            if cfg.step_delay:
-                time.sleep(cfg.step_delay)
+            finish_step(cfg, session, log, loss, batch, tokens)
         code = session.finish()
         weights = weights_digest(engine)  # a collective under ZeRO-3: every rank computes it
         if log is not None:
