@@ -20,3 +20,23 @@ def test_boto3_put_get_list_through_env(monkeypatch: pytest.MonkeyPatch) -> None
         assert client.get_object(Bucket="ckpt", Key="run/step-10/manifest.json")["Body"].read() == b"{}"
         keys = [o["Key"] for o in client.list_objects_v2(Bucket="ckpt")["Contents"]]
         assert keys == ["run/step-10/manifest.json"]
+
+
+def test_two_servers_in_one_process_share_nothing() -> None:
+    """Each sandbox's S3 is its own: a second one started in the same test session finds no
+    bucket or checkpoint of the first (moto's module-global state stays in each server's process)."""
+    with S3Server() as first, S3Server() as second:
+        a = boto3.client("s3", endpoint_url=first.endpoint, **_creds(first))
+        b = boto3.client("s3", endpoint_url=second.endpoint, **_creds(second))
+        a.create_bucket(Bucket="ckpt")
+        a.put_object(Bucket="ckpt", Key="job/step-40/manifest.json", Body=b"{}")
+        assert [x["Name"] for x in b.list_buckets()["Buckets"]] == []
+    with S3Server() as third:
+        c = boto3.client("s3", endpoint_url=third.endpoint, **_creds(third))
+        assert c.list_buckets()["Buckets"] == []
+
+
+def _creds(s3: S3Server) -> dict[str, str]:
+    env = s3.env()
+    return {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+            "region_name": env["AWS_DEFAULT_REGION"]}

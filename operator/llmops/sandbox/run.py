@@ -231,6 +231,7 @@ class Sandbox:
         self.api = Kube(self.kubeconfig)
         if self.want_s3:
             self.s3 = S3Server().start()
+            self._reaper.add(self.s3.pid)
             self.s3.create_bucket(DEFAULT_BUCKET)
         if self.want_crds:
             install_crds(self.api, CRD_DIR)
