@@ -11,6 +11,11 @@ VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_LOCK := images/server/requirements-cpu.txt
 
+# Test workers (pytest-xdist): the suite mostly waits on sandboxes, so more workers than cores
+# pay; each module and cluster side stays on one worker (llmops.sandbox.testing).
+TEST_JOBS ?= 4
+PYTEST := $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
+
 .PHONY: install demo test test-all crds bench clean
 
 $(STAMP): pyproject.toml
@@ -39,10 +44,10 @@ demo: $(STAMP)
 	$(BIN)/llmops demo
 
 test: $(STAMP) $(VLLM_STAMP)
-	$(BIN)/python -m pytest -m "not slow and not gpu and not realcluster" -q
+	$(PYTEST) -m "not slow and not gpu and not realcluster" -q
 
 test-all: $(STAMP) $(VLLM_STAMP)
-	$(BIN)/python -m pytest -m "not gpu and not realcluster" -q
+	$(PYTEST) -m "not gpu and not realcluster" -q
 
 crds: $(STAMP)
 	$(BIN)/llmops crds

@@ -12,6 +12,7 @@ The directory is found, in order, from ``$LLMOPS_KUBE_DIR`` or ``<repo>/../share
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -22,6 +23,11 @@ from pathlib import Path
 KUBE_DIR_ENV = "LLMOPS_KUBE_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_KUBE_DIR = REPO_ROOT.parent / "shared" / "kube"
+# start.sh unpacks the binaries into a per-user cache on first use, through one fixed temporary
+# name: two processes starting their first cluster at once (parallel test workers) would write
+# it together. Each process's first start holds this lock; later starts find the cache filled.
+_FIRST_START_LOCK = Path(tempfile.gettempdir()) / f"llmops-kube-first-start-{os.getuid()}.lock"
+_started_once = False
 
 
 def find_kube_dir(explicit: str | Path | None = None) -> Path | None:
@@ -66,8 +72,13 @@ class ControlPlane:
     def start(self) -> ControlPlane:
         env = {**os.environ, "KUBE_AUDIT": "1" if self.audit else "0", "KUBE_GANG": "1" if self.gang else "0"}
         env.pop("KUBE_API_PORT", None)
-        proc = subprocess.run(["bash", str(self.kube_dir / "start.sh"), str(self.state_dir)], env=env,
-                              capture_output=True, text=True, timeout=self.start_timeout)
+        global _started_once
+        with open(_FIRST_START_LOCK, "a") as lock:
+            if not _started_once:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            proc = subprocess.run(["bash", str(self.kube_dir / "start.sh"), str(self.state_dir)], env=env,
+                                  capture_output=True, text=True, timeout=self.start_timeout)
+            _started_once = _started_once or proc.returncode == 0
         if proc.returncode != 0:
             self.stop()
             raise RuntimeError(f"control plane did not start (rc={proc.returncode}):\n{proc.stderr[-4000:]}")

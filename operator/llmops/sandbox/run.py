@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -235,13 +236,16 @@ class Sandbox:
             self.s3.create_bucket(DEFAULT_BUCKET)
         if self.want_crds:
             install_crds(self.api, CRD_DIR)
+        # Each node a /16 of 127.0.0.0/8 picked at random: sandboxes running at the same time
+        # (parallel test workers) then almost never hand out the same pod address.
+        networks = random.sample(range(1, 255), self.node_count)
         for i in range(self.node_count):
             agent = NodeAgent(
                 Kube(self.kubeconfig),
                 f"node-{i}",
                 self.capacity,
                 self.workdir / "nodes" / f"node-{i}",
-                pod_cidr=f"127.{i + 1}.0.0/16",
+                pod_cidr=f"127.{networks[i]}.0.0/16",
                 pvc_root=self.workdir / "pvc",
                 heartbeat_seconds=self.heartbeat_seconds,
                 pod_kubeconfig=self.kubeconfig,

@@ -21,6 +21,11 @@ Loaded from tests/conftest.py (`pytest_plugins = ["llmops.sandbox.testing"]`).
   plane, so a fault test runs on both. A module that overrides `kubeconfig` with
   ``faulty.kubeconfig`` sends all its clients through those faults.
 - `eventually(fn, timeout)`: poll until `fn()` returns a truthy value or stops raising.
+
+Under pytest-xdist (``make test`` runs ``-n N --dist loadgroup``) every test is put in the group
+of its module and cluster, so a module's sandbox is started once per side on one worker and the
+two sides of a module run at the same time on two workers; modules with a sandbox per side go
+first, so the long ones are not left for the end.
 """
 
 from __future__ import annotations
@@ -43,6 +48,29 @@ NO_CONTROL_PLANE = "real control plane absent: no ../shared/kube/start.sh (set L
 #: The clusters a module-scoped sandbox fixture is parametrized over (ids as for `kubeconfig`).
 CLUSTERS = ["emulated", "real"]
 T = TypeVar("T")
+
+
+def cluster_of(item: pytest.Item) -> tuple[str | None, bool]:
+    """The cluster a test runs against (a CLUSTERS id, or None) and whether a fixture wider than
+    the test (a module's sandbox) is parametrized by it."""
+    callspec = getattr(item, "callspec", None)
+    for name, value in (callspec.params.items() if callspec else ()):
+        if value in CLUSTERS:
+            defs = getattr(item, "_fixtureinfo").name2fixturedefs.get(name) or ()
+            return value, any(d.scope in ("module", "session") for d in defs)
+    return None, False
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    wide: dict[pytest.Item, bool] = {}
+    for item in items:
+        cluster, wide[item] = cluster_of(item)
+        module = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(f"{module}[{cluster}]" if cluster else module))
+    items.sort(key=lambda item: not wide[item])  # stable: each group stays in order
 
 
 def real_cluster() -> str | None:
