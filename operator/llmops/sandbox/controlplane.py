@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from llmops.sandbox.node.process import Reaper
+
 #: Where the control plane's scripts live unless LLMOPS_KUBE_DIR says otherwise.
 KUBE_DIR_ENV = "LLMOPS_KUBE_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -55,6 +57,7 @@ class ControlPlane:
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="llmops-kube-")).resolve()
         self.audit, self.gang, self.start_timeout = audit, gang, start_timeout
         self.started = False
+        self._reaper: Reaper | None = None
 
     @property
     def kubeconfig(self) -> str:
@@ -73,21 +76,33 @@ class ControlPlane:
         env = {**os.environ, "KUBE_AUDIT": "1" if self.audit else "0", "KUBE_GANG": "1" if self.gang else "0"}
         env.pop("KUBE_API_PORT", None)
         global _started_once
+        # start.sh leads a new process group that its daemons stay in; a reaper kills that group
+        # if this process dies without stop() (a killed test run leaves no cluster behind).
+        self._reaper = Reaper()
         with open(_FIRST_START_LOCK, "a") as lock:
             if not _started_once:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-            proc = subprocess.run(["bash", str(self.kube_dir / "start.sh"), str(self.state_dir)], env=env,
-                                  capture_output=True, text=True, timeout=self.start_timeout)
+            proc = subprocess.Popen(["bash", str(self.kube_dir / "start.sh"), str(self.state_dir)], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            self._reaper.add(proc.pid)
+            try:
+                _, stderr = proc.communicate(timeout=self.start_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, stderr = proc.communicate()
             _started_once = _started_once or proc.returncode == 0
         if proc.returncode != 0:
             self.stop()
-            raise RuntimeError(f"control plane did not start (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
+            raise RuntimeError(f"control plane did not start (rc={proc.returncode}):\n{stderr[-4000:]}")
         self.started = True
         return self
 
     def stop(self) -> None:
         subprocess.run(["bash", str(self.kube_dir / "stop.sh"), str(self.state_dir)], capture_output=True, timeout=60)
         self.started = False
+        if self._reaper is not None:
+            self._reaper.close()  # kills whatever stop.sh left of the group
+            self._reaper = None
         if self._own_state:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
