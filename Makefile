@@ -11,9 +11,9 @@ VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_LOCK := images/server/requirements-cpu.txt
 
-# Test workers (pytest-xdist): the suite mostly waits on sandboxes, so more workers than cores
-# pay; each module and cluster side stays on one worker (llmops.sandbox.testing).
-TEST_JOBS ?= 4
+# Test workers (pytest-xdist): one chain of sandbox modules per cluster, and the rest of the
+# suite beside them (llmops.sandbox.testing).
+TEST_JOBS ?= 3
 PYTEST := $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
 
 .PHONY: install demo test test-all crds bench clean

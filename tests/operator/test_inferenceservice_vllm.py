@@ -4,10 +4,11 @@ through their vLLM runtime (``Sandbox(serving="vllm")``), with exactly the argv 
 renders for the GPU image.
 
 One service, one scenario, engines reused: a tiny Llama (hidden 128, 2 heads: vLLM's CPU
-attention needs a head size of 64) and a PEFT LoRA for it, built here and uploaded to the
-sandbox's S3 with llmops manifests, the model pinned by its manifest's sha256. Ready with the
-verified digest; a completion answered through the Service (its selector and target port, as
-kube-proxy routes: the sandbox has no service proxy); the adapter loaded at run time through
+attention needs a head size of 64) built here and uploaded to the sandbox's S3 with an llmops
+manifest, pinned by its sha256, and a LoRA for it trained by a FinetuneJob applied beside the
+service (``adapters: [{fromFinetuneJob: ...}]``). Ready with the verified digest; a completion
+answered through the Service (its selector and target port, as kube-proxy routes: the sandbox
+has no service proxy); once the job has published, its adapter loaded at run time through
 ``/v1/load_lora_adapter`` by the adapter agent and answered by name; sustained requests with
 ``maxNumSeqs: 1`` queue up in vLLM, and the builtin autoscaler, reading the real server's
 ``vllm:num_requests_waiting``, scales to 2 (the new replica's fetch is a cache hit on the shared
@@ -36,12 +37,13 @@ from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
-from finetune_fixtures import build_model  # noqa: E402
+from finetune_fixtures import build_model, corpus  # noqa: E402
 
 API = "llmops.dev/v1alpha1"
 NS = "default"
 NAME = "tiny-vllm"
 ADAPTER = "tiny-lora"
+FINETUNE = "tiny-lora-job"
 # An engine start is ~20 s of CPU here, and much longer when the machine is shared.
 START = 900.0
 eventually = partial(sandbox_eventually, interval=0.5)
@@ -51,19 +53,6 @@ pytestmark = [
     pytest.mark.skipif(not (vllm_venv() / "bin" / "python").exists(), reason=f"no vLLM venv at {vllm_venv()} (make install creates it)"),
     pytest.mark.timeout(3600),
 ]
-
-
-def build_lora(base: Path, out: Path) -> Path:
-    """A rank-8 PEFT LoRA on q_proj/v_proj of the base, with non-zero weights (so it changes outputs)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaForCausalLM
-
-    torch.manual_seed(1)
-    model = get_peft_model(LlamaForCausalLM.from_pretrained(base), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                                                                 init_lora_weights=False))
-    model.save_pretrained(out)
-    return out
 
 
 def upload_with_manifest(s3, local: Path, prefix: str) -> str:  # noqa: ANN001
@@ -80,13 +69,13 @@ def upload_with_manifest(s3, local: Path, prefix: str) -> str:  # noqa: ANN001
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     root = tmp_path_factory.mktemp("vllm")
     model = build_model(root / "model", hidden_size=128, max_positions=256)
-    lora = build_lora(model, root / "lora")
     with Sandbox(nodes=2, workdir=root / "sbx", operator=True, serving="vllm",
                  control_plane=sandbox_control_plane(request.param)) as sb:
         s3 = boto3.client("s3", endpoint_url=sb.s3_endpoint, aws_access_key_id=sb.s3_env["AWS_ACCESS_KEY_ID"],
                           aws_secret_access_key=sb.s3_env["AWS_SECRET_ACCESS_KEY"], region_name=sb.s3_env["AWS_REGION"])
         digest = upload_with_manifest(s3, model, "models/tiny128")
-        upload_with_manifest(s3, lora, f"adapters/{ADAPTER}")
+        data = "".join(json.dumps({"text": t}) + "\n" for t in corpus(60, 5))
+        s3.put_object(Bucket=DEFAULT_BUCKET, Key="data/train.jsonl", Body=data.encode())
         yield sb, Kube(load_api_client(sb.kubeconfig)), digest
 
 
@@ -96,11 +85,26 @@ def service_body(digest: str) -> dict:
         "spec": {
             "model": {"uri": f"s3://{DEFAULT_BUCKET}/models/tiny128", "manifestSha256": digest},
             "engine": {"maxModelLen": 256, "maxNumSeqs": 1, "maxLoras": 1},
-            "adapters": [{"name": ADAPTER, "uri": f"s3://{DEFAULT_BUCKET}/adapters/{ADAPTER}"}],
+            "adapters": [{"name": ADAPTER, "fromFinetuneJob": FINETUNE}],
             "cache": {"size": "1Gi"},
             "minReplicas": 1, "maxReplicas": 2,
             "autoscaling": {"engine": "builtin", "signal": "queue", "target": 2, "scaleUp": {"maxStep": 1},
                             "scaleDown": {"minHoldSeconds": 3600}},
+        },
+    }
+
+
+def finetune_body() -> dict:
+    """A LoRA on the served model's attention projections, trained on the sandbox's CPU."""
+    return {
+        "apiVersion": API, "kind": "FinetuneJob", "metadata": {"name": FINETUNE, "namespace": NS},
+        "spec": {
+            "baseModel": {"uri": f"s3://{DEFAULT_BUCKET}/models/tiny128"},
+            "dataset": {"uri": f"s3://{DEFAULT_BUCKET}/data/train.jsonl", "textField": "text", "validationSplit": 0.2},
+            "method": {"type": "lora", "lora": {"r": 8, "alpha": 16, "targetModules": ["q_proj", "v_proj"]}},
+            "hyperparameters": {"maxSteps": 12, "learningRate": 0.05, "batchSize": 4, "maxSeqLength": 32},
+            "output": {"uri": f"s3://{DEFAULT_BUCKET}/adapters/{FINETUNE}"},
+            "resources": {"cpu": "500m", "memory": "2Gi"},
         },
     }
 
@@ -164,6 +168,7 @@ class Load:
 
 def test_vllm_serves_adapts_scales_and_replaces(world) -> None:  # noqa: ANN001
     sb, kube, digest = world
+    kube.apply(finetune_body())
     kube.apply(service_body(digest))
     get = lambda: kube.get(API, "InferenceService", NS, NAME)  # noqa: E731
     svc = eventually(lambda: (o := get()) and condition(o, "Ready").get("status") == "True" and o, timeout=START)
@@ -175,8 +180,12 @@ def test_vllm_serves_adapts_scales_and_replaces(world) -> None:  # noqa: ANN001
     assert out["model"] == NAME and out["usage"]["completion_tokens"] == 4 and out["choices"][0]["text"]
     assert {m["id"] for m in via_service(kube, "/v1/models")["data"]} >= {NAME}
 
-    # the adapter: loaded at run time by the adapter agent, answered by name
+    # the FinetuneJob's adapter: published, loaded at run time by the adapter agent, answered by name
+    job = eventually(lambda: (o := kube.get(API, "FinetuneJob", NS, FINETUNE)) and condition(o, "Succeeded").get("status") == "True" and o,
+                     timeout=START)
     svc = eventually(lambda: (o := get()) and condition(o, "AdaptersReady").get("status") == "True" and o, timeout=START)
+    adapter = next(a for a in svc["status"]["adapters"] if a["name"] == ADAPTER)
+    assert adapter["finetuneJob"] == FINETUNE and adapter["uri"] == job["status"]["output"]["uri"], adapter
     served = {m["id"]: m for m in via_service(kube, "/v1/models")["data"]}
     assert ADAPTER in served and served[ADAPTER].get("parent") == NAME, served
     out = via_service(kube, "/v1/completions", {"model": ADAPTER, "prompt": "the cat sat", "max_tokens": 4, "ignore_eos": True})

@@ -22,10 +22,11 @@ Loaded from tests/conftest.py (`pytest_plugins = ["llmops.sandbox.testing"]`).
   ``faulty.kubeconfig`` sends all its clients through those faults.
 - `eventually(fn, timeout)`: poll until `fn()` returns a truthy value or stops raising.
 
-Under pytest-xdist (``make test`` runs ``-n N --dist loadgroup``) every test is put in the group
-of its module and cluster, so a module's sandbox is started once per side on one worker and the
-two sides of a module run at the same time on two workers; modules with a sandbox per side go
-first, so the long ones are not left for the end.
+Under pytest-xdist (``make test`` runs ``-n N --dist loadgroup``): the modules whose sandbox is a
+fixture parametrized by cluster (scenarios, e2e) form two chains, one per cluster, each run in
+order on one worker and started first; every other module is a group of its own for the other
+workers. Two sandboxes at a time keep a 2-core machine loaded like one run beside a CPU hog;
+four at once starved their trainers past the scenarios' deadlines.
 """
 
 from __future__ import annotations
@@ -65,12 +66,12 @@ def cluster_of(item: pytest.Item) -> tuple[str | None, bool]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
         return
-    wide: dict[pytest.Item, bool] = {}
+    chained: dict[pytest.Item, bool] = {}
     for item in items:
-        cluster, wide[item] = cluster_of(item)
+        cluster, chained[item] = cluster_of(item)
         module = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(f"{module}[{cluster}]" if cluster else module))
-    items.sort(key=lambda item: not wide[item])  # stable: each group stays in order
+        item.add_marker(pytest.mark.xdist_group(f"sandboxes[{cluster}]" if chained[item] else module))
+    items.sort(key=lambda item: not chained[item])  # stable: each chain keeps the modules' order
 
 
 def real_cluster() -> str | None:
