@@ -70,7 +70,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         cluster, chained[item] = cluster_of(item)
         module = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(f"sandboxes[{cluster}]" if chained[item] else module))
+        item.add_marker(pytest.mark.xdist_group(f"sandboxes-{cluster}" if chained[item] else module))
     items.sort(key=lambda item: not chained[item])  # stable: each chain keeps the modules' order
 
 
