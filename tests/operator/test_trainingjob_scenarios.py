@@ -231,9 +231,13 @@ def test_oom_killed_restart_then_repeat_fails(kube: Kube, parallel_jobs: list[st
 def test_preemption_restart_not_counted(kube: Kube, parallel_jobs: list[str], watch: RankWatch, sandbox: Sandbox) -> None:
     wait_running(kube, "preempt")
     victim = kube.get("v1", "Pod", NS, "preempt-w0-a0")
+    # As the scheduler writes it: with the time of the transition. The controller manager's
+    # disruption controller turns a DisruptionTarget older than two minutes on a pod that is not
+    # terminating back to False, and an unset lastTransitionTime counts as the oldest time.
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     conds = [*(victim.get("status") or {}).get("conditions", []), {
         "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
-        "message": "preempted by a higher-priority pod"}]  # fmt: skip
+        "message": "preempted by a higher-priority pod", "lastTransitionTime": now}]  # fmt: skip
     # The victim takes its grace period to stop, as a real container does (a `sleep` would
     # exit at once and the pod could vanish before the operator sees it; see the report on
     # vanished pods), so the preemption is observed as the scheduler leaves it: Terminating
