@@ -1,10 +1,12 @@
-"""An S3-compatible server on 127.0.0.1 for checkpoints and models (moto's server, in a process of its own).
+"""An S3-compatible server on 127.0.0.1 for checkpoints and models: moto's server, in a
+process of its own.
 
 State lives in memory for the life of the server, and belongs to that server alone: moto keeps
 its backends in module globals, so servers started as threads of one process would share every
-bucket (a second sandbox in a test session would find the first one's checkpoints). Clients find it through the standard
-``AWS_ENDPOINT_URL_S3`` variable (boto3 and the AWS CLI honour it) plus static credentials;
-``S3Server.env()`` returns all of them, ready to hand to pods or a subprocess.
+bucket (a second sandbox in a test session would find the first one's checkpoints). Clients
+find it through the standard ``AWS_ENDPOINT_URL_S3`` variable (boto3 and the AWS CLI honour it)
+plus static credentials; ``S3Server.env()`` returns all of them, ready to hand to pods or a
+subprocess.
 """
 
 from __future__ import annotations
