@@ -73,7 +73,9 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | Backoff | None
 
     _record_metrics(ctx, namespace, name, result.status)
     status = result.status.wire()
-    if created is not None and error is None:  # done, whatever happens to the status write
+    for event in result.events:
+        emit(kube, body, event.type, event.reason, event.message, event.key, now)
+    if created is not None and error is None:
         svc = result.status.served.inference_service_name if result.status.served else ""
         emit(kube, body, "Normal", "InferenceServiceCreated", f"created InferenceService {svc} for the base model (serve.create; not owned by this job)", f"create/{svc}", now)
     if status != (body.get("status") or {}):
@@ -83,8 +85,6 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | Backoff | None
             if exc.status in (409, 422):  # the object moved under us: re-read at once
                 return 0.0
             raise
-    for event in result.events:  # once the transition is written (see handlers/trainingjob.py)
-        emit(kube, body, event.type, event.reason, event.message, event.key, now)
     if refusal is not None and not refusal.permanent:
         return Backoff(refusal.reason)
     return result.requeue_after

@@ -305,6 +305,8 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | Backoff | None
 
     status = result.status.wire()
     rv = body["metadata"].get("resourceVersion")
+    for event in result.events:  # keyed by the observed resourceVersion: a retried reconcile re-emits nothing
+        emit(kube, body, event.type, event.reason, event.message, f"{rv}/{event.message}", now)
     if status != (body.get("status") or {}):
         try:
             kube.replace_status(API_VERSION, KIND, namespace, name, status, body["metadata"]["resourceVersion"])
@@ -312,8 +314,6 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | Backoff | None
             if exc.status in (409, 422):
                 return 0.0
             raise
-    for event in result.events:  # once the transition is written (see handlers/trainingjob.py); keyed by the observed resourceVersion
-        emit(kube, body, event.type, event.reason, event.message, f"{rv}/{event.message}", now)
     if sync.refused and not sync.refused.permanent:
         return Backoff(sync.refused.reason)
     return result.requeue_after

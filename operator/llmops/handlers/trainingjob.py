@@ -63,6 +63,8 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | Backoff | None
         result = plan(job, _observe(ctx, job, owned, nodes, foreign, refusal=sync.refused), now)
 
     status = result.status.wire()
+    for event in result.events:
+        emit(kube, body, event.type, event.reason, event.message, f"{status.get('attempt', 0)}/{event.message}", now)
     if status != (body.get("status") or {}):
         try:
             kube.replace_status(API_VERSION, KIND, namespace, name, status, body["metadata"]["resourceVersion"])
@@ -70,10 +72,6 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | Backoff | None
             if exc.status in (409, 422):  # the object moved under us: re-read at once, no backoff
                 return 0.0
             raise
-    # Events once the transition is written: a failed status write re-plans from the old status,
-    # and its message may have moved on (one more pod bound), which would be a second Event.
-    for event in result.events:
-        emit(kube, body, event.type, event.reason, event.message, f"{status.get('attempt', 0)}/{event.message}", now)
     _record_metrics(ctx, job, body.get("status") or {}, result.status, observed)
     if sync.refused and not sync.refused.permanent:
         return Backoff(sync.refused.reason)
