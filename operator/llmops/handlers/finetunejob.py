@@ -22,6 +22,7 @@ from llmops.builders import finetune as B
 from llmops.builders.training import lease_name
 from llmops.controller import Context
 from llmops.handlers.invalid import report_invalid
+from llmops.handlers.writeback import write_back
 from llmops.kube.children import controller_uid, list_owned, sync_children
 from llmops.kube.client import ApiError
 from llmops.kube.events import emit
@@ -72,19 +73,11 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | Backoff | None
         result = S.plan(job, observed, now)
 
     _record_metrics(ctx, namespace, name, result.status)
-    status = result.status.wire()
-    for event in result.events:
-        emit(kube, body, event.type, event.reason, event.message, event.key, now)
     if created is not None and error is None:
         svc = result.status.served.inference_service_name if result.status.served else ""
         emit(kube, body, "Normal", "InferenceServiceCreated", f"created InferenceService {svc} for the base model (serve.create; not owned by this job)", f"create/{svc}", now)
-    if status != (body.get("status") or {}):
-        try:
-            kube.replace_status(API_VERSION, KIND, namespace, name, status, body["metadata"]["resourceVersion"])
-        except ApiError as exc:
-            if exc.status in (409, 422):  # the object moved under us: re-read at once
-                return 0.0
-            raise
+    if not write_back(kube, body, result.status.wire(), result.events, now):
+        return 0.0  # the object moved under us: re-read at once
     if refusal is not None and not refusal.permanent:
         return Backoff(refusal.reason)
     return result.requeue_after

@@ -41,9 +41,9 @@ from llmops.autoscaling.policy import Reason
 from llmops.builders import inference as B
 from llmops.controller import Context
 from llmops.handlers.invalid import report_invalid
+from llmops.handlers.writeback import write_back
 from llmops.kube.children import list_owned, sync_children
 from llmops.kube.client import ApiError
-from llmops.kube.events import emit
 from llmops.kube.workqueue import Backoff
 from llmops.status import inference as S
 
@@ -303,17 +303,8 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | Backoff | None
         result = S.plan(svc, dataclasses.replace(observed, refusal=sync.refused), now)
     _record_metrics(ctx, svc, pods, decision)
 
-    status = result.status.wire()
-    rv = body["metadata"].get("resourceVersion")
-    for event in result.events:  # keyed by the observed resourceVersion: a retried reconcile re-emits nothing
-        emit(kube, body, event.type, event.reason, event.message, f"{rv}/{event.message}", now)
-    if status != (body.get("status") or {}):
-        try:
-            kube.replace_status(API_VERSION, KIND, namespace, name, status, body["metadata"]["resourceVersion"])
-        except ApiError as exc:
-            if exc.status in (409, 422):
-                return 0.0
-            raise
+    if not write_back(kube, body, result.status.wire(), result.events, now):
+        return 0.0  # the object moved under us: re-read at once
     if sync.refused and not sync.refused.permanent:
         return Backoff(sync.refused.reason)
     return result.requeue_after

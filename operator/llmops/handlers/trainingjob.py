@@ -17,9 +17,9 @@ from llmops.builders.training import CHILD_KINDS, GANG_KINDS, gang_name
 from llmops.controller import Context
 from llmops.failures import Refusal
 from llmops.handlers.invalid import report_invalid
+from llmops.handlers.writeback import write_back
 from llmops.kube.children import list_owned, sync_children
 from llmops.kube.client import ApiError
-from llmops.kube.events import emit
 from llmops.kube.workqueue import Backoff
 from llmops.status.training import Observed, goodput, plan, time_to_first_step
 
@@ -62,16 +62,8 @@ def reconcile(ctx: Context, namespace: str, name: str) -> float | Backoff | None
         foreign = tuple(f"{kind}/{n}" for _, kind, n in sync.foreign)
         result = plan(job, _observe(ctx, job, owned, nodes, foreign, refusal=sync.refused), now)
 
-    status = result.status.wire()
-    for event in result.events:
-        emit(kube, body, event.type, event.reason, event.message, f"{status.get('attempt', 0)}/{event.message}", now)
-    if status != (body.get("status") or {}):
-        try:
-            kube.replace_status(API_VERSION, KIND, namespace, name, status, body["metadata"]["resourceVersion"])
-        except ApiError as exc:
-            if exc.status in (409, 422):  # the object moved under us: re-read at once, no backoff
-                return 0.0
-            raise
+    if not write_back(kube, body, result.status.wire(), result.events, now):
+        return 0.0  # the object moved under us: re-read at once, no backoff
     _record_metrics(ctx, job, body.get("status") or {}, result.status, observed)
     if sync.refused and not sync.refused.permanent:
         return Backoff(sync.refused.reason)

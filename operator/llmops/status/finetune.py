@@ -39,7 +39,7 @@ the child itself (quota on TrainingJobs, a policy, a 422) is this job's conditio
 the reason while it is retried, Failed when only a new spec can pass.
 
 Determinism: for an unchanged world the plan repeats the previous status exactly; events
-are one per transition (keyed by attempt, type and reason).
+are emitted only for transitions.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from llmops.api.runtime_env import parse_termination_message
 from llmops.api.training import TrainingJobStatus
 from llmops.builders.finetune import adapter_name, build_finetune_children, build_inference_service, training_job_name
 from llmops.failures import REFUSAL_REASONS, Refusal, parse_time
+from llmops.status.events import Event
 
 # --- reasons this module adds (writer: this status computer; readers: users, alerts) ----------
 FOREIGN_CHILD = "ChildOwnedByOther"  # the child TrainingJob's name is held by an object another owner controls
@@ -122,16 +123,6 @@ def finetune_report(lease: Mapping[str, Any] | None, owner_uid: str | None) -> F
         return ProgressReport.model_validate_json(raw).finetune
     except ValueError:
         return None
-
-
-@dataclass(frozen=True)
-class Event:
-    """One Kubernetes Event to emit on the FinetuneJob (only on transitions)."""
-
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-    key: str  # transition key: the same transition never makes two Events
 
 
 @dataclass(frozen=True)
@@ -276,7 +267,7 @@ def plan(job: FinetuneJob, observed: Observed, now: dt.datetime) -> Plan:
             left = max(0.5, (expires - now).total_seconds())
             requeue = left if requeue is None else min(requeue, left)
 
-    events = _events(prev.conditions, status.conditions, status.attempt)
+    events = _events(prev.conditions, status.conditions)
     return Plan(status=status, desired=desired, create_service=create_service, requeue_after=requeue, events=tuple(events))
 
 
@@ -315,7 +306,7 @@ def _publish(job: FinetuneJob, observed: Observed, status: FinetuneJobStatus, su
     return _cond(C.PUBLISHED, False, C.ADAPTER_NOT_READY, f"{where} has not loaded adapter {adapter}{detail}", gen), WAIT_SECONDS, None
 
 
-def _events(before: list[Condition], after: list[Condition], attempt: int) -> list[Event]:
+def _events(before: list[Condition], after: list[Condition]) -> list[Event]:
     """One Event per condition that became True (or changed reason while True); a Warning
     when publishing is refused."""
     out = []
@@ -331,8 +322,7 @@ def _events(before: list[Condition], after: list[Condition], attempt: int) -> li
             warn = True
         else:
             continue
-        out.append(Event("Warning" if warn else "Normal", c.reason, f"{c.type}: {c.message}" if c.message else c.type,
-                         f"{attempt}/{c.type}/{c.status.value}/{c.reason}"))
+        out.append(Event("Warning" if warn else "Normal", c.reason, f"{c.type}: {c.message}" if c.message else c.type))
     return out
 
 

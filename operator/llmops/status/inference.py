@@ -49,6 +49,7 @@ from llmops.api.inference import AdapterStatus, InferenceService, InferenceServi
 from llmops.api.runtime_env import FETCH_OK_REASON, FETCH_REASONS, parse_termination_message
 from llmops.builders import inference as B
 from llmops.failures import REFUSAL_REASONS, Refusal, classify_refusal
+from llmops.status.events import Event
 from llmops.status.finetune import published_adapter_details
 
 INSUFFICIENT_GPU_MEMORY = C.INSUFFICIENT_GPU_MEMORY
@@ -163,13 +164,6 @@ class Observed:
     pod_monitor_served: bool = False  # discovery: the Prometheus Operator's PodMonitor CRD is served
     operator_namespace: str = B.DEFAULT_OPERATOR_NAMESPACE
     refusal: Refusal | None = None  # the API server refused a child this reconcile (failures.classify_refusal)
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

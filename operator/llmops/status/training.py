@@ -68,6 +68,7 @@ from llmops.failures import (
     parse_time,
 )
 from llmops.scheduling import Placement, backend_for, choose, misfits, unavailable, unschedulable_message
+from llmops.status.events import Event
 
 # --- reasons this module adds (writer: this status computer; readers: users, alerts) ----------
 UNSCHEDULABLE = "Unschedulable"  # a worker's request exceeds every node's allocatable; nothing created
@@ -157,15 +158,6 @@ class Observed:
             startup_grace_seconds=startup_grace_seconds,
             node_lost_grace_seconds=node_lost_grace_seconds,
         )
-
-
-@dataclass(frozen=True)
-class Event:
-    """One Kubernetes Event to emit on the job (only on transitions)."""
-
-    type: str  # Normal or Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
