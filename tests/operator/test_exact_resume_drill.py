@@ -114,8 +114,15 @@ class Job:
             return max(logged(self.log, attempt), default=0) >= step or self.newest_attempt() > attempt
 
         eventually(reached, timeout=timeout, interval=0.05)
-        assert self.newest_attempt() == attempt, f"restarted without a kill: {self.get().get('status')}"
+        assert self.newest_attempt() == attempt, f"restarted without a kill: {self.why(attempt)}"
         return time.monotonic()
+
+    def why(self, attempt: int) -> str:
+        """The job's Events and the tails of attempt ``attempt``'s pod logs (what a failure says)."""
+        events = [f"{e.get('reason')}: {e.get('message')}" for e in self.kube.list("v1", "Event", "default")
+                  if (e.get("involvedObject") or {}).get("name") == self.name]
+        logs = {pod: (self.sb.logs("default", pod) or "")[-1500:] for pod in (f"{self.name}-w0-a{attempt}", f"{self.name}-w1-a{attempt}")}
+        return f"status={self.get().get('status')}\nevents={events}\nlogs={logs}"
 
     def newest_attempt(self) -> int:
         return max((e["attempt"] for e in entries(self.log)), default=0)
