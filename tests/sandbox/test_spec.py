@@ -1,4 +1,4 @@
-"""Pure pod-spec helpers of the node agent: quantities, $(VAR) expansion, env assembly
+"""Pure pod-spec helpers of the node agent: $(VAR) expansion, env assembly
 (fieldRef, configMapKeyRef/secretKeyRef, envFrom), requests and mount variable names."""
 
 from __future__ import annotations
@@ -7,21 +7,7 @@ import base64
 from decimal import Decimal
 
 import pytest
-
 from llmops.sandbox.node import spec
-
-
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [("1", 1), ("500m", Decimal("0.5")), ("1Ki", 1024), ("16Gi", 16 * 2**30), ("1M", 10**6), ("1e3", 1000), ("0.5", Decimal("0.5"))],
-)
-def test_parse_quantity(text: str, value: Decimal) -> None:
-    assert spec.parse_quantity(text) == value
-
-
-def test_parse_quantity_rejects_garbage() -> None:
-    with pytest.raises(ValueError):
-        spec.parse_quantity("12XB")
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,9 @@ placement read from gang-object status and pods, and the per-node "fits" check w
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import pytest
-
 from llmops.api.common import GangBackend
-from llmops.scheduling import Gang, Placement, backend_for, choose, format_quantity, misfits, parse_quantity, unschedulable_message
+from llmops.scheduling import Gang, Placement, backend_for, choose, misfits, unschedulable_message
 
 NATIVE = "scheduling.k8s.io/v1alpha2/podgroups"
 VOLCANO = "scheduling.volcano.sh/v1beta1/podgroups"
@@ -110,17 +107,6 @@ def test_placement(backend, gang_object, pods, expected):
     assert backend_for(backend).placement(gang_object, pods) == expected
 
 
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [("500m", Fraction(1, 2)), ("0.5", Fraction(1, 2)), ("16Gi", 16 * 2**30), ("1k", 1000), ("8", 8), ("1.5G", 1_500_000_000)],
-)
-def test_parse_quantity(text, value):
-    assert parse_quantity(text) == value
-
-
-@pytest.mark.parametrize(("value", "text"), [(Fraction(32), "32"), (Fraction(256 * 2**30), "256Gi"), (Fraction(3, 2), "1500m"), (Fraction(2**20 * 3), "3Mi")])
-def test_format_quantity(value, text):
-    assert format_quantity(value) == text
 
 
 NODES = {

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from llmops.api.quantity import format_quantity, parse_quantity
 from llmops.sandbox.node.client import ApiException, Kube, is_status
-from llmops.sandbox.node.spec import format_quantity, parse_quantity, pod_requests
+from llmops.sandbox.node.spec import pod_requests
 from llmops.sandbox.polling import PollingController
 
 log = logging.getLogger(__name__)

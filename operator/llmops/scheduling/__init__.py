@@ -1,5 +1,6 @@
 """Gang scheduling backends behind one small interface, plus the pure "does it fit" check."""
 
+from llmops.api.quantity import format_quantity, parse_quantity
 from llmops.scheduling.backends import (
     AUTO_ORDER,
     BACKENDS,
@@ -12,7 +13,7 @@ from llmops.scheduling.backends import (
     choose,
     unavailable,
 )
-from llmops.scheduling.fits import Misfit, format_quantity, misfits, parse_quantity, unschedulable_message
+from llmops.scheduling.fits import Misfit, misfits, unschedulable_message
 
 __all__ = [
     "AUTO_ORDER",

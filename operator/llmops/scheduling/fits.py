@@ -7,59 +7,15 @@ of any node and report the numbers at once, holding no GPU. The check is deliber
 resource, not a bin-packing search: it only finds requests that are impossible on every
 node, which is the case users cannot diagnose themselves.
 
-Quantities are parsed exactly (``fractions.Fraction``) so "500m" and "0.5" compare equal.
+Quantities are parsed exactly (``llmops.api.quantity``) so "500m" and "0.5" compare equal.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from fractions import Fraction
 
-_SUFFIX = {
-    "": Fraction(1),
-    "m": Fraction(1, 1000),
-    "k": Fraction(10**3),
-    "M": Fraction(10**6),
-    "G": Fraction(10**9),
-    "T": Fraction(10**12),
-    "P": Fraction(10**15),
-    "E": Fraction(10**18),
-    "Ki": Fraction(2**10),
-    "Mi": Fraction(2**20),
-    "Gi": Fraction(2**30),
-    "Ti": Fraction(2**40),
-    "Pi": Fraction(2**50),
-    "Ei": Fraction(2**60),
-}
-_QUANTITY = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
-
-
-def parse_quantity(q: str | int | float) -> Fraction:
-    """A Kubernetes quantity as an exact number ("16Gi" -> 17179869184, "500m" -> 1/2)."""
-    if isinstance(q, (int, float)):
-        return Fraction(q)
-    m = _QUANTITY.match(q.strip())
-    if not m:
-        raise ValueError(f"not a quantity: {q!r}")
-    return Fraction(m.group(1)) * _SUFFIX[m.group(2) or ""]
-
-
-def format_quantity(v: Fraction) -> str:
-    """Canonical text: integers plain, whole Gi/Mi/Ki binary multiples with their suffix,
-    other fractions in milli-units."""
-    if v.denominator == 1:
-        n = v.numerator
-        for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
-            unit = _SUFFIX[suffix].numerator
-            if n >= unit and n % unit == 0:
-                return f"{n // unit}{suffix}"
-        return str(n)
-    milli = v * 1000
-    if milli.denominator == 1:
-        return f"{milli.numerator}m"
-    return f"{-(-milli.numerator // milli.denominator)}m"  # round up: a request must not shrink
+from llmops.api.quantity import format_quantity, parse_quantity
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Pure helpers over pod specs: resource quantities, environment assembly, $(VAR) expansion.
+"""Pure helpers over pod specs: resource requests, environment assembly, $(VAR) expansion.
 
 Nothing here does I/O; the agent passes in what it observed (the pod, ConfigMaps, Secrets,
 the pod IP) and gets back plain values, so each rule is table-tested.
@@ -12,33 +12,9 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from llmops.api.quantity import parse_quantity
+
 Pod = dict[str, Any]
-
-_SUFFIX = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
-    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-}  # fmt: skip
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
-
-
-def parse_quantity(value: str | int | float) -> Decimal:
-    """Kubernetes resource.Quantity -> Decimal in base units ("500m" -> 0.5, "1Gi" -> 2**30)."""
-    if isinstance(value, (int, float)):
-        return Decimal(str(value))
-    match = _QUANTITY.match(str(value).strip())
-    if not match:
-        raise ValueError(f"invalid quantity {value!r}")
-    number, suffix = match.groups()
-    return Decimal(number) * Decimal(_SUFFIX[suffix or ""])
-
-
-def format_quantity(value: Decimal) -> str:
-    """Base units -> a compact exact string ("0.5" -> "500m", 8 -> "8")."""
-    if value == value.to_integral_value():
-        return str(int(value))
-    return f"{int(value * 1000)}m"
-
 
 def container_requests(container: Mapping[str, Any]) -> dict[str, Decimal]:
     """requests, with limits standing in for missing requests (as the API server defaults them)."""
