@@ -1,5 +1,5 @@
 """Import boundaries of the architecture: the import-linter contracts in pyproject.toml
-(layers handlers > status > builders > scheduling | autoscaling | failures > api; the API
+(layers handlers > serving > status > builders > scheduling | autoscaling | failures > api; the API
 client knows no planner; the in-pod runtime imports only llmops.api; nothing shipped imports
 the sandbox; the pure layers import no kopf/kubernetes/boto3/ML library), plus:
 

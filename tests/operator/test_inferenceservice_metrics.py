@@ -4,14 +4,14 @@ change once by direction and reason (no cluster needed: the recording step is ca
 
 from __future__ import annotations
 
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
 from llmops.api.inference import ScaleDecision, parse_inference_service
 from llmops.controller import Context
 from llmops.handlers import inferenceservice as handler
 from llmops.metrics import Metrics
+from llmops.serving import autoscaler
 from llmops.status.inference import PodView
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple], float]:
@@ -39,4 +39,4 @@ def test_load_seconds_once_per_replica_and_decisions_by_direction() -> None:
     assert s[("llmops_model_load_seconds_sum", key)] == 90 + 60
     assert s[("llmops_autoscaler_decisions_total", (("direction", "up"), *key[:1], ("reason", "ScaleUp"), key[1]))] == 1
     assert s[("llmops_autoscaler_decisions_total", (("direction", "down"), *key[:1], ("reason", "ScaleDown"), key[1]))] == 1
-    handler._forget("ml", "chat")
+    autoscaler.forget("ml", "chat")

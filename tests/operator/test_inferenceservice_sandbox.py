@@ -29,16 +29,14 @@ from functools import partial
 import boto3
 import numpy as np
 import pytest
-from safetensors.numpy import save
-
-from llmops_runtime.serve import manifest as M
-
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.deployments import HASH_LABEL, plan_pods
 from llmops.sandbox.run import DEFAULT_BUCKET, Sandbox
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
 from llmops.status.inference import REQUEUE_SECONDS
+from llmops_runtime.serve import manifest as M
+from safetensors.numpy import save
 
 API = "llmops.dev/v1alpha1"
 NS = "default"
@@ -363,13 +361,13 @@ def test_deployment_controller_scales_and_rolls() -> None:
 def test_replicas_without_builtin_autoscaler() -> None:
     """Fixed services run minReplicas; hpa/keda services follow spec.replicas (the scale subresource)."""
     from llmops.api.inference import parse_inference_service
-    from llmops.handlers.inferenceservice import _desired_replicas
+    from llmops.serving.autoscaler import desired_replicas
 
     def svc(**spec):  # noqa: ANN003, ANN202
         return parse_inference_service({"apiVersion": API, "kind": "InferenceService",
                                         "metadata": {"name": "x", "namespace": NS, "uid": "u"},
                                         "spec": {"model": {"uri": "s3://models/x"}, **spec}})
 
-    assert _desired_replicas(svc(minReplicas=2, maxReplicas=4), None, [], 0.0) == (2, None)
-    assert _desired_replicas(svc(minReplicas=1, maxReplicas=4, autoscaling={"engine": "hpa"}), None, [], 0.0) == (1, None)
-    assert _desired_replicas(svc(minReplicas=1, maxReplicas=4, replicas=3, autoscaling={"engine": "keda"}), None, [], 0.0) == (3, None)
+    assert desired_replicas(svc(minReplicas=2, maxReplicas=4), None, [], 0.0) == (2, None)
+    assert desired_replicas(svc(minReplicas=1, maxReplicas=4, autoscaling={"engine": "hpa"}), None, [], 0.0) == (1, None)
+    assert desired_replicas(svc(minReplicas=1, maxReplicas=4, replicas=3, autoscaling={"engine": "keda"}), None, [], 0.0) == (3, None)

@@ -60,6 +60,10 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmops.api.inference import InferenceServiceSpec
 
 __all__ = [
     "AutoscaleInputs",
@@ -169,6 +173,21 @@ class Behaviour:
             raise ValueError("target must be > 0")
         if self.scale_up_max_step is not None and self.scale_up_max_step < 1:
             raise ValueError("scale_up_max_step must be >= 1")
+
+    @classmethod
+    def from_spec(cls, spec: InferenceServiceSpec) -> Behaviour:
+        """The policy parameters an InferenceService's spec sets (``spec.autoscaling`` present)."""
+        a = spec.autoscaling
+        if a is None:
+            raise ValueError("spec.autoscaling is not set")
+        return cls(
+            min_replicas=spec.min_replicas, max_replicas=spec.max_replicas,
+            signal=SignalKind(a.signal.value), target=a.target,
+            scale_up_stabilization_seconds=a.scale_up.stabilization_seconds, scale_up_max_step=a.scale_up.max_step,
+            scale_down_hold_load_time_multiple=a.scale_down.hold_load_time_multiple,
+            scale_down_min_hold_seconds=a.scale_down.min_hold_seconds,
+            scale_to_zero_enabled=a.scale_to_zero.enabled, scale_to_zero_idle_seconds=a.scale_to_zero.idle_seconds,
+        )
 
 
 @dataclass(frozen=True)
