@@ -62,7 +62,7 @@ CHILD_WATCHES = [
     ("", "v1", "pods"),
     ("coordination.k8s.io", "v1", "leases"),
     ("apps", "v1", "deployments"),
-    ("llmops.dev", "v1alpha1", "trainingjobs"),  # FinetuneJob children
+    (GROUP, VERSION, "trainingjobs"),  # FinetuneJob children
 ]
 
 #: Kinds the operator may need to know are served: every gang backend's marker (for `auto`

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from llmops import API_VERSION
 from llmops.sandbox.cli import add_control_plane_flag
 
 SAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "trainingjob-tiny-cpu.yaml"
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         last = ""
         tj: dict = {}
         while time.monotonic() < deadline:
-            tj = kube.get("llmops.dev/v1alpha1", "TrainingJob", "default", name) or {}
+            tj = kube.get(API_VERSION, "TrainingJob", "default", name) or {}
             line = _line(tj)
             if line != last:
                 print(f"  {line}", flush=True)

@@ -45,6 +45,7 @@ from typing import Any
 
 from llmops.api import conditions as C
 from llmops.api import labels as L
+from llmops.api.conditions import parse_time
 from llmops.api.runtime_env import ExitCode
 
 # --- reasons this module adds to the vocabulary in llmops.api.conditions ------------------------
@@ -74,13 +75,6 @@ class Action(str, enum.Enum):
 
 
 # --- facts -------------------------------------------------------------------------------------
-
-
-def parse_time(value: str | dt.datetime | None) -> dt.datetime | None:
-    """RFC 3339 -> aware datetime (None stays None)."""
-    if value is None or isinstance(value, dt.datetime):
-        return value
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True)

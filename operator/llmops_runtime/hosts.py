@@ -8,15 +8,20 @@ followed by one or more names; ``#`` starts a comment; blank lines are ignored. 
 line naming a host wins, as with ``/etc/hosts`` (the agent rewrites the whole file when a
 pod changes; ``llmops.sandbox.node.hosts`` writes it and reads it the same way).
 
-Only the launcher consults it, and only when the variable is set; a name that is not in the
-file is returned unchanged so that a real resolver can still handle it.
+Only the launcher consults it, and only when the variable is set. A pod's name reaches the
+file once its agent has given it an IP and the other agents have seen that (as a DNS record
+appears once the pod has an address), so a worker can start before rank 0's name is there: the
+launcher waits for it as a resolver would retry, and after ``WAIT_SECONDS`` hands the name on
+unchanged, for torch's rendezvous to report.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterable, Mapping
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 from llmops.api.runtime_env import SANDBOX_HOSTS_FILE as HOSTS_FILE_ENV
 
@@ -46,17 +51,36 @@ def resolve(name: str, table: Mapping[str, str]) -> str:
     return table.get(name.rstrip(".").lower(), name)
 
 
-def resolve_master_addr(addr: str, env: Mapping[str, str] | None = None) -> str:
-    """Resolve ``addr`` through the sandbox hosts file when one is configured."""
+WAIT_SECONDS = 600.0  # a sandbox pod's name is in every node's hosts file long before this
+
+
+def resolve_master_addr(addr: str, env: Mapping[str, str] | None = None, wait_seconds: float = WAIT_SECONDS,
+                        clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> str:
+    """Resolve ``addr`` through the sandbox hosts file when one is configured, waiting up to
+    ``wait_seconds`` for a name the file does not list yet."""
     env = os.environ if env is None else env
     path = env.get(HOSTS_FILE_ENV)
-    if not path:
+    if not path or _is_address(addr):
         return addr
+    deadline, told = clock() + wait_seconds, False
+    while True:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                table = parse_hosts(handle)
+        except OSError:
+            table = {}  # the agent writes the file before starting pods; not there: nothing known yet
+        found = resolve(addr, table)
+        if found != addr or clock() >= deadline:
+            return found
+        if not told:
+            print(f"llmops launcher: waiting for {addr} in the sandbox hosts file {path}", file=sys.stderr, flush=True)
+            told = True
+        sleep(0.1)
+
+
+def _is_address(text: str) -> bool:
     try:
-        with open(path, encoding="utf-8") as handle:
-            table = parse_hosts(handle)
-    except OSError:
-        # The agent writes the file before starting pods; a missing file means no sandbox
-        # name is known, and the address is passed through unchanged.
-        return addr
-    return resolve(addr, table)
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

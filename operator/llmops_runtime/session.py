@@ -59,11 +59,12 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, Field
-
 from llmops.api import runtime_env as E
+from llmops.api.conditions import parse_time
 from llmops.api.progress import CommittedCheckpoint, FinetuneReport
 from llmops.api.runtime_env import ExitCode
+from pydantic import BaseModel, Field
+
 from llmops_runtime import data as rdata
 from llmops_runtime import progress as rprogress
 from llmops_runtime import rng as rrng
@@ -179,7 +180,7 @@ def _as_datetime(value: Any) -> dt.datetime | None:
     if isinstance(value, (int, float)):
         return dt.datetime.fromtimestamp(float(value), dt.timezone.utc)
     if isinstance(value, str):
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_time(value)
     return None
 
 

@@ -47,7 +47,27 @@ def test_master_addr_resolved_only_when_hosts_file_configured(tmp_path):
     path.write_text(HOSTS)
     assert hosts.resolve_master_addr("job-w-1.job-svc", {}) == "job-w-1.job-svc"
     assert hosts.resolve_master_addr("job-w-1.job-svc", {hosts.HOSTS_FILE_ENV: str(path)}) == "10.0.0.6"
-    assert hosts.resolve_master_addr("job-w-1.job-svc", {hosts.HOSTS_FILE_ENV: str(tmp_path / "none")}) == "job-w-1.job-svc"
+    assert hosts.resolve_master_addr("job-w-1.job-svc", {hosts.HOSTS_FILE_ENV: str(tmp_path / "none")}, wait_seconds=0) == "job-w-1.job-svc"
+    assert hosts.resolve_master_addr("10.1.2.3", {hosts.HOSTS_FILE_ENV: str(tmp_path / "none")}) == "10.1.2.3"  # no wait
+
+
+def test_master_addr_waits_for_the_agent_to_list_rank_0(tmp_path):
+    """A worker can start before its node's agent has seen rank 0's IP: the launcher waits for
+    the name (as a resolver retries) instead of handing torch a name no resolver knows."""
+    path = tmp_path / "hosts"
+    path.write_text("10.0.0.6 job-w-1.job-svc\n")
+    now, naps = [0.0], []
+
+    def sleep(seconds):
+        naps.append(seconds)
+        now[0] += seconds
+        if len(naps) == 3:
+            path.write_text(HOSTS)  # the agent rewrites the file once w0 has an IP
+
+    env = {hosts.HOSTS_FILE_ENV: str(path)}
+    assert hosts.resolve_master_addr("job-w-0.job-svc", env, clock=lambda: now[0], sleep=sleep) == "10.0.0.5"
+    assert len(naps) == 3
+    assert hosts.resolve_master_addr("job-w-9.job-svc", env, wait_seconds=2, clock=lambda: now[0], sleep=sleep) == "job-w-9.job-svc"
 
 
 # --- env contract ----------------------------------------------------------------------------------

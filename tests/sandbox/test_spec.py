@@ -130,12 +130,16 @@ def test_rendezvous_port_is_per_job_and_attempt() -> None:
     torch stores of jobs sharing the host never meet. Pods of no job keep the port."""
     from llmops.sandbox.node.pod import rendezvous_port
 
-    def pod(job: str | None, attempt: str, ns: str = "default") -> dict:
+    def pod(job: str | None, attempt: str, ns: str = "default", uid: str | None = None, name: str = "w0") -> dict:
         labels = {"llmops.dev/job-name": job, "llmops.dev/attempt": attempt} if job else {}
-        return {"metadata": {"namespace": ns, "labels": labels}}
+        owners = [{"kind": "TrainingJob", "name": job, "uid": uid, "controller": True}] if uid else []
+        return {"metadata": {"namespace": ns, "name": name, "labels": labels, "ownerReferences": owners}}
 
     a0 = rendezvous_port(pod("a", "0"), "29500")
     assert a0 == rendezvous_port(pod("a", "0"), "29500") and 10000 <= a0 < 28000
     assert len({a0, rendezvous_port(pod("a", "1"), "29500"), rendezvous_port(pod("b", "0"), "29500"),
                 rendezvous_port(pod("a", "0", ns="other"), "29500")}) == 4
     assert rendezvous_port(pod(None, "0"), "29500") == 29500
+    # the same job name in two sandboxes side by side (two uids): two ports; one job's pods agree
+    assert rendezvous_port(pod("a", "0", uid="u1"), "29500") != rendezvous_port(pod("a", "0", uid="u2"), "29500")
+    assert rendezvous_port(pod("a", "0", uid="u1"), "29500") == rendezvous_port(pod("a", "0", uid="u1", name="w1"), "29500")

@@ -34,11 +34,11 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+import llmops
 from llmops.api import runtime_env
 
-API_GROUP = "llmops.dev"
-API_VERSION = "v1alpha1"
-GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+# one constant per fact: these are llmops/__init__.py's, under the names the API models use
+API_GROUP, VERSION, GROUP_VERSION = llmops.GROUP, llmops.VERSION, llmops.API_VERSION
 
 # --- wire base classes -------------------------------------------------------------------------
 

@@ -116,6 +116,14 @@ class Condition(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+def parse_time(value: str | dt.datetime | None) -> dt.datetime | None:
+    """RFC 3339 (as Kubernetes and this operator write it) -> aware datetime; None stays None.
+    The one parser of the format: the inverse of ``rfc3339`` below."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def rfc3339(now: dt.datetime | str) -> str:
     """Seconds-precision UTC RFC 3339 as Kubernetes writes it ("2026-01-02T03:04:05Z")."""
     if isinstance(now, str):

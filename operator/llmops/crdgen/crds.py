@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from llmops.api import finetune, inference, training
-from llmops.api.common import API_GROUP, API_VERSION, OBJECT_NAME_PATTERN
+from llmops.api.common import API_GROUP, OBJECT_NAME_PATTERN, VERSION
 from llmops.api.conditions import FAILED, PUBLISHED, READY, RUNNING, SUCCEEDED
 from llmops.crdgen.schema import strip_defaults, to_structural
 
@@ -210,7 +210,7 @@ def build_crd(info: KindInfo) -> dict[str, Any]:
             "scope": "Namespaced",
             "versions": [
                 {
-                    "name": API_VERSION,
+                    "name": VERSION,
                     "served": True,
                     "storage": True,
                     "schema": {"openAPIV3Schema": canonical(open_api_schema(info))},

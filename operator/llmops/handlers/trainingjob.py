@@ -102,6 +102,6 @@ def _record_metrics(ctx: Context, job: TrainingJob, prev: dict, status, observed
     if ratio is not None:
         m.goodput.labels(ns, name).set(ratio)
     if status.checkpoint and status.checkpoint.time:
-        committed = dt.datetime.fromisoformat(status.checkpoint.time.replace("Z", "+00:00"))
+        committed = C.parse_time(status.checkpoint.time)
         age = dt.datetime.fromtimestamp(ctx.clock(), dt.UTC) - committed
         m.checkpoint_age.labels(ns, name).set(max(0.0, age.total_seconds()))

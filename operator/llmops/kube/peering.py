@@ -17,13 +17,10 @@ import datetime
 import threading
 import time
 
+from llmops.api.conditions import parse_time
 from llmops.kube.client import ApiError, Kube
 
 PEERING_API = "kopf.dev/v1"
-
-
-def _parse_time(value: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def peers_blocking(status: dict, identity: str, priority: int, now: datetime.datetime) -> list[str]:
@@ -35,7 +32,7 @@ def peers_blocking(status: dict, identity: str, priority: int, now: datetime.dat
         lastseen = info.get("lastseen")
         if lastseen is None:
             continue
-        deadline = _parse_time(lastseen) + datetime.timedelta(seconds=int(info.get("lifetime", 60)))
+        deadline = parse_time(lastseen) + datetime.timedelta(seconds=int(info.get("lifetime", 60)))
         if deadline.tzinfo is None:
             deadline = deadline.replace(tzinfo=datetime.UTC)
         if deadline > now and int(info.get("priority", 0)) >= priority:

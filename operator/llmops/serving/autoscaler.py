@@ -18,12 +18,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from llmops.api import conditions as C
+from llmops.api.conditions import parse_time
 from llmops.api.inference import AutoscalingEngine, InferenceService, ScaleDecision
 from llmops.autoscaling import AutoscaleInputs, Behaviour, FleetSample, PolicyState, decide, parse_vllm_metrics
 from llmops.autoscaling.metrics import replica_signal
 from llmops.autoscaling.policy import Reason
 from llmops.builders import inference as B
-from llmops.failures import parse_time
 from llmops.serving.podhttp import call as get
 from llmops.status import inference as S
 

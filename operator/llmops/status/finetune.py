@@ -51,14 +51,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmops.api import conditions as C
-from llmops.api.conditions import Condition, ConditionStatus, rfc3339
+from llmops.api.conditions import Condition, ConditionStatus, parse_time, rfc3339
 from llmops.api.finetune import FinetuneJob, FinetuneJobStatus, OutputMode, ServedStatus
 from llmops.api.labels import PROGRESS_ANNOTATION
 from llmops.api.progress import FinetuneReport, ProgressReport
 from llmops.api.runtime_env import parse_termination_message
 from llmops.api.training import TrainingJobStatus
 from llmops.builders.finetune import adapter_name, build_finetune_children, build_inference_service, training_job_name
-from llmops.failures import REFUSAL_REASONS, Refusal, parse_time
+from llmops.failures import REFUSAL_REASONS, Refusal
 from llmops.status.events import Event
 
 # --- reasons this module adds (writer: this status computer; readers: users, alerts) ----------

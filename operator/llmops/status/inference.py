@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmops.api import conditions as C
-from llmops.api.conditions import Condition, ConditionStatus
+from llmops.api.conditions import Condition, ConditionStatus, parse_time
 from llmops.api.inference import AdapterStatus, InferenceService, InferenceServiceStatus, LoadSeconds, ResolvedModel, ScaleDecision
 from llmops.api.runtime_env import FETCH_OK_REASON, FETCH_REASONS, parse_termination_message
 from llmops.builders import inference as B
@@ -174,14 +174,8 @@ class Plan:
     requeue_after: float | None = REQUEUE_SECONDS
 
 
-def _parse_time(s: str | None) -> dt.datetime | None:
-    if not s:
-        return None
-    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
-
-
 def pod_load_seconds(p: PodView) -> float | None:
-    start, ready = _parse_time(p.start_time), _parse_time(p.ready_time)
+    start, ready = parse_time(p.start_time or None), parse_time(p.ready_time or None)
     if start is None or ready is None:
         return None
     return max(0.0, (ready - start).total_seconds())

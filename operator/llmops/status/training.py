@@ -38,7 +38,7 @@ from typing import Any
 
 from llmops.api import conditions as C
 from llmops.api.common import GangBackend
-from llmops.api.conditions import Condition, ConditionStatus, rfc3339
+from llmops.api.conditions import Condition, ConditionStatus, parse_time, rfc3339
 from llmops.api.labels import PROGRESS_ANNOTATION
 from llmops.api.progress import ProgressReport
 from llmops.api.training import (
@@ -65,7 +65,6 @@ from llmops.failures import (
     Refusal,
     Verdict,
     classify,
-    parse_time,
 )
 from llmops.scheduling import Placement, backend_for, choose, misfits, unavailable, unschedulable_message
 from llmops.status.events import Event

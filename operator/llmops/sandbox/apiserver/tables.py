@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from llmops.api.conditions import parse_time as api_parse_time
+
 from .registry import Resource
 
 _STEP = re.compile(r'\.([A-Za-z0-9_-]+)|\[(\d+)\]|\[\?\(@\.([A-Za-z0-9_.-]+)\s*==\s*["\']([^"\']*)["\']\)\]')
@@ -46,9 +48,10 @@ def jsonpath(obj: Any, expr: str) -> Any:
 
 
 def parse_time(value: str) -> dt.datetime | None:
+    """Lenient for a table cell: text that is not a time has no age."""
     try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
+        return api_parse_time(value or None)
+    except ValueError:
         return None
 
 

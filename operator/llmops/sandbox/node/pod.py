@@ -52,12 +52,16 @@ def rendezvous_port(pod: Mapping[str, Any], port: str) -> int:
     """The c10d store port a sandbox pod really uses. On a cluster every pod has its own network
     namespace, so every job can use the same port; here all pods are processes of one host and
     torch's store listens on all addresses, so two jobs (or two attempts) on one port would meet
-    each other. Each (namespace, job, attempt) gets its own port, the same on all its pods."""
+    each other. Each (job, attempt) gets its own port, the same on all its pods. The job is
+    known by its uid (the pods' controller): two sandboxes side by side (a test run on both
+    control planes at once) run jobs of the same name, and one port for both meant
+    EADDRINUSE on the second rank 0."""
     meta = pod.get("metadata") or {}
     job = (meta.get("labels") or {}).get(L.JOB_NAME)
     if not job:
         return int(port)
-    key = f"{meta.get('namespace')}/{job}/{(meta.get('labels') or {}).get(L.ATTEMPT, '0')}/{port}"
+    owner = next((r.get("uid") for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+    key = f"{owner or meta.get('namespace') + '/' + job}/{(meta.get('labels') or {}).get(L.ATTEMPT, '0')}/{port}"
     return 10000 + int(hashlib.sha256(key.encode()).hexdigest(), 16) % 18000  # below the ephemeral range
 
 @dataclass
