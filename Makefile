@@ -16,7 +16,7 @@ VLLM_LOCK := images/server/requirements-cpu.txt
 TEST_JOBS ?= 3
 PYTEST := $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
 
-.PHONY: install demo test test-all crds bench clean
+.PHONY: install demo lint test test-all crds bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,7 +43,12 @@ install: $(STAMP) $(VLLM_STAMP)
 demo: $(STAMP)
 	$(BIN)/llmops demo
 
-test: $(STAMP) $(VLLM_STAMP)
+# ruff (rules in pyproject.toml) and the import-linter layer contracts; make test runs it first.
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests e2e bench
+	$(BIN)/lint-imports --config pyproject.toml
+
+test: lint $(VLLM_STAMP)
 	$(PYTEST) -m "not slow and not gpu and not realcluster" -q
 
 test-all: $(STAMP) $(VLLM_STAMP)

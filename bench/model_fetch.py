@@ -38,7 +38,6 @@ import boto3
 import numpy as np
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-
 from llmops_runtime.serve import fetch as F
 
 MB = 1_000_000

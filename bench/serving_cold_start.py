@@ -179,7 +179,6 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
     a = ap.parse_args()
     import boto3
-
     from llmops.kube.client import Kube, load_api_client
     from llmops.sandbox.run import DEFAULT_BUCKET, Sandbox
     from llmops_runtime.serve import manifest as M

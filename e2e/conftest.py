@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 
 EXTERNAL = ["external"] if os.environ.get("LLMOPS_E2E_KUBECONFIG") else []

@@ -22,7 +22,6 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-
 from llmops.sandbox.testing import eventually
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "finetune"))

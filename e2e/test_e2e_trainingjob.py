@@ -10,7 +10,6 @@ from functools import partial
 from pathlib import Path
 
 import yaml
-
 from llmops.sandbox.testing import eventually
 
 ROOT = Path(__file__).resolve().parents[1]

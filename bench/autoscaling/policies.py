@@ -25,11 +25,12 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from bench.autoscaling.sim import FleetModel, Request
 from llmops.autoscaling.policy import AutoscaleInputs, Behaviour, FleetSample, PolicyState, decide
 from llmops.status.inference import REQUEUE_SECONDS
 
-__all__ = ["Ours", "HpaLike", "KpaLike", "Static", "Oracle", "oracle_needs"]
+from bench.autoscaling.sim import FleetModel, Request
+
+__all__ = ["HpaLike", "KpaLike", "Oracle", "Ours", "Static", "oracle_needs"]
 
 
 @dataclass

@@ -25,9 +25,10 @@ if __package__ in (None, ""):  # python bench/autoscaling/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
 
+from llmops.autoscaling.policy import Behaviour, SignalKind  # noqa: E402
+
 from bench.autoscaling.policies import HpaLike, KpaLike, Oracle, Ours, Static, oracle_needs  # noqa: E402
 from bench.autoscaling.sim import FleetModel, Request, SimResult, simulate  # noqa: E402
-from llmops.autoscaling.policy import Behaviour, SignalKind  # noqa: E402
 
 # The trace lives in shared/ beside the repository (LLMOPS_SHARED overrides).
 _SHARED = Path(os.environ.get("LLMOPS_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))

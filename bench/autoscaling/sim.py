@@ -28,7 +28,7 @@ from typing import Protocol
 
 from llmops.autoscaling.policy import FleetSample, ReplicaSignal
 
-__all__ = ["FleetModel", "Request", "Controller", "SimResult", "simulate"]
+__all__ = ["Controller", "FleetModel", "Request", "SimResult", "simulate"]
 
 
 @dataclass(frozen=True)
@@ -128,9 +128,9 @@ def simulate(requests: list[Request], model: FleetModel, ctl: Controller, initia
             need = model.kv(req)
             best = None
             for r in ready_list(now):
-                if r.running < model.max_num_seqs and r.kv_used + need <= model.kv_tokens:
-                    if best is None or r.running < best.running:
-                        best = r
+                fits = r.running < model.max_num_seqs and r.kv_used + need <= model.kv_tokens
+                if fits and (best is None or r.running < best.running):
+                    best = r
             if best is None:
                 return
             best.running += 1

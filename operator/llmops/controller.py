@@ -234,7 +234,7 @@ class Controller:
         ))
         self.stop_flag.set()  # stop the workers too
 
-    def start(self, timeout: float = 30.0) -> "Controller":
+    def start(self, timeout: float = 30.0) -> Controller:
         """Run in a background thread (tests, the sandbox); returns once Kopf is ready."""
         self._thread = threading.Thread(target=self.run, name="llmops-operator", daemon=True)
         self._thread.start()

@@ -89,7 +89,7 @@ class ContainerFacts:
     signal: int | None = None
 
     @classmethod
-    def from_status(cls, cs: Mapping[str, Any]) -> "ContainerFacts":
+    def from_status(cls, cs: Mapping[str, Any]) -> ContainerFacts:
         st = cs.get("state") or {}
         for kind in ("terminated", "waiting", "running"):
             if kind in st and st[kind] is not None:
@@ -124,7 +124,7 @@ class PodFacts:
     uid: str | None = None
 
     @classmethod
-    def from_pod(cls, pod: Mapping[str, Any]) -> "PodFacts":
+    def from_pod(cls, pod: Mapping[str, Any]) -> PodFacts:
         """Facts from a pod object as the API server returns it."""
         meta = pod.get("metadata") or {}
         spec = pod.get("spec") or {}

@@ -36,7 +36,6 @@ import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-
 #: The order of an epoch must be identical in every run, whatever the process-wide RNG did.
 _SEED_MIX = 0x9E3779B1
 

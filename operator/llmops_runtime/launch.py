@@ -43,10 +43,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
-
 from llmops.api import runtime_env as E
 from llmops.api.runtime_env import ExitCode
+from pydantic import BaseModel, Field, ValidationError
+
 from llmops_runtime.hosts import resolve_master_addr
 
 DEFAULT_PORT = 29500

@@ -42,7 +42,7 @@ PROGRESS_FILE_ENV = E.PROGRESS_FILE
 
 def rfc3339(moment: dt.datetime) -> str:
     """UTC RFC 3339 with microseconds, the form of a Kubernetes MicroTime."""
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def build_report(

@@ -95,7 +95,7 @@ class SessionConfig(BaseModel):
     omit: frozenset[str] = Field(default=frozenset(), description="Test-only: state parts not saved.")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "SessionConfig":
+    def from_env(cls, env: Mapping[str, str]) -> SessionConfig:
         def num(name: str, kind: type, default: Any) -> Any:
             raw = env.get(name)
             return default if raw in (None, "") else kind(raw)
@@ -169,16 +169,16 @@ def _batch_len(batch: Any) -> int:
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _as_datetime(value: Any) -> dt.datetime | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     if isinstance(value, (int, float)):
-        return dt.datetime.fromtimestamp(float(value), dt.timezone.utc)
+        return dt.datetime.fromtimestamp(float(value), dt.UTC)
     if isinstance(value, str):
         return parse_time(value)
     return None
@@ -221,7 +221,7 @@ class Session:
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, init_distributed: bool = True) -> "Session":
+    def from_env(cls, env: Mapping[str, str] | None = None, *, init_distributed: bool = True) -> Session:
         """Read the contract, join the process group (gloo on CPU, nccl on GPU), open the store."""
         env = os.environ if env is None else env
         try:

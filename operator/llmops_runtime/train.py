@@ -35,10 +35,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from llmops.api import runtime_env as E
 from pydantic import BaseModel, Field
 from torch.utils.data import Dataset
 
-from llmops.api import runtime_env as E
 from llmops_runtime import data as rdata
 from llmops_runtime import ddp as rddp
 from llmops_runtime.rng import seed_all

@@ -11,7 +11,6 @@ from functools import partial
 from pathlib import Path
 
 import yaml
-
 from llmops.kube.client import Kube
 from llmops.sandbox.run import Sandbox
 from llmops.sandbox.testing import eventually as sandbox_eventually
@@ -99,7 +98,7 @@ class DriftWatch:
             self.healths.append(h)
         if live["spec"] != self.expected:
             self.problems.append(f"spec drift: {live['spec']!r}")
-        mine = set((self.applied["metadata"].get("annotations") or {}))
+        mine = set(self.applied["metadata"].get("annotations") or {})
         for key in (live["metadata"].get("annotations") or {}):
             if key not in mine and (key.startswith("kopf.") or "llmops" in key):
                 self.problems.append(f"operator annotation on the CR: {key}")

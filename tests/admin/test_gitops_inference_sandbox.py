@@ -19,11 +19,10 @@ import boto3
 import numpy as np
 import pytest
 from admin_gitops import API, INSTANCE, DriftWatch, argo_resync, argo_sync, crd_defaulted, eventually, is_true
-from safetensors.numpy import save
-
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import DEFAULT_BUCKET, Sandbox, operator_available
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
+from safetensors.numpy import save
 
 pytestmark = pytest.mark.skipif(not operator_available(), reason="operator dependencies (kopf) not installed")
 NAME = "chat-gitops"

@@ -16,12 +16,10 @@ import copy
 
 import pytest
 import yaml
-
+from admin_gitops import API, INSTANCE, ROOT, DriftWatch, argo_resync, argo_sync, crd_defaulted, eventually, is_true, kubectl
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox, operator_available
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
-
-from admin_gitops import API, INSTANCE, ROOT, DriftWatch, argo_resync, argo_sync, crd_defaulted, eventually, is_true, kubectl
 
 SAMPLE = ROOT / "manifests" / "samples" / "trainingjob-tiny-cpu.yaml"
 NAME = "gitops"
@@ -108,7 +106,7 @@ def test_kubectl_describe_shows_one_line_per_transition(run) -> None:  # noqa: A
     print(out)  # shown with -rP
     assert "Events:" in out
     events_block = out.split("Events:", 1)[1].splitlines()
-    rows = [l for l in events_block if l.strip() and not l.strip().startswith(("Type", "----"))]
+    rows = [line for line in events_block if line.strip() and not line.strip().startswith(("Type", "----"))]
     assert rows, out
     events = [e for e in run["kube"].list("v1", "Event", "default") if e["involvedObject"]["name"] == NAME]
     assert events and all("\n" not in e["message"] for e in events)

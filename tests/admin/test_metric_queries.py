@@ -14,7 +14,6 @@ import re
 
 import pytest
 import yaml
-
 from llmops.metrics import Metrics
 from llmops_runtime.serve.standin import Metrics as ServerMetrics
 

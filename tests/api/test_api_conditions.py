@@ -6,12 +6,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from llmops.api import conditions as c
 from llmops.api.conditions import Condition, ConditionStatus, set_condition
 
 T0 = "2026-01-01T00:00:00Z"
-T1 = dt.datetime(2026, 1, 1, 0, 5, tzinfo=dt.timezone.utc)
+T1 = dt.datetime(2026, 1, 1, 0, 5, tzinfo=dt.UTC)
 
 
 def cond(type_: str, status: str, reason: str = "R", message: str = "", gen: int | None = None, ltt: str | None = None) -> Condition:

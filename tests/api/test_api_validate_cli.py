@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from llmops.cli import main
 from llmops.validate import check
 

@@ -5,6 +5,7 @@ targets themselves are reported by the full run, not asserted here)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_trace_and_variants() -> None:
     for name, k in (("rate4", 4), ("time4", 4)):
         v = variant(tr, name)
         assert len(v) == k * len(tr)
-        assert all(a.arrival <= b.arrival for a, b in zip(v, v[1:]))
+        assert all(a.arrival <= b.arrival for a, b in itertools.pairwise(v))
         assert v[-1].arrival <= tr[-1].arrival + 1
         assert sum(r.prompt for r in v) == k * sum(r.prompt for r in tr)
 
@@ -73,7 +74,7 @@ def test_bench_prints_table(capsys, tmp_path: Path) -> None:  # noqa: ANN001
     assert out.count("== variant base") == 2
     rows = re.findall(r"^  (ours|hpa|kpa|static-peak|oracle|oracle@ours|fixed@ours)\s+([\d.]+)\s+([\d.]+)\s+(\d+)", out, re.M)
     assert len(rows) == 14
-    for name, att, gpuh, peak in rows:
+    for _name, att, gpuh, peak in rows:
         assert 0.0 <= float(att) <= 1.0
         assert 0.0 < float(gpuh) <= int(peak) * 900 / 3600 + 1e-3
     assert out.count("vs oracle@ours") == 2 and out.count("vs hpa") == 2

@@ -5,7 +5,6 @@ between two scrapes (with counter resets), and the ReplicaSignal built from it."
 from __future__ import annotations
 
 import pytest
-
 from llmops.autoscaling.metrics import parse_vllm_metrics, replica_signal, ttft_mean_between
 
 OLD = """# HELP vllm:num_requests_running Number of requests currently running on GPU.

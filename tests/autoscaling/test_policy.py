@@ -7,8 +7,9 @@ for a recurring shortage), missing metrics, determinism and input validation."""
 
 from __future__ import annotations
 
-import pytest
+import itertools
 
+import pytest
 from llmops.autoscaling.policy import (
     AutoscaleInputs,
     Behaviour,
@@ -74,7 +75,7 @@ def test_sustained_load_scales_up_once_per_load_time(load: float) -> None:
             loading += [t] * (d.desired - ready - len(loading))
         t += 15.0
     assert len(ups) >= 2
-    assert all(b2 - a >= load for a, b2 in zip(ups, ups[1:])), ups
+    assert all(b2 - a >= load for a, b2 in itertools.pairwise(ups)), ups
     assert len(ups) <= 4
 
 

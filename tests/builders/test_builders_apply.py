@@ -7,7 +7,6 @@ from __future__ import annotations
 import pathlib
 
 import yaml
-
 from llmops.api.common import GangBackend
 from llmops.api.training import parse_training_job
 from llmops.builders import BuildInputs, build_training_children

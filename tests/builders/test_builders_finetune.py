@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from llmops.api import labels as L
 from llmops.api import runtime_env as E
 from llmops.api.finetune import FinetuneJobSpec

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from llmops.api import labels as L
 from llmops.api import runtime_env as E
 from llmops.api.common import GangBackend

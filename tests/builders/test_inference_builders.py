@@ -10,7 +10,6 @@ import pathlib
 
 import pytest
 import yaml
-
 from llmops.api import labels as L
 from llmops.api.inference import parse_inference_service
 from llmops.builders import inference as B

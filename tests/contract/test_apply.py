@@ -5,7 +5,6 @@ lists (CRD list-map keys, built-in merge keys) merged rather than replaced."""
 from __future__ import annotations
 
 import pytest
-
 from contract_helpers import WIDGETS, Failed, configmap, ns_path, widget
 
 MANAGER = {"fieldManager": "contract-test", "force": "true"}

@@ -5,7 +5,6 @@ strict field validation, and server-side tables with the CRD's printer columns."
 from __future__ import annotations
 
 import pytest
-
 from contract_helpers import WIDGETS, Failed, ns_path, widget
 
 pytest.importorskip("llmops.kubeschema")

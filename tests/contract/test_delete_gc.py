@@ -5,7 +5,6 @@ namespace termination."""
 from __future__ import annotations
 
 import pytest
-
 from contract_helpers import Failed, configmap, ns_path, pod
 
 

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from kubernetes import config
-
 from contract_helpers import WIDGET_CRD, WIDGETS
+from kubernetes import config
 from llmops.sandbox.apiserver import ApiServer
 
 SEEDS = range(100)

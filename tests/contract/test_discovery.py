@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from contract_helpers import WIDGET_CRD, WIDGETS, Failed
 
 BUILTIN = [

@@ -12,7 +12,6 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-
 from llmops.kube.client import Kube, load_api_client
 from llmops.kube.peering import ensure_peering
 
@@ -52,7 +51,7 @@ def test_install_and_samples(fresh_cluster: tuple[str, pathlib.Path], mode: str)
     _kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
              *[f"crd/{name}" for name in sorted(CRDS)])
     crds = json.loads(_kubectl(kubeconfig, "get", "crd", "-o", "json").stdout)["items"]
-    assert CRDS <= {c["metadata"]["name"] for c in crds}
+    assert {c["metadata"]["name"] for c in crds} >= CRDS
     for sample in SAMPLES:
         out = _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", str(sample), check=False)
         assert out.returncode == 0 and "serverside-applied (server dry run)" in out.stdout, (sample.name, out.stderr)

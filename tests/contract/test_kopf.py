@@ -8,7 +8,6 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-
 from contract_helpers import WIDGETS, Failed, ns_path, widget
 
 kopf_testing = pytest.importorskip("kopf.testing")

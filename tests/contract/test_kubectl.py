@@ -12,7 +12,6 @@ import time
 
 import pytest
 import yaml
-
 from contract_helpers import HERE
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")

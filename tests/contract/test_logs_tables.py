@@ -4,7 +4,6 @@ tailLines) and server-side tables for built-in kinds."""
 from __future__ import annotations
 
 import pytest
-
 from contract_helpers import Failed, ns_path, pod
 
 

@@ -4,7 +4,6 @@ preconditions, the three PATCH flavours, status and scale subresources, deleteco
 from __future__ import annotations
 
 import pytest
-
 from contract_helpers import WIDGETS, Failed, configmap, ns_path, pod, widget
 
 

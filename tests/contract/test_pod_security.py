@@ -5,7 +5,6 @@ container and the field. Also runs against a real cluster (LLMOPS_TEST_KUBECONFI
 from __future__ import annotations
 
 import pytest
-
 from contract_helpers import Failed, ns_path, pod
 
 ENFORCE = "pod-security.kubernetes.io/enforce"

@@ -5,7 +5,6 @@ pod whose nodeSelector value is not a label value is invalid (422 naming spec.no
 from __future__ import annotations
 
 import pytest
-
 from contract_helpers import Failed, ns_path, pod
 
 

@@ -10,7 +10,6 @@ import time
 import urllib.request
 
 import yaml
-
 from llmops.sandbox.apiserver import ApiServer
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from llmops.sandbox.apiserver import fieldmanager, patching
 from llmops.sandbox.apiserver.errors import ApiError
 from llmops.sandbox.apiserver.selectors import parse_field_selector, parse_label_selector, selector_string
@@ -138,6 +137,6 @@ def test_jsonpath(path: str, want: object) -> None:
 @pytest.mark.parametrize(("seconds", "want"), [(5, "5s"), (119, "119s"), (150, "2m30s"), (600, "10m"),
                                                (3 * 3600, "3h"), (50 * 3600, "2d2h"), (10 * 86400, "10d")])
 def test_human_age(seconds: int, want: str) -> None:
-    now = dt.datetime(2026, 1, 10, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 10, tzinfo=dt.UTC)
     stamp = (now - dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert human_age(stamp, now) == want

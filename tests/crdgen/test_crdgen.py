@@ -6,11 +6,11 @@ names/subresources/printer columns are what kubectl users rely on."""
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
-
 from llmops.cli import main
 from llmops.crdgen import cli as crds_cli
 from llmops.crdgen.crds import KINDS, build_crd, render_all
@@ -43,7 +43,7 @@ def test_reference_docs_cover_every_spec_field(tmp_path: pathlib.Path) -> None:
     assert main(["crds", "--out", str(tmp_path / "crds"), "--docs", str(docs)]) == 0
     text = docs.read_text()
     for info in KINDS:
-        for path, node in nodes(schema_of(info)["properties"]["spec"], "spec"):
+        for path, _node in nodes(schema_of(info)["properties"]["spec"], "spec"):
             if "[*]" not in path and path != "spec":
                 assert f"| `{path}` |" in text, path
 
@@ -112,7 +112,7 @@ def test_names_subresources_columns() -> None:
     tj_cols = [c["name"] for c in by_kind["TrainingJob"]["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert tj_cols == ["Nodes", "GPUs/Node", "Step", "Total", "Ckpt", "Restarts", "Running", "Succeeded", "Age"]
     # every printer column reads a path the schema declares (conditions by filter)
-    for kind, crd in by_kind.items():
+    for _kind, crd in by_kind.items():
         schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
         for col in crd["spec"]["versions"][0]["additionalPrinterColumns"]:
             path = col["jsonPath"].split("[")[0].lstrip(".").split(".")

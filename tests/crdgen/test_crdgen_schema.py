@@ -9,11 +9,10 @@ import enum
 from typing import Annotated, Any, Literal
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-
 from llmops.api.common import Quantity, cel
 from llmops.crdgen.schema import SchemaConversionError, strip_defaults, to_structural
 from llmops.kubeschema import check_structural, compile_rules
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class Color(str, enum.Enum):

@@ -5,28 +5,26 @@ precedence; and PodFacts parsing from a pod object."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
-
 from llmops.api import conditions as C
-import dataclasses
-
 from llmops.builders.testing import disrupted, evicted, exited, pod, running, terminating, waiting
-from llmops.failures import ContainerFacts
 from llmops.failures import (
     CREDENTIALS_UNAVAILABLE,
     HANG,
     WORKER_FAILED,
     Action,
     ClassifyInput,
+    ContainerFacts,
     LastFailure,
     NodeFacts,
     PodFacts,
     classify,
 )
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 NOW = T0 + dt.timedelta(minutes=10)
 
 

@@ -9,7 +9,6 @@ and discovery's 404 for an API group that is not served. Plus what is not a refu
 from __future__ import annotations
 
 import pytest
-
 from llmops.failures import (
     ADMISSION_DENIED,
     ADMISSION_UNAVAILABLE,

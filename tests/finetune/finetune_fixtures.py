@@ -17,7 +17,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
-WORDS = "the a cat dog sat ran on under mat log big small red blue fast slow".split()
+WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "log", "big", "small", "red", "blue", "fast", "slow"]
 
 
 def corpus(n: int, seed: int = 0) -> list[str]:

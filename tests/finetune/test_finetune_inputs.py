@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from finetune_fixtures import build_model, corpus, make_spec, write_jsonl
 from llmops.api.runtime_env import ExitCode, parse_termination_message
 from llmops_runtime import finetune
@@ -128,7 +127,6 @@ def test_collate_masks_padding_out_of_the_loss():
 
 def test_eval_tracker_keeps_best_and_stops_after_patience():
     import torch
-
     from llmops_runtime.finetune.run import EvalTracker, TrainableState
 
     model = torch.nn.Linear(2, 1)

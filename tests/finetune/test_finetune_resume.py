@@ -19,7 +19,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from finetune_fixtures import base_env, build_model, corpus, kill, losses, make_spec, start, wait_step, write_jsonl
 from llmops_runtime.serve import manifest as M
 
@@ -111,11 +110,10 @@ def test_validation_loss_falls_below_the_base_model(runs):
 
 
 def test_adapter_reloads_onto_the_base_and_reproduces_the_validation_loss(runs, monkeypatch):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     from llmops_runtime.finetune import load_spec
     from llmops_runtime.finetune.run import prepare, validation_loss
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
     monkeypatch.setenv("LLMOPS_PVC_ROOT", str(runs.root))
     monkeypatch.setenv("LLMOPS_FINETUNE_MODEL_CACHE", str(runs.root / "cache-check"))
@@ -175,10 +173,9 @@ def test_two_ranks_gloo_killed_and_resumed_is_bitwise_identical(tmp_path):
 def test_merged_output_loads_as_a_plain_model(tmp_path, monkeypatch):
     """output.mode merged: base + adapter folded into one safetensors model (no checkpoints configured)."""
     import torch
-    from transformers import AutoModelForCausalLM
-
     from llmops_runtime.finetune import load_spec
     from llmops_runtime.finetune.run import prepare, validation_loss
+    from transformers import AutoModelForCausalLM
 
     root = _world(tmp_path)
     spec = make_spec(hyperparameters={"maxSteps": 4, "learningRate": 0.05, "batchSize": 4, "maxSeqLength": 32, "seed": 3},
@@ -203,7 +200,6 @@ def test_s3_dataset_and_s3_output_fetch_back_verified(tmp_path, s3_endpoint, mon
     import hashlib
 
     import boto3
-
     from llmops_runtime.serve import fetch as F
 
     aws = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",

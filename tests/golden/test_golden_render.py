@@ -12,7 +12,6 @@ import pathlib
 
 import pytest
 import yaml
-
 from llmops.cli import main
 from llmops.render import BACKEND_CHOICES, dump, render_documents
 

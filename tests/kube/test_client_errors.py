@@ -7,7 +7,6 @@ import json
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-
 from llmops.kube.client import api_error
 
 

@@ -9,7 +9,6 @@ import json
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-
 from llmops.kube.client import Kube, NotServedError
 
 VOLCANO = "/apis/scheduling.volcano.sh/v1beta1"

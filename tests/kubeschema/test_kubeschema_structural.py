@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from llmops.kubeschema import check_structural, compile_rules, unbounded_in_rules
 
 

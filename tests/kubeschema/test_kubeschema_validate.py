@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from llmops.kubeschema import apply_defaults, invalid_message, prune, unknown_fields, validate
 
 OBJ = "object"

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.node.client import Kube as InstallClient
 from llmops.sandbox.run import CRD_DIR, install_crds, operator_available

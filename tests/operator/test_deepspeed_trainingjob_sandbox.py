@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from llmops.api import runtime_env as E
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox

@@ -5,14 +5,13 @@ leaves every series (no cluster needed: the recording step is called directly)."
 
 from __future__ import annotations
 
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
 from llmops.api import conditions as C
 from llmops.api.finetune import DatasetStats, EvaluationStatus, FinetuneJobStatus
 from llmops.controller import Context
 from llmops.handlers import finetunejob as handler
 from llmops.metrics import Metrics
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple], float]:

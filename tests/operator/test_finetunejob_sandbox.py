@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from llmops.api import labels as L
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import DEFAULT_BUCKET, Sandbox

@@ -129,7 +129,7 @@ class ReplicaWatch:
                 self.samples.append((d["spec"]["replicas"], (d.get("status") or {}).get("readyReplicas") or 0))
             time.sleep(0.1)
 
-    def __enter__(self) -> "ReplicaWatch":
+    def __enter__(self) -> ReplicaWatch:
         self.thread.start()
         return self
 
@@ -170,7 +170,7 @@ def test_ready_then_scale_up_one_load_time_at_a_time(sandbox: Sandbox, kube: Kub
     # one step at a time (maxStep 1), never past maxReplicas
     wanted = [w for w, _ in watch.samples]
     assert wanted == sorted(wanted) and max(wanted) == 3
-    for (w0, _), (w1, r1) in zip(watch.samples, watch.samples[1:]):
+    for (w0, _), (w1, _r1) in zip(watch.samples, watch.samples[1:]):
         if w1 > w0:
             assert w1 == w0 + 1, watch.samples
     # one scale-up per load time: the second raise waits until the first one's replica is ready

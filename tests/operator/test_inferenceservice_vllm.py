@@ -27,14 +27,12 @@ from pathlib import Path
 
 import boto3
 import pytest
-
-from llmops_runtime.serve import manifest as M
-
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.node.runtimes import vllm_venv
 from llmops.sandbox.run import DEFAULT_BUCKET, Sandbox, operator_available
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
+from llmops_runtime.serve import manifest as M
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
 from finetune_fixtures import build_model, corpus  # noqa: E402

@@ -6,12 +6,10 @@ a second report of the same generation writes nothing."""
 from __future__ import annotations
 
 import datetime as dt
-
 from pathlib import Path
 
 import pytest
 import yaml
-
 from llmops.api.common import ApiValidationError
 from llmops.controller import Context
 from llmops.handlers.invalid import report_invalid

@@ -10,7 +10,6 @@ import time
 from functools import partial
 
 import pytest
-
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox, operator_available
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane

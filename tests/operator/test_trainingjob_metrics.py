@@ -10,9 +10,6 @@ import dataclasses
 import datetime as dt
 
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
 from llmops.api.progress import CommittedCheckpoint, ProgressReport
 from llmops.builders.testing import make_training_job, pod, running
 from llmops.controller import Context
@@ -20,8 +17,10 @@ from llmops.handlers import trainingjob as handler
 from llmops.metrics import Metrics
 from llmops.status import Observed, plan
 from llmops.status.training import goodput, time_to_first_step
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def iso(seconds: float) -> str:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
@@ -60,7 +59,7 @@ class RankWatch:
             self.violations += [f"rank {r}: {names}" for r, names in live.items() if len(names) > 1]
             time.sleep(0.1)
 
-    def __enter__(self) -> "RankWatch":
+    def __enter__(self) -> RankWatch:
         self.thread.start()
         return self
 

@@ -49,7 +49,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane

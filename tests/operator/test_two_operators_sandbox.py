@@ -21,12 +21,11 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox, operator_available
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.skipif(not operator_available(), reason="operator dependencies (kopf) not installed")
 NS = "default"

@@ -8,10 +8,9 @@ import json
 
 import pytest
 import torch
-from torch.utils.data import Dataset
-
 from llmops_runtime import data
 from llmops_runtime.checkpoint import codec
+from torch.utils.data import Dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")
 

@@ -30,7 +30,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from llmops.api.runtime_env import ExitCode
 from llmops_runtime.engines import deepspeed as ds
 from llmops_runtime.session import RuntimeExit

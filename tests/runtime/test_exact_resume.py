@@ -24,7 +24,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from runtime_harness import Timeline, read_timeline, start_gang
 
 STEPS = 14

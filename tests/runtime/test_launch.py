@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from llmops.api.runtime_env import ExitCode
 from llmops_runtime import hosts, launch
 

@@ -9,13 +9,12 @@ import json
 import time
 
 import pytest
-
 from llmops.api import labels
 from llmops.api.progress import CommittedCheckpoint, FinetuneReport, ProgressReport
-from llmops_runtime import progress
 from llmops.sandbox.testing import eventually
+from llmops_runtime import progress
 
-NOW = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
 CKPT = CommittedCheckpoint(id="step-00000012", step=12, uri="s3://b/p/step-00000012/manifest.a0000.json",
                            time="2026-01-02T03:04:00.000000Z")
 

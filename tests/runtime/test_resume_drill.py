@@ -165,10 +165,8 @@ def test_drill_notices_missing_state(request, tmp_path, omit):
     """Negative control: the same comparison fails when resume is not exact."""
     kills = [Kill(EVERY + 2, False)]
     env = {"DRILL_OMIT": omit}
-    if omit == "ddp-hook":  # plain DDP reduces differently from step 2 on: compare with its own reference
-        ref = drill(tmp_path / "ref", [], env)
-    else:
-        ref = request.getfixturevalue("reference")
+    # plain DDP reduces differently from step 2 on: compare with its own reference
+    ref = drill(tmp_path / "ref", [], env) if omit == "ddp-hook" else request.getfixturevalue("reference")
     got = drill(tmp_path / "got", kills, env)
     found = _divergence(ref, got)
     assert found, f"omitting {omit} went unnoticed"

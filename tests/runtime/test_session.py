@@ -15,12 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
-
 from llmops.api.runtime_env import ExitCode
 from llmops_runtime import data, progress
 from llmops_runtime.checkpoint import CheckpointManager, StorageError, open_store
 from llmops_runtime.session import RuntimeExit, Session, SessionConfig, choose_resume_point
+from torch.utils.data import Dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")
 

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import torch
-
 from llmops_runtime import train
 
 pytestmark = pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from podkit import NODE
-
 from llmops.sandbox.node.agent import NodeAgent
 from llmops.sandbox.node.client import ApiException, Kube
+from podkit import NODE
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,8 @@ import sys
 import time
 
 import pytest
-from podkit import NODE, condition, create, eventually, get_pod, main_status, make_pod, phase_is, pod_root
-
 from llmops.sandbox.node.process import alive
+from podkit import NODE, condition, create, eventually, get_pod, main_status, make_pod, phase_is, pod_root
 
 pytestmark = pytest.mark.timeout(120)
 

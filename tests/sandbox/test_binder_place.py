@@ -6,7 +6,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-
 from llmops.sandbox.binder import (
     GroupInfo,
     NodeInfo,

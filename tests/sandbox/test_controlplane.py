@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from llmops.sandbox.controlplane import find_kube_dir
 from llmops.sandbox.testing import NO_CONTROL_PLANE, eventually
 

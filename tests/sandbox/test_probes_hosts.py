@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from llmops.sandbox.node import hosts
 from llmops.sandbox.node.probes import ProbeTracker, run_check
 

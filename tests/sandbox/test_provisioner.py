@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from llmops.sandbox.provisioner import PROVISIONED_BY, PROVISIONER, STORAGE_CLASS, storage_class, volume_for, wants_volume
 
 

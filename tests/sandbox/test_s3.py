@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import boto3
 import pytest
-
 from llmops.sandbox.s3 import S3Server
 
 

@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from podkit import eventually
-
 from llmops.sandbox.node.process import alive
 from llmops.sandbox.run import Sandbox
+from podkit import eventually
 
 pytestmark = pytest.mark.timeout(180)
 GPU = "nvidia.com/gpu"

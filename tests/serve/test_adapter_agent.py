@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
-
 from llmops_runtime.serve import adapters as A
 from llmops_runtime.serve import manifest as M
+from safetensors.numpy import save_file
 
 from .test_standin import _http, standin
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from llmops.api.runtime_env import FetchExit, parse_termination_message
 from llmops_runtime.serve import fetch as F
 from llmops_runtime.serve import manifest as M

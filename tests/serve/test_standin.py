@@ -20,9 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from llmops_runtime.serve import standin as S
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import make_model
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from llmops.api.inference import parse_inference_service
 from llmops.builders import inference as B
 from llmops.sandbox.node.runtimes import vllm_runtime, vllm_venv

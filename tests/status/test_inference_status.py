@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from llmops.api import conditions as C
 from llmops.api.inference import ScaleDecision, parse_inference_service
 from llmops.status import inference as S

@@ -14,14 +14,13 @@ import json
 from typing import Any
 
 import pytest
-
 from llmops.api import conditions as C
 from llmops.api.labels import PROGRESS_ANNOTATION
 from llmops.api.progress import FinetuneReport
 from llmops.builders.testing import make_finetune_job
 from llmops.status import finetune as S
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 TJ_UID = "tj-uid"
 
 

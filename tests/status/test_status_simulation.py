@@ -17,13 +17,12 @@ import datetime as dt
 import random
 
 import pytest
-
 from llmops.api import conditions as C
 from llmops.builders.testing import make_training_job
 from llmops.failures import ContainerFacts, NodeFacts, PodConditionFacts, PodFacts
 from llmops.status import Observed, plan
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 STEP = dt.timedelta(seconds=7)
 
 
@@ -73,9 +72,9 @@ def test_random_lifecycle_keeps_invariants(seed):
                 world[name] = dataclasses.replace(q, deletion_timestamp=iso(now + dt.timedelta(seconds=30)))
                 dying[name] = rng.randint(0, 4)
         job = job.model_copy(update={"status": st})
-        if C.is_true(st.conditions, C.SUCCEEDED) or C.is_true(st.conditions, C.FAILED):
-            if not any(not q.terminal for q in world.values()):
-                break
+        done = C.is_true(st.conditions, C.SUCCEEDED) or C.is_true(st.conditions, C.FAILED)
+        if done and all(q.terminal for q in world.values()):
+            break
 
         # the world moves on
         now += STEP

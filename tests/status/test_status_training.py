@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from llmops.api import conditions as C
 from llmops.api import runtime_env as E
 from llmops.api.progress import CommittedCheckpoint, ProgressReport
@@ -36,7 +35,7 @@ from llmops.failures import (
 from llmops.status import Observed, compute_status, plan
 from llmops.status.training import GANG_RECHECK_SECONDS, MAX_SCHEDULING_TIMEOUTS, POD_SECURITY_VIOLATION, UNSCHEDULABLE
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def at(seconds: float) -> dt.datetime:

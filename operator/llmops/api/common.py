@@ -321,7 +321,7 @@ class Credentials(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _one_of(self) -> "Credentials":
+    def _one_of(self) -> Credentials:
         if self.secret_name and self.service_account_name:
             raise ValueError("set secretName or serviceAccountName, not both")
         return self
@@ -358,7 +358,7 @@ class Checkpoint(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _trigger(self) -> "Checkpoint":
+    def _trigger(self) -> Checkpoint:
         if self.every_steps is None and self.every_seconds is None:
             raise ValueError("set everySteps and/or everySeconds")
         return self
@@ -376,7 +376,7 @@ class Backoff(SpecModel):
     max_seconds: int = Field(default=300, ge=0, le=86400, description="Upper bound of the delay.")
 
     @model_validator(mode="after")
-    def _order(self) -> "Backoff":
+    def _order(self) -> Backoff:
         if self.initial_seconds > self.max_seconds:
             raise ValueError("initialSeconds must be <= maxSeconds")
         return self
@@ -436,7 +436,7 @@ class EnvVarSource(SpecModel):
     resource_field_ref: ResourceFieldRef | None = Field(default=None, description="Container resource via the downward API.")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "EnvVarSource":
+    def _exactly_one(self) -> EnvVarSource:
         if sum(x is not None for x in (self.secret_key_ref, self.config_map_key_ref, self.field_ref, self.resource_field_ref)) != 1:
             raise ValueError("set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef")
         return self
@@ -475,7 +475,7 @@ class EnvVar(SpecModel):
         return v
 
     @model_validator(mode="after")
-    def _one_value(self) -> "EnvVar":
+    def _one_value(self) -> EnvVar:
         if self.value is not None and self.value_from is not None:
             raise ValueError("set value or valueFrom, not both")
         return self
@@ -498,7 +498,7 @@ class EnvFromSource(SpecModel):
     secret_ref: NameRef | None = Field(default=None, description="Secret in the job's namespace.")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "EnvFromSource":
+    def _exactly_one(self) -> EnvFromSource:
         if (self.config_map_ref is None) == (self.secret_ref is None):
             raise ValueError("set exactly one of configMapRef, secretRef")
         return self
@@ -567,7 +567,7 @@ class Volume(SpecModel):
     empty_dir: EmptyDirSource | None = Field(default=None, description="emptyDir source.")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Volume":
+    def _exactly_one(self) -> Volume:
         if sum(x is not None for x in (self.persistent_volume_claim, self.config_map, self.secret, self.empty_dir)) != 1:
             raise ValueError("set exactly one of persistentVolumeClaim, configMap, secret, emptyDir")
         return self
@@ -631,7 +631,7 @@ class PodTemplate(SpecModel):
         return v
 
     @model_validator(mode="after")
-    def _keys(self) -> "PodTemplate":
+    def _keys(self) -> PodTemplate:
         _require_unique([e.name for e in self.env], "env name")
         _require_unique([v.name for v in self.volumes], "volume name")
         known = {v.name for v in self.volumes}

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
-from typing import Annotated
 
 # --- condition types: jobs (TrainingJob, FinetuneJob) -----------------------------------------
 QUEUED = "Queued"  # status computer writes while the gang waits for placement/admission; printer columns and users read
@@ -129,8 +129,8 @@ def rfc3339(now: dt.datetime | str) -> str:
     if isinstance(now, str):
         return now
     if now.tzinfo is None:
-        now = now.replace(tzinfo=dt.timezone.utc)
-    return now.astimezone(dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = now.replace(tzinfo=dt.UTC)
+    return now.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def set_condition(conditions: list[Condition], new: Condition, now: dt.datetime | str) -> list[Condition]:

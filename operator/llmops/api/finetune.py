@@ -64,7 +64,7 @@ class BaseModelRef(SpecModel):
     trust_remote_code: bool = Field(default=False, description="Run Python code shipped with the model. Off by default.")
 
     @model_validator(mode="after")
-    def _pinned(self) -> "BaseModelRef":
+    def _pinned(self) -> BaseModelRef:
         if self.uri.startswith("hf://") and not self.revision:
             raise ValueError("revision is required for hf:// models (pin a commit)")
         return self
@@ -91,7 +91,7 @@ class Dataset(SpecModel):
     sha256: Sha256 | None = Field(default=None, description="Expected sha256 of the dataset file (single-file datasets).")
 
     @model_validator(mode="after")
-    def _one_field(self) -> "Dataset":
+    def _one_field(self) -> Dataset:
         if (self.text_field is None) == (self.messages_field is None):
             raise ValueError("set exactly one of textField, messagesField")
         return self
@@ -138,7 +138,7 @@ class Method(SpecModel):
     quantization: Quantization = Field(default=Quantization.NONE, description="none, 8bit or 4bit (qlora needs 8bit or 4bit).")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Method":
+    def _consistent(self) -> Method:
         if self.type == MethodType.FULL and self.lora is not None:
             raise ValueError("lora settings need type lora or qlora")
         if self.type == MethodType.QLORA and self.quantization == Quantization.NONE:
@@ -180,7 +180,7 @@ class Hyperparameters(SpecModel):
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed for shuffling, initialisation and dropout.")
 
     @model_validator(mode="after")
-    def _length(self) -> "Hyperparameters":
+    def _length(self) -> Hyperparameters:
         if (self.max_steps is None) == (self.epochs is None):
             raise ValueError("set exactly one of maxSteps, epochs")
         return self
@@ -239,7 +239,7 @@ class FinetuneJobSpec(SpecModel):
     template: PodTemplate = Field(default_factory=PodTemplate, description="The narrow part of the worker pods the user may shape.")
 
     @model_validator(mode="after")
-    def _servable(self) -> "FinetuneJobSpec":
+    def _servable(self) -> FinetuneJobSpec:
         if self.serve is not None and self.output.mode != OutputMode.ADAPTER:
             raise ValueError("serve needs output.mode adapter (a merged model is served by an InferenceService of its own)")
         return self

@@ -17,8 +17,8 @@ from pydantic.alias_generators import to_camel
 
 from llmops.api.common import (
     GROUP_VERSION,
-    DNSLabel,
     MAX_MAP,
+    DNSLabel,
     DNSSubdomain,
     ImageRef,
     LabelKey,
@@ -68,7 +68,7 @@ class Model(SpecModel):
     served_model_name: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_./:]*$")] | None = Field(default=None, description="Model name clients send (default: the InferenceService name).")
 
     @model_validator(mode="after")
-    def _checks(self) -> "Model":
+    def _checks(self) -> Model:
         if self.format == WeightFormat.PICKLE and not self.allow_pickle:
             raise ValueError("format pickle needs allowPickle: true")
         if self.uri.startswith("hf://") and not self.revision:
@@ -91,7 +91,7 @@ class Adapter(SpecModel):
     from_finetune_job: DNSLabel | None = Field(default=None, description="Name of a FinetuneJob in the same namespace whose output to load.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "Adapter":
+    def _one_source(self) -> Adapter:
         if (self.uri is None) == (self.from_finetune_job is None):
             raise ValueError("set exactly one of uri, fromFinetuneJob")
         return self
@@ -210,7 +210,7 @@ class Autoscaling(SpecModel):
     scale_to_zero: ScaleToZero = Field(default_factory=ScaleToZero, description="Opt-in scale to zero.")
 
     @model_validator(mode="after")
-    def _target(self) -> "Autoscaling":
+    def _target(self) -> Autoscaling:
         if self.signal == Signal.KV_CACHE and self.target > 1:
             raise ValueError("target of signal kvCache is a fraction <= 1")
         return self
@@ -234,7 +234,7 @@ class Cache(SpecModel):
     access_mode: AccessMode = Field(default=AccessMode.READ_WRITE_MANY, description="ReadWriteMany (shared) or ReadWriteOnce.")
 
     @model_validator(mode="after")
-    def _one(self) -> "Cache":
+    def _one(self) -> Cache:
         if self.claim_name is not None and (self.size is not None or self.storage_class_name is not None):
             raise ValueError("size and storageClassName apply to a created PVC, not claimName")
         return self
@@ -265,7 +265,7 @@ class Rollout(SpecModel):
     max_unavailable: int = Field(default=1, ge=0, le=100, description="Replicas that may be down during a rollout.")
 
     @model_validator(mode="after")
-    def _progress(self) -> "Rollout":
+    def _progress(self) -> Rollout:
         if self.max_surge == 0 and self.max_unavailable == 0:
             raise ValueError("maxSurge and maxUnavailable cannot both be 0")
         return self
@@ -273,7 +273,7 @@ class Rollout(SpecModel):
     model_config = ConfigDict(json_schema_extra=cel(("self.maxSurge > 0 || self.maxUnavailable > 0", "maxSurge and maxUnavailable cannot both be 0")))
 
 
-def _scale_to_zero(spec: "InferenceServiceSpec") -> bool:
+def _scale_to_zero(spec: InferenceServiceSpec) -> bool:
     return spec.autoscaling is not None and spec.autoscaling.scale_to_zero.enabled
 
 
@@ -298,7 +298,7 @@ class InferenceServiceSpec(SpecModel):
     template: PodTemplate = Field(default_factory=PodTemplate, description="The narrow part of the server pods the user may shape.")
 
     @model_validator(mode="after")
-    def _replicas(self) -> "InferenceServiceSpec":
+    def _replicas(self) -> InferenceServiceSpec:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})")
         if self.min_replicas == 0 and not _scale_to_zero(self):

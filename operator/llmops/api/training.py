@@ -115,13 +115,13 @@ class TrainingJobSpec(SpecModel):
     template: PodTemplate = Field(default_factory=PodTemplate, description="The narrow part of the worker pods the user may shape.")
 
     @model_validator(mode="after")
-    def _min_nodes(self) -> "TrainingJobSpec":
+    def _min_nodes(self) -> TrainingJobSpec:
         if self.min_nodes is not None and self.min_nodes > self.nodes:
             raise ValueError(f"minNodes ({self.min_nodes}) must be <= nodes ({self.nodes})")
         return self
 
     @model_validator(mode="after")
-    def _deepspeed_only_with_its_launcher(self) -> "TrainingJobSpec":
+    def _deepspeed_only_with_its_launcher(self) -> TrainingJobSpec:
         if self.deepspeed is not None and self.launcher != Launcher.DEEPSPEED:
             raise ValueError("deepspeed settings need launcher: deepspeed")
         return self

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmops.autoscaling.policy import ReplicaSignal
 
-__all__ = ["parse_vllm_metrics", "ttft_mean_between", "replica_signal"]
+__all__ = ["parse_vllm_metrics", "replica_signal", "ttft_mean_between"]
 
 _WAITING = ("vllm:num_requests_waiting",)
 _RUNNING = ("vllm:num_requests_running",)

@@ -381,9 +381,8 @@ def decide(inputs: AutoscaleInputs, behaviour: Behaviour, state: PolicyState) ->
     # 5b. scale to zero (opt-in, after idle + load allowance)
     idle_needed = b.scale_to_zero_idle_seconds + L
     idle_since = last_active if last_active is not None else first_seen
-    if b.scale_to_zero_enabled and b.min_replicas == 0 and not active:
-        if now - idle_since >= idle_needed:
-            return out(0, Reason.SCALE_TO_ZERO)
+    if b.scale_to_zero_enabled and b.min_replicas == 0 and not active and now - idle_since >= idle_needed:
+        return out(0, Reason.SCALE_TO_ZERO)
 
     # 4. scale down after the hold
     floor_n = max(n for _, n in needs)

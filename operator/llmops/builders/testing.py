@@ -33,21 +33,21 @@ class JobBuilder:
             d = d.setdefault(key, {})
         return d
 
-    def nodes(self, n: int) -> "JobBuilder":
+    def nodes(self, n: int) -> JobBuilder:
         self.body["spec"]["nodes"] = n
         return self
 
-    def gpus(self, n: int, resource: str | None = None) -> "JobBuilder":
+    def gpus(self, n: int, resource: str | None = None) -> JobBuilder:
         self._spec("resources")["gpus"] = n
         if resource:
             self._spec("resources")["gpuResourceName"] = resource
         return self
 
-    def resources(self, **kw: str) -> "JobBuilder":
+    def resources(self, **kw: str) -> JobBuilder:
         self._spec("resources").update(kw)
         return self
 
-    def rdma(self, hca: str = "rdma/hca", count: int = 1, networks: tuple[str, ...] = ("ib-net",), ib_hca: str | None = "mlx5", ifname: str | None = "eth0") -> "JobBuilder":
+    def rdma(self, hca: str = "rdma/hca", count: int = 1, networks: tuple[str, ...] = ("ib-net",), ib_hca: str | None = "mlx5", ifname: str | None = "eth0") -> JobBuilder:
         r: dict[str, Any] = {"resources": [{"name": hca, "count": count}], "networks": list(networks)}
         if ib_hca:
             r["ncclIbHca"] = ib_hca
@@ -56,14 +56,14 @@ class JobBuilder:
         self._spec("network")["rdma"] = r
         return self
 
-    def checkpoint(self, uri: str = "s3://ckpt/run", every_steps: int = 100, secret: str | None = "s3-creds", **kw: Any) -> "JobBuilder":
+    def checkpoint(self, uri: str = "s3://ckpt/run", every_steps: int = 100, secret: str | None = "s3-creds", **kw: Any) -> JobBuilder:
         c: dict[str, Any] = {"uri": uri, "everySteps": every_steps, **kw}
         if secret and uri.startswith("s3://"):
             c["credentials"] = {"secretName": secret}
         self.body["spec"]["checkpoint"] = c
         return self
 
-    def backend(self, name: str, timeout: int | None = None, queue: str | None = None) -> "JobBuilder":
+    def backend(self, name: str, timeout: int | None = None, queue: str | None = None) -> JobBuilder:
         self._spec("scheduling", "gang")["backend"] = name
         if timeout is not None:
             self._spec("scheduling", "gang")["timeoutSeconds"] = timeout
@@ -71,27 +71,27 @@ class JobBuilder:
             self._spec("scheduling")["queueName"] = queue
         return self
 
-    def priority(self, name: str) -> "JobBuilder":
+    def priority(self, name: str) -> JobBuilder:
         self._spec("scheduling")["priorityClassName"] = name
         return self
 
-    def failure_policy(self, **kw: Any) -> "JobBuilder":
+    def failure_policy(self, **kw: Any) -> JobBuilder:
         self._spec("failurePolicy").update(kw)
         return self
 
-    def run_policy(self, **kw: Any) -> "JobBuilder":
+    def run_policy(self, **kw: Any) -> JobBuilder:
         self._spec("runPolicy").update(kw)
         return self
 
-    def template(self, **kw: Any) -> "JobBuilder":
+    def template(self, **kw: Any) -> JobBuilder:
         self._spec("template").update(kw)
         return self
 
-    def spec(self, **kw: Any) -> "JobBuilder":
+    def spec(self, **kw: Any) -> JobBuilder:
         self.body["spec"].update(kw)
         return self
 
-    def status(self, status: dict[str, Any]) -> "JobBuilder":
+    def status(self, status: dict[str, Any]) -> JobBuilder:
         self.body["status"] = status
         return self
 
@@ -141,7 +141,7 @@ class FinetuneJobBuilder:
             },
         }
 
-    def spec(self, **kw: Any) -> "FinetuneJobBuilder":
+    def spec(self, **kw: Any) -> FinetuneJobBuilder:
         """Set (or, for dict values, merge into) top-level spec sections."""
         for key, value in kw.items():
             if isinstance(value, dict) and isinstance(self.body["spec"].get(key), dict):
@@ -150,18 +150,18 @@ class FinetuneJobBuilder:
                 self.body["spec"][key] = value
         return self
 
-    def serve(self, service: str, adapter: str | None = None, create: bool = False) -> "FinetuneJobBuilder":
+    def serve(self, service: str, adapter: str | None = None, create: bool = False) -> FinetuneJobBuilder:
         serve: dict[str, Any] = {"inferenceServiceName": service, "create": create}
         if adapter:
             serve["adapterName"] = adapter
         self.body["spec"]["serve"] = serve
         return self
 
-    def annotate(self, **annotations: str) -> "FinetuneJobBuilder":
+    def annotate(self, **annotations: str) -> FinetuneJobBuilder:
         self.body["metadata"].setdefault("annotations", {}).update(annotations)
         return self
 
-    def status(self, status: dict[str, Any]) -> "FinetuneJobBuilder":
+    def status(self, status: dict[str, Any]) -> FinetuneJobBuilder:
         self.body["status"] = status
         return self
 

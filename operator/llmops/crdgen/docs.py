@@ -3,7 +3,8 @@ the documentation cannot disagree with what the API server enforces."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from llmops.crdgen.crds import KINDS, KindInfo, canonical, open_api_schema
 

@@ -118,7 +118,7 @@ class WorkQueue:
 
 def run_workers(
     queue: WorkQueue,
-    reconcile: Callable[[Key], "float | Backoff | None"],
+    reconcile: Callable[[Key], float | Backoff | None],
     stop: threading.Event,
     *,
     workers: int = 2,

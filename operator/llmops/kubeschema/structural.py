@@ -19,7 +19,8 @@ an API server here, so these functions re-check the same rules on the generated 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from llmops.kubeschema import celtypes
 from llmops.kubeschema.crd import rule_problems
@@ -30,15 +31,7 @@ Schema = dict[str, Any]
 
 #: Fields of apiextensions.k8s.io/v1 JSONSchemaProps; anything else fails decoding.
 KNOWN_KEYS = frozenset(
-    """
-    id $schema $ref description type format title default maximum exclusiveMaximum minimum
-    exclusiveMinimum maxLength minLength pattern maxItems minItems uniqueItems multipleOf enum
-    maxProperties minProperties required items allOf oneOf anyOf not properties
-    additionalProperties patternProperties dependencies additionalItems definitions
-    externalDocs example nullable x-kubernetes-preserve-unknown-fields
-    x-kubernetes-embedded-resource x-kubernetes-int-or-string x-kubernetes-list-map-keys
-    x-kubernetes-list-type x-kubernetes-map-type x-kubernetes-validations
-    """.split()
+    ["id", "$schema", "$ref", "description", "type", "format", "title", "default", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "maxLength", "minLength", "pattern", "maxItems", "minItems", "uniqueItems", "multipleOf", "enum", "maxProperties", "minProperties", "required", "items", "allOf", "oneOf", "anyOf", "not", "properties", "additionalProperties", "patternProperties", "dependencies", "additionalItems", "definitions", "externalDocs", "example", "nullable", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource", "x-kubernetes-int-or-string", "x-kubernetes-list-map-keys", "x-kubernetes-list-type", "x-kubernetes-map-type", "x-kubernetes-validations"]
 )
 #: Known to JSONSchemaProps but refused in CRDs.
 FORBIDDEN_KEYS = ("$ref", "id", "$schema", "definitions", "additionalItems", "patternProperties", "dependencies")

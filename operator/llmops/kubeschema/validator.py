@@ -83,7 +83,7 @@ def prune(schema: Schema, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _prune(schema: Schema, value: Any, root: bool = False, embedded: bool = False) -> Any:
-    if isinstance(value, dict) and _is_object_schema(schema) or (isinstance(value, dict) and schema.get("x-kubernetes-preserve-unknown-fields")):
+    if (isinstance(value, dict) and _is_object_schema(schema)) or (isinstance(value, dict) and schema.get("x-kubernetes-preserve-unknown-fields")):
         props: dict[str, Schema] = schema.get("properties", {})
         addl = schema.get("additionalProperties")
         preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
@@ -102,9 +102,7 @@ def _prune(schema: Schema, value: Any, root: bool = False, embedded: bool = Fals
                 if sub is None and not addl.get("nullable"):
                     continue
                 out[key] = _prune(addl, sub)
-            elif addl is True or preserve:
-                out[key] = sub
-            elif keep_meta and key in ("apiVersion", "kind", "metadata"):
+            elif addl is True or preserve or (keep_meta and key in ("apiVersion", "kind", "metadata")):
                 out[key] = sub
         return out
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
@@ -302,9 +300,8 @@ def _junctors(schema: Schema, value: Any, path: str, errs: list[FieldError]) -> 
     shown = path or "<nil>"
     for sub in schema.get("allOf", []):
         errs.extend(_plain(sub, value, path))
-    if "anyOf" in schema and not schema.get("x-kubernetes-int-or-string"):
-        if all(_plain(sub, value, path) for sub in schema["anyOf"]):
-            errs.append(FieldError(path, INVALID, value, f"{shown} in body must validate at least one schema (anyOf)"))
+    if "anyOf" in schema and not schema.get("x-kubernetes-int-or-string") and all(_plain(sub, value, path) for sub in schema["anyOf"]):
+        errs.append(FieldError(path, INVALID, value, f"{shown} in body must validate at least one schema (anyOf)"))
     if "oneOf" in schema:
         passing = sum(1 for sub in schema["oneOf"] if not _plain(sub, value, path))
         if passing != 1:
@@ -429,7 +426,7 @@ def _objects(schema: Schema, value: dict[str, Any], path: str, old: Any, has_old
     props: dict[str, Schema] = schema.get("properties", {})
     addl = schema.get("additionalProperties")
     old_map = old if (has_old and isinstance(old, dict)) else None
-    for key, sub in value.items():
+    for key, _sub in value.items():
         if key in props:
             child_schema, child_path = props[key], _child(path, key)
         elif isinstance(addl, dict):

@@ -57,7 +57,7 @@ def cluster_of(item: pytest.Item) -> tuple[str | None, bool]:
     callspec = getattr(item, "callspec", None)
     for name, value in (callspec.params.items() if callspec else ()):
         if value in CLUSTERS:
-            defs = getattr(item, "_fixtureinfo").name2fixturedefs.get(name) or ()
+            defs = item._fixtureinfo.name2fixturedefs.get(name) or ()
             return value, any(d.scope in ("module", "session") for d in defs)
     return None, False
 

@@ -95,7 +95,7 @@ class Observed:
         service_create_error: str | None = None,
         foreign_children: Iterable[str] = (),
         refusal: Refusal | None = None,
-    ) -> "Observed":
+    ) -> Observed:
         """Facts from raw objects. The Lease counts only when the child controls it (a Lease
         left by an earlier child of the same name is not this run's); a report that does not
         parse is ignored (pods write it)."""
@@ -197,7 +197,7 @@ def _adapter_state(service: Mapping[str, Any], name: str) -> tuple[bool, str]:
 
 def plan(job: FinetuneJob, observed: Observed, now: dt.datetime) -> Plan:
     """Decide the reconcile (see the module essay)."""
-    now = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+    now = now if now.tzinfo else now.replace(tzinfo=dt.UTC)
     spec, prev, gen = job.spec, job.status, job.metadata.generation
     tj_name = training_job_name(job.metadata.name)
     child = observed.training_job

@@ -93,7 +93,7 @@ class PodView:
         return not self.ready and not self.deleting and (fetch_failed or bool(self.server_failure))
 
     @staticmethod
-    def from_pod(pod: Mapping[str, Any]) -> "PodView":
+    def from_pod(pod: Mapping[str, Any]) -> PodView:
         meta, st = pod.get("metadata") or {}, pod.get("status") or {}
         conds = {c.get("type"): c for c in st.get("conditions") or []}
         ready = (conds.get("Ready") or {}).get("status") == "True"
@@ -184,7 +184,7 @@ def pod_load_seconds(p: PodView) -> float | None:
 def load_seconds(pods: Sequence[PodView], previous: LoadSeconds | None) -> LoadSeconds | None:
     """last = the most recently ready pod's start -> ready; p95 = nearest-rank p95 over the
     ready pods (the previous p95 counts as one sample, so replacing pods does not forget it)."""
-    loads = sorted(((p.ready_time or "", v) for p in pods if p.ready and (v := pod_load_seconds(p)) is not None))
+    loads = sorted((p.ready_time or "", v) for p in pods if p.ready and (v := pod_load_seconds(p)) is not None)
     if not loads:
         return previous
     values = sorted([v for _, v in loads] + ([previous.p95] if previous and previous.p95 is not None else []))

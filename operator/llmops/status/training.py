@@ -51,12 +51,12 @@ from llmops.api.training import (
 )
 from llmops.builders.training import BuildInputs, build_training_children, gang_name, per_pod_requests
 from llmops.failures import (
+    GANG_BACKEND_UNAVAILABLE,
     NODE_LOST_GRACE_SECONDS,
     POD_SECURITY_VIOLATION,  # noqa: F401 - re-exported: the reason's old home
     REFUSAL_REASONS,
     STARTUP_GRACE_SECONDS,
     WAITING_FOR_TERMINATING_PODS,
-    GANG_BACKEND_UNAVAILABLE,
     Action,
     ClassifyInput,
     LastFailure,
@@ -117,7 +117,7 @@ class Observed:
         refusal: Refusal | None = None,
         startup_grace_seconds: float = STARTUP_GRACE_SECONDS,
         node_lost_grace_seconds: float = NODE_LOST_GRACE_SECONDS,
-    ) -> "Observed":
+    ) -> Observed:
         """Facts from raw API objects as the kube layer lists them (pure parsing).
 
         ``nodes`` None means node facts are unknown (e.g. no RBAC to list nodes): the node-lost
@@ -243,7 +243,7 @@ def plan(job: TrainingJob, observed: Observed, now: dt.datetime) -> Plan:
     spec = job.spec
     prev = job.status
     gen = job.metadata.generation
-    now = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+    now = now if now.tzinfo else now.replace(tzinfo=dt.UTC)
 
     backend = prev.gang.backend if prev.gang and prev.gang.backend != GangBackend.AUTO else choose(spec.scheduling.gang.backend, observed.served or ())
     # An attempt number the status did not record yet (the operator died between creating

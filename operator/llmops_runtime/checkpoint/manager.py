@@ -56,7 +56,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .codec import BufferPool, CorruptShard, iter_safetensors, parse_safetensors, restore, snapshot
@@ -90,7 +90,7 @@ def checkpoint_id(step: int) -> str:
 
 
 def _now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def shard_keys(cid: str, rank: int, attempt: int) -> tuple[str, str, str]:
@@ -527,7 +527,7 @@ class CheckpointManager:
         self._executor.shutdown(wait=wait)
         self._pool.clear()
 
-    def __enter__(self) -> "CheckpointManager":
+    def __enter__(self) -> CheckpointManager:
         return self
 
     def __exit__(self, *exc: object) -> None:

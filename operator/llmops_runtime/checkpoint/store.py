@@ -44,7 +44,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-
 from llmops.api.runtime_env import PVC_ROOT as PVC_ROOT_ENV
 
 #: Default mount root of ``pvc://claim/path`` URIs; overridden by ``$LLMOPS_PVC_ROOT``.
@@ -89,7 +88,7 @@ class Digest:
         return {"sha256": self.sha256, "size": self.size}
 
     @staticmethod
-    def from_json(d: dict[str, object]) -> "Digest":
+    def from_json(d: dict[str, object]) -> Digest:
         return Digest(sha256=str(d["sha256"]), size=int(d["size"]))  # type: ignore[arg-type]
 
 
@@ -169,7 +168,7 @@ class Store(ABC):
     @abstractmethod
     def swap(self, key: str, decide: Callable[[bytes | None], bytes | None]) -> bytes | None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: stores holding nothing need no close
         pass
 
 

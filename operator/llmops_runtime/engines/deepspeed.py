@@ -40,7 +40,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-
 from llmops.api import runtime_env as E
 from llmops.api.runtime_env import ExitCode
 

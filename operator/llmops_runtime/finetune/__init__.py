@@ -33,7 +33,7 @@ from llmops_runtime.serve.fetch import write_termination_message
 from .errors import FinetuneError
 from .inputs import SPEC_ENV, load_spec
 
-__all__ = ["FinetuneError", "SPEC_ENV", "load_spec", "main"]
+__all__ = ["SPEC_ENV", "FinetuneError", "load_spec", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,11 +32,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
+from llmops.api import runtime_env as E
+from llmops.api.finetune import DatasetFormat, FinetuneJobSpec, MethodType, Quantization
 from pydantic import ValidationError
 from torch.utils.data import Dataset
 
-from llmops.api import runtime_env as E
-from llmops.api.finetune import DatasetFormat, FinetuneJobSpec, MethodType, Quantization
 from llmops_runtime.serve import fetch as F
 
 from . import errors as X

@@ -52,7 +52,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-
 from llmops.api import runtime_env as E
 from llmops.api.finetune import (
     DatasetStats,
@@ -65,6 +64,7 @@ from llmops.api.finetune import (
     Precision,
 )
 from llmops.api.progress import FinetuneReport
+
 from llmops_runtime import data as rdata
 from llmops_runtime import ddp as rddp
 from llmops_runtime.rng import seed_all
@@ -151,7 +151,7 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def finetune_report(stats: dict[str, Any], tracker: "EvalTracker", output: dict[str, Any] | None = None) -> FinetuneReport:
+def finetune_report(stats: dict[str, Any], tracker: EvalTracker, output: dict[str, Any] | None = None) -> FinetuneReport:
     """The ``finetune`` section of the progress report (pure): what the FinetuneJob status shows."""
     ev = tracker.summary()
     evaluation = None

@@ -141,9 +141,9 @@ class Agent:
         now = time.time()
         with self.lock:
             rec = self.records.get(name)
-            if rec is not None and rec.same(uri, path, sha):
-                if rec.state == "loading" or (rec.state == "failed" and now - rec.since < RETRY_SECONDS):
-                    return (202 if rec.state == "loading" else 200), rec
+            settled = rec is not None and (rec.state == "loading" or (rec.state == "failed" and now - rec.since < RETRY_SECONDS))
+            if settled and rec.same(uri, path, sha):
+                return (202 if rec.state == "loading" else 200), rec
             others = [n for n, r in self.records.items() if n != name and r.state in ("loading", "loaded")]
             if self.max_adapters and len(others) >= self.max_adapters:
                 refused = Record(name, uri, path, sha, "failed", LIMIT_EXCEEDED,

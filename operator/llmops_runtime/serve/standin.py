@@ -71,7 +71,7 @@ DEFAULT_KV_CACHE_TOKENS = 1 << 20
 
 VERSION = "0.0.0+llmops-standin"
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
-_WORDS = "the a model token cache replica queue load serve verify batch prefix decode prompt adapter".split()
+_WORDS = ["the", "a", "model", "token", "cache", "replica", "queue", "load", "serve", "verify", "batch", "prefix", "decode", "prompt", "adapter"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from llmops_runtime.checkpoint import CheckpointManager, open_store
 
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
-
 from llmops_runtime.checkpoint.codec import (
     BufferPool,
     CorruptShard,

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from llmops_runtime.checkpoint import CheckpointManager, open_store
 from llmops_runtime.checkpoint.compare import differences, final_state
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from ckpt_crash_writer import make_state
 from llmops_runtime.checkpoint import CheckpointManager, Store, open_store
 

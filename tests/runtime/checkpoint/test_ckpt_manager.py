@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from llmops_runtime.checkpoint import (
     CheckpointCorrupt,
     CheckpointError,
@@ -205,7 +204,7 @@ def test_another_runs_checkpoints_are_refused_and_left_untouched(store_uri: str)
     a.save(9, make_state(9)).result()
     before = committed_files(a.store)
     b = mgr(store_uri, run="run-b")
-    with pytest.raises(OwnedByAnotherRun, match="run-a.*newest step 9.*resumePolicy: Continue"):
+    with pytest.raises(OwnedByAnotherRun, match=r"run-a.*newest step 9.*resumePolicy: Continue"):
         b.candidates()
     assert b.save(20, make_state(20)).result() is None and "SameRun" in (b.last_error or "")  # refused, reported
     assert json.loads(a.store.read(POINTER_KEY))["run_id"] == "run-a"

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from llmops_runtime.checkpoint.store import (
     Conflict,
     Digest,

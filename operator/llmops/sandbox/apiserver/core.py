@@ -60,7 +60,7 @@ _CAUSE_REASONS = {"Invalid value": "FieldValueInvalid", "Required value": "Field
 
 
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _content(obj: dict[str, Any]) -> dict[str, Any]:

@@ -119,7 +119,7 @@ class Owners:
     def __init__(self) -> None:
         self.sets: dict[ManagerKey, set[FieldPath]] = {}
 
-    def copy(self) -> "Owners":
+    def copy(self) -> Owners:
         other = Owners()
         other.sets = {k: set(v) for k, v in self.sets.items()}
         return other

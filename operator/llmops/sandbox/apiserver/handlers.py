@@ -230,10 +230,7 @@ class Handlers:
                      dry_run: bool) -> dict[str, Any]:
         scale = self.cluster.get_scale(res, namespace, name)
         body = json.loads(raw or b"null") if "yaml" not in ctype else yamlcompat.load(raw.decode())
-        if ctype == "application/json-patch+json":
-            new = patching.json_patch(scale, body)
-        else:
-            new = patching.merge_patch(scale, body)
+        new = patching.json_patch(scale, body) if ctype == "application/json-patch+json" else patching.merge_patch(scale, body)
         return self.cluster.set_scale(res, namespace, name, new, dry_run)
 
     # -- streams --------------------------------------------------------------------------------
@@ -358,7 +355,7 @@ class Handlers:
     async def _sleep_unless_cut(self, watcher: Watcher, seconds: float) -> None:
         try:
             await asyncio.wait_for(watcher.cut.wait(), timeout=max(seconds, 0.01))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _log(self, request: web.Request, namespace: str, pod: str) -> web.StreamResponse:

@@ -87,7 +87,7 @@ class ApiServer:
         finally:
             await self._stop_site()
 
-    def start(self, timeout: float = 10.0) -> "ApiServer":
+    def start(self, timeout: float = 10.0) -> ApiServer:
         def run() -> None:
             try:
                 asyncio.run(self.serve())
@@ -113,7 +113,7 @@ class ApiServer:
             self._thread.join(timeout)
             self._thread = None
 
-    def __enter__(self) -> "ApiServer":
+    def __enter__(self) -> ApiServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -124,7 +124,7 @@ class ApiServer:
     def write_kubeconfig(self, path: str | pathlib.Path) -> pathlib.Path:
         return write_kubeconfig(path, self.url)
 
-    def register_log_source(self, source: Callable[[str, str, str], "str | None"]) -> None:
+    def register_log_source(self, source: Callable[[str, str, str], str | None]) -> None:
         """`source(namespace, pod, container)` returns the log text, or None if it has none."""
         self.cluster.log_sources.append(source)
 

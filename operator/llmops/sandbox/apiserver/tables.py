@@ -196,7 +196,7 @@ def _cell(col: dict[str, Any], fn: Cell | None, obj: dict[str, Any], now: dt.dat
 
 def to_table(res: Resource, objects: list[dict[str, Any]], list_meta: dict[str, Any],
              include_object: str = "Metadata") -> dict[str, Any]:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cols = columns_for(res)
     rows = []
     for obj in objects:

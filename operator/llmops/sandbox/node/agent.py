@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 AGENT_LABEL = "sandbox.llmops.dev/agent"  # node agent writes "true" on its Node; tests and docs read it
-__all__ = ["NodeAgent", "parse_capacity", "FAULT_ANNOTATION", "AGENT_LABEL"]
+__all__ = ["AGENT_LABEL", "FAULT_ANNOTATION", "NodeAgent", "parse_capacity"]
 
 
 def parse_capacity(text: str) -> dict[str, str]:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,8 @@ from llmops.api import runtime_env as E
 from llmops.sandbox.node import probes, spec, volumes
 from llmops.sandbox.node.client import ApiException, Kube, is_status
 from llmops.sandbox.node.process import Proc, Reaper, group_rss
-from llmops.sandbox.node.runtimes import ImageRuntime, lookup as image_runtime
+from llmops.sandbox.node.runtimes import ImageRuntime
+from llmops.sandbox.node.runtimes import lookup as image_runtime
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ MAX_TERMINATION_MESSAGE = 4096
 
 
 def now_rfc3339(t: float | None = None) -> str:
-    return datetime.fromtimestamp(time.time() if t is None else t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(time.time() if t is None else t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def rendezvous_port(pod: Mapping[str, Any], port: str) -> int:
@@ -165,7 +166,7 @@ def condition(conds: dict[str, dict[str, Any]], kind: str, ok: bool, reason: str
 class PodRunner:
     """Runs one pod (see the module essay)."""
 
-    def __init__(self, host: Host, pod: dict[str, Any], pod_ip: str, on_exit: Callable[["PodRunner"], None]) -> None:
+    def __init__(self, host: Host, pod: dict[str, Any], pod_ip: str, on_exit: Callable[[PodRunner], None]) -> None:
         self.host = host
         self.pod = pod
         self.pod_ip = pod_ip
