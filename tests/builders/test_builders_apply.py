@@ -7,10 +7,10 @@ from __future__ import annotations
 import pathlib
 
 import yaml
+from cr_factories import example_job
 from llmops.api.common import GangBackend
 from llmops.api.training import parse_training_job
 from llmops.builders import BuildInputs, build_training_children
-from llmops.builders.testing import example_job
 from llmops.kube.client import Kube
 
 CRD = pathlib.Path(__file__).resolve().parents[2] / "crds" / "llmops.dev_trainingjobs.yaml"

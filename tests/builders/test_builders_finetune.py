@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from cr_factories import EXAMPLE_UID, make_finetune_job
 from llmops.api import labels as L
 from llmops.api import runtime_env as E
 from llmops.api.finetune import FinetuneJobSpec
 from llmops.api.inference import parse_inference_service
 from llmops.api.training import parse_training_job
 from llmops.builders import finetune as B
-from llmops.builders.testing import EXAMPLE_UID, make_finetune_job
 from llmops.builders.training import BuildInputs, build_training_children
 
 
@@ -61,7 +61,7 @@ def test_runtime_spec_reaches_every_worker_as_the_reserved_env() -> None:
 
 
 def test_plain_training_jobs_get_no_finetune_env() -> None:
-    from llmops.builders.testing import make_training_job
+    from cr_factories import make_training_job
 
     job = make_training_job("t").build()
     children = build_training_children(job, BuildInputs())

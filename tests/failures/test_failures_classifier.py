@@ -9,8 +9,8 @@ import dataclasses
 import datetime as dt
 
 import pytest
+from cr_factories import disrupted, evicted, exited, pod, running, terminating, waiting
 from llmops.api import conditions as C
-from llmops.builders.testing import disrupted, evicted, exited, pod, running, terminating, waiting
 from llmops.failures import (
     CREDENTIALS_UNAVAILABLE,
     HANG,

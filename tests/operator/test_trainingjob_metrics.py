@@ -10,8 +10,8 @@ import dataclasses
 import datetime as dt
 
 import pytest
+from cr_factories import make_training_job, pod, running
 from llmops.api.progress import CommittedCheckpoint, ProgressReport
-from llmops.builders.testing import make_training_job, pod, running
 from llmops.controller import Context
 from llmops.handlers import trainingjob as handler
 from llmops.metrics import Metrics

@@ -14,10 +14,10 @@ import json
 from typing import Any
 
 import pytest
+from cr_factories import make_finetune_job
 from llmops.api import conditions as C
 from llmops.api.labels import PROGRESS_ANNOTATION
 from llmops.api.progress import FinetuneReport
-from llmops.builders.testing import make_finetune_job
 from llmops.status import finetune as S
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

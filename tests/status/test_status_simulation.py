@@ -17,8 +17,8 @@ import datetime as dt
 import random
 
 import pytest
+from cr_factories import make_training_job
 from llmops.api import conditions as C
-from llmops.builders.testing import make_training_job
 from llmops.failures import ContainerFacts, NodeFacts, PodConditionFacts, PodFacts
 from llmops.status import Observed, plan
 

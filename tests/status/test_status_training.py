@@ -18,10 +18,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from cr_factories import disrupted, exited, gated, make_training_job, pod, running, terminating
 from llmops.api import conditions as C
 from llmops.api import runtime_env as E
 from llmops.api.progress import CommittedCheckpoint, ProgressReport
-from llmops.builders.testing import disrupted, exited, gated, make_training_job, pod, running, terminating
 from llmops.failures import (
     CHILD_REJECTED,
     GANG_BACKEND_UNAVAILABLE,

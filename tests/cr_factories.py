@@ -1,6 +1,6 @@
 """Small builders for test objects: ``make_training_job("t").nodes(4).gpus(8).build()`` and
-pod facts in a given state. Used by the tests and by ``llmops render --example``; never by the
-operator itself."""
+pod facts in a given state. Test-only: not shipped with the operator (tests/ is on the path
+through tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import copy
 import dataclasses
 from typing import Any
 
+from llmops import API_VERSION
 from llmops.api.finetune import FinetuneJob, parse_finetune_job
 from llmops.api.training import TrainingJob, parse_training_job
 from llmops.builders.training import pod_name
@@ -21,7 +22,7 @@ class JobBuilder:
 
     def __init__(self, name: str, namespace: str = "ml") -> None:
         self.body: dict[str, Any] = {
-            "apiVersion": "llmops.dev/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "TrainingJob",
             "metadata": {"name": name, "namespace": namespace, "uid": EXAMPLE_UID, "generation": 1},
             "spec": {"image": "ghcr.io/example/trainer:1.0", "command": ["python", "-m", "train"], "nodes": 1},
@@ -129,7 +130,7 @@ class FinetuneJobBuilder:
 
     def __init__(self, name: str, namespace: str = "ml") -> None:
         self.body: dict[str, Any] = {
-            "apiVersion": "llmops.dev/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "FinetuneJob",
             "metadata": {"name": name, "namespace": namespace, "uid": EXAMPLE_UID, "generation": 1},
             "spec": {
