@@ -106,6 +106,22 @@ def test_all_running_then_unchanged_world_patches_nothing():
     assert cond(p3.status, C.RUNNING).last_transition_time == iso(30)
 
 
+def test_workers_done_before_rank_0_keep_the_job_running_never_queued():
+    """The last steps of a run: w1 exited 0, rank 0 still writes the final checkpoint. The job
+    stays Running (reason WorkersFinishing) until rank 0's exit makes it Succeeded."""
+    job, _ = reconcile(job2(), Observed(), at(0))
+    job, _ = reconcile(job, Observed(pods=all_running()), at(30))
+    w0, w1 = all_running()
+    job, p = reconcile(job, Observed(pods=(w0, exited(w1, 0))), at(60))
+    assert cond(p.status, C.QUEUED).status == "False" and cond(p.status, C.RUNNING).status == "True"
+    assert cond(p.status, C.RUNNING).reason == C.WORKERS_FINISHING
+    assert "1 of 2 worker pods finished" in cond(p.status, C.RUNNING).message
+    assert cond(p.status, C.QUEUED).last_transition_time == iso(30)  # no flip through Queued
+    job, p = reconcile(job, Observed(pods=(exited(w0, 0), exited(w1, 0))), at(70))
+    assert cond(p.status, C.SUCCEEDED).status == "True"
+    assert cond(p.status, C.QUEUED).status == "False"
+
+
 def run_until_running(job, n=2):
     job, _ = reconcile(job, Observed(), at(0))
     job, _ = reconcile(job, Observed(pods=all_running(n)), at(30))

@@ -44,6 +44,7 @@ WAITING_FOR_QUOTA = "WaitingForQuota"  # Kueue/Volcano queue has not admitted th
 SCHEDULING_TIMEOUT = "SchedulingTimeout"  # gang.timeoutSeconds passed while waiting
 POD_PENDING = "PodPending"  # at least one worker pod not running yet
 ALL_PODS_RUNNING = "AllPodsRunning"  # every worker pod runs
+WORKERS_FINISHING = "WorkersFinishing"  # some workers exited 0, rank 0 still runs: the job is ending, not queued
 # lifecycle
 CREATED = "Created"  # first observation of the job
 SUSPENDED_BY_USER = "SuspendedByUser"  # spec.runPolicy.suspend is true

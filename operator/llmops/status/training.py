@@ -536,16 +536,21 @@ def _place(  # noqa: PLR0913
         wanted.append(_cond(C.QUEUED, True, GANG_BACKEND_UNAVAILABLE, why, gen))
         wanted.append(_cond(C.RUNNING, False, GANG_BACKEND_UNAVAILABLE, why, gen))
         return "hold", GANG_RECHECK_SECONDS
-    # 5. Placement of the current attempt.
+    # 5. Placement of the current attempt. Workers that exited 0 before rank 0 are done, not
+    # pending: the job is ending, and it never shows Queued again (rank 0's exit decides).
     running = [p for p in cur_pods if p.phase == "Running"]
-    if len(running) == n and len(cur_pods) == n:
-        msg = f"all {n} worker pods are running (attempt {attempt})"
+    finished = [p for p in cur_pods if p.phase == "Succeeded"]
+    if running and len(running) + len(finished) == n and len(cur_pods) == n:
+        if finished:
+            reason, msg = C.WORKERS_FINISHING, f"{len(finished)} of {n} worker pods finished, waiting for rank 0 (attempt {attempt})"
+        else:
+            reason, msg = C.ALL_PODS_RUNNING, f"all {n} worker pods are running (attempt {attempt})"
         wanted += [
-            _cond(C.QUEUED, False, C.ALL_PODS_RUNNING, msg, gen),
-            _cond(C.RUNNING, True, C.ALL_PODS_RUNNING, msg, gen),
+            _cond(C.QUEUED, False, reason, msg, gen),
+            _cond(C.RUNNING, True, reason, msg, gen),
         ]
         if restarting:
-            wanted.append(_cond(C.RESTARTING, False, C.ALL_PODS_RUNNING, msg, gen))
+            wanted.append(_cond(C.RESTARTING, False, reason, msg, gen))
         hang = spec.failure_policy.hang_timeout_seconds
         # A missing heartbeat wakes nobody: look again at least this often while running.
         return "run", float(min(hang / 4, 60)) if hang else 60.0
