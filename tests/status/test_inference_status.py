@@ -125,6 +125,7 @@ def test_ready_with_fewer_than_desired_above_min():
     st = S.compute_status(svc(maxReplicas=4), S.Observed(deployment=dep(replicas=4, ready=2, updated=4), desired_replicas=4), NOW)
     assert cond(st, C.READY).status.value == "True"  # min 1 is met
     assert cond(st, C.DEGRADED).status.value == "False"  # nothing failed: replicas are loading
+    assert cond(st, C.DEGRADED).reason == C.REPLICAS_LOADING and "2/4 replicas ready" in cond(st, C.DEGRADED).message
 
 
 def test_load_seconds_last_and_p95():

@@ -72,6 +72,7 @@ MODEL_VERIFIED = "ModelVerified"  # sha256 manifest matched, model committed to 
 MODEL_DIGEST_MISMATCH = "ModelDigestMismatch"  # a file's sha256 differs from the manifest
 REPLICAS_READY = "ReplicasReady"  # enough replicas ready
 REPLICAS_UNAVAILABLE = "ReplicasUnavailable"  # fewer ready replicas than the minimum
+REPLICAS_LOADING = "ReplicasLoading"  # Degraded=False: fewer ready than desired, none failing (they are starting)
 SCALING_UP = "ScalingUp"  # autoscaler raised the replica count
 SCALING_DOWN = "ScalingDown"  # autoscaler lowered the replica count
 SCALED_TO_ZERO = "ScaledToZero"  # no replicas by opt-in scale-to-zero

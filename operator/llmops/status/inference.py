@@ -14,7 +14,8 @@ Conditions:
 * ``Degraded``: True when a replica is not ready because its pod failed (fewer ready than
   desired, or a new revision's pod failing beside the old one that keeps serving): the fetch
   reason, InsufficientGPUMemory for vLLM's out-of-memory / KV-cache-too-small text (the
-  message quotes vLLM's line), or ServerFailed; else False/ReplicasReady.
+  message quotes vLLM's line), or ServerFailed; else False/ReplicasLoading while fewer than
+  desired are ready (none failing), False/ReplicasReady once all are.
 * A child the API server refuses (``llmops.failures.classify_refusal``; the server pods'
   refusals arrive through the Deployment's ReplicaFailure condition): ``Degraded=True`` with
   the refusal's reason (ServiceAccountMissing, QuotaExceeded, ChildRejected, ...) and the
@@ -365,6 +366,8 @@ def compute_status(svc: InferenceService, observed: Observed, now: dt.datetime) 
             wanted.append(_cond(C.READY, False, refusal.reason, refusal.message, gen))
     elif failure_reason and (ready < desired or any(p.failing for p in pods)):
         wanted.append(_cond(C.DEGRADED, True, failure_reason, failure_msg, gen))
+    elif ready < desired:  # not degraded: nothing failed, the rest are starting (reason says so)
+        wanted.append(_cond(C.DEGRADED, False, C.REPLICAS_LOADING, f"{ready}/{desired} replicas ready, the others starting; none failing", gen))
     else:
         wanted.append(_cond(C.DEGRADED, False, C.REPLICAS_READY, f"{ready}/{desired} replicas ready", gen))
 
