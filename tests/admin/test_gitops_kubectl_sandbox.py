@@ -83,6 +83,7 @@ def test_argo_health_follows_the_run(run, argo_health) -> None:  # noqa: ANN001
 def test_kubectl_get_llmops_lists_the_kinds(run) -> None:  # noqa: ANN001
     out = kubectl(run["sb"], "get", "llmops", "-A")
     assert f"trainingjob.llmops.dev/{NAME}" in out
+    assert "STATE" in out.splitlines()[0].split()  # the one column every kind has
     resources = kubectl(run["sb"], "api-resources", "--categories=llmops", "-o", "name").split()
     assert sorted(resources) == ["finetunejobs.llmops.dev", "inferenceservices.llmops.dev", "trainingjobs.llmops.dev"]
 
@@ -90,7 +91,7 @@ def test_kubectl_get_llmops_lists_the_kinds(run) -> None:  # noqa: ANN001
 def test_kubectl_get_tj_columns_show_the_status(run) -> None:  # noqa: ANN001
     lines = kubectl(run["sb"], "get", "tj", NAME).splitlines()
     header, row = lines[0].split(), lines[1].split()
-    assert header[:9] == ["NAME", "NODES", "GPUS/NODE", "STEP", "TOTAL", "CKPT", "RESTARTS", "RUNNING", "SUCCEEDED"]
+    assert header[:8] == ["NAME", "STATE", "NODES", "GPUS/NODE", "STEP", "TOTAL", "CKPT", "RESTARTS"]
     st = run["kube"].get(API, "TrainingJob", "default", NAME)["status"]
     facts = dict(zip(header, row))
     assert facts["NAME"] == NAME and facts["NODES"] == "2" and facts["GPUS/NODE"] == "0"
@@ -98,7 +99,9 @@ def test_kubectl_get_tj_columns_show_the_status(run) -> None:  # noqa: ANN001
     assert facts["TOTAL"] == "40"
     assert facts["CKPT"] == str(st["checkpoint"]["step"])
     assert facts["RESTARTS"] == str(st["restarts"]["total"]) and st["restarts"]["total"] >= 1, st["restarts"]
-    assert facts["RUNNING"] == "False" and facts["SUCCEEDED"] == "True"
+    assert facts["STATE"] == st["state"] == "Succeeded"
+    wide = kubectl(run["sb"], "get", "tj", NAME, "-o", "wide").splitlines()
+    assert dict(zip(wide[0].split(), wide[1].split()))["REASON"] == st["stateReason"] == "Completed"
 
 
 def test_kubectl_describe_shows_one_line_per_transition(run) -> None:  # noqa: ANN001

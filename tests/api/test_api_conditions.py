@@ -60,3 +60,38 @@ def test_vocabulary_is_camel_case_and_unique() -> None:
     for v in names:
         Condition(type="X", status=ConditionStatus.TRUE, reason=v)  # every constant is a valid reason
         assert v[0].isupper(), v
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        ([], ("Queued", "")),
+        ([cond("Queued", "True", "GangPending")], ("Queued", "GangPending")),
+        ([cond("Queued", "False", "AllPodsRunning"), cond("Running", "True", "AllPodsRunning")], ("Running", "AllPodsRunning")),
+        ([cond("Running", "False", "NodeLost"), cond("Restarting", "True", "NodeLost")], ("Restarting", "NodeLost")),
+        ([cond("Suspended", "True", "SuspendedByUser"), cond("Queued", "False", "SuspendedByUser")], ("Suspended", "SuspendedByUser")),
+        ([cond("Running", "False", "Completed"), cond("Succeeded", "True", "Completed")], ("Succeeded", "Completed")),
+        # Failed wins over anything still True (a final state is final)
+        ([cond("Running", "True", "AllPodsRunning"), cond("Failed", "True", "DeadlineExceeded")], ("Failed", "DeadlineExceeded")),
+    ],
+)
+def test_job_state_summarizes_the_conditions(conditions: list[Condition], expected: tuple[str, str]) -> None:
+    assert c.job_state(conditions) == expected
+    assert expected[0] in c.JOB_STATES
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        ([], ("Loading", "")),
+        ([cond("Ready", "False", "ReplicasUnavailable"), cond("Degraded", "False", "ReplicasLoading")], ("Loading", "ReplicasUnavailable")),
+        ([cond("Ready", "True", "ReplicasReady"), cond("Degraded", "False", "ReplicasReady")], ("Ready", "ReplicasReady")),
+        ([cond("Ready", "True", "ReplicasReady"), cond("Degraded", "True", "ServerFailed")], ("Degraded", "ServerFailed")),
+        ([cond("Ready", "False", "ReplicasUnavailable"), cond("Degraded", "True", "PickleNotAllowed")], ("Failed", "PickleNotAllowed")),
+        ([cond("Ready", "False", "ScaledToZero")], ("ScaledToZero", "ScaledToZero")),
+        ([cond("Ready", "False", "InvalidSpec")], ("Failed", "InvalidSpec")),
+    ],
+)
+def test_service_state_summarizes_the_conditions(conditions: list[Condition], expected: tuple[str, str]) -> None:
+    assert c.service_state(conditions) == expected
+    assert expected[0] in c.SERVICE_STATES

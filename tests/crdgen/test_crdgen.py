@@ -110,7 +110,11 @@ def test_names_subresources_columns() -> None:
     assert scale == {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"}
     assert "scale" not in by_kind["TrainingJob"]["spec"]["versions"][0]["subresources"]
     tj_cols = [c["name"] for c in by_kind["TrainingJob"]["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert tj_cols == ["Nodes", "GPUs/Node", "Step", "Total", "Ckpt", "Restarts", "Running", "Succeeded", "Age"]
+    assert tj_cols == ["State", "Nodes", "GPUs/Node", "Step", "Total", "Ckpt", "Restarts", "Reason", "Age"]
+    for crd in by_kind.values():  # STATE first on every kind; REASON in -o wide
+        cols = {c["name"]: c for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]}
+        assert next(iter(cols)) == "State" and cols["State"]["jsonPath"] == ".status.state"
+        assert cols["Reason"]["jsonPath"] == ".status.stateReason" and cols["Reason"]["priority"] == 1
     # every printer column reads a path the schema declares (conditions by filter)
     for _kind, crd in by_kind.items():
         schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

@@ -198,10 +198,10 @@ def test_kubectl_get_ftj_shows_the_facts(world) -> None:  # noqa: ANN001
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     header = lines[0].split()
-    assert header[:8] == ["NAME", "METHOD", "STEP", "TOTAL", "CKPT", "RESTARTS", "VAL", "LOSS"], lines[0]
+    assert header[:9] == ["NAME", "STATE", "METHOD", "STEP", "TOTAL", "CKPT", "RESTARTS", "VAL", "LOSS"], lines[0]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     if "ft-kill" in names:
-        assert rows["ft-kill"][1:6] == ["lora", str(STEPS), str(STEPS), str(STEPS), "1"], rows["ft-kill"]
-    assert rows["ft-ref"][1:6] == ["lora", str(STEPS), str(STEPS), str(STEPS), "0"], rows["ft-ref"]
+        assert rows["ft-kill"][1:7] == ["Succeeded", "lora", str(STEPS), str(STEPS), str(STEPS), "1"], rows["ft-kill"]
+    assert rows["ft-ref"][1:7] == ["Succeeded", "lora", str(STEPS), str(STEPS), str(STEPS), "0"], rows["ft-ref"]
     assert "pvc://out/ft-ref" in rows["ft-ref"]
-    assert "True" in rows["ft-bad"]  # the Failed column (wide)
+    assert rows["ft-bad"][1] == "Failed" and "DatasetFieldMissing" in rows["ft-bad"]  # STATE, and REASON (wide)

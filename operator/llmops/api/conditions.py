@@ -165,3 +165,39 @@ def is_true(conditions: list[Condition], type_: str) -> bool:
     """True when the condition exists with status True."""
     c = find_condition(conditions, type_)
     return c is not None and c.status == ConditionStatus.TRUE
+
+
+# --- the one-word state (status.state / status.stateReason, the STATE and REASON columns) -----
+# A summary of the conditions, never a second source of truth: computed from them on every
+# status write (the status models' computed fields), so it cannot disagree with them.
+LOADING = "Loading"  # InferenceService: no replica serves yet and nothing has failed
+JOB_STATES = (QUEUED, RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED)
+SERVICE_STATES = (LOADING, READY, DEGRADED, SCALED_TO_ZERO, FAILED)
+
+
+def job_state(conditions: list[Condition]) -> tuple[str, str]:
+    """(state, reason) of a TrainingJob or FinetuneJob: the first True of Failed, Succeeded,
+    Suspended, Restarting, Running; else Queued (with the Queued reason, if any)."""
+    for type_ in (FAILED, SUCCEEDED, SUSPENDED, RESTARTING, RUNNING):
+        c = find_condition(conditions, type_)
+        if c is not None and c.status == ConditionStatus.TRUE:
+            return type_, c.reason
+    queued = find_condition(conditions, QUEUED)
+    return QUEUED, queued.reason if queued is not None else ""
+
+
+def service_state(conditions: list[Condition]) -> tuple[str, str]:
+    """(state, reason) of an InferenceService: Ready (Degraded while a replica fails beside the
+    serving ones), ScaledToZero, Failed (an invalid spec, or failing with nothing serving),
+    else Loading."""
+    ready, degraded = find_condition(conditions, READY), find_condition(conditions, DEGRADED)
+    failing = degraded is not None and degraded.status == ConditionStatus.TRUE
+    if ready is not None and ready.status == ConditionStatus.TRUE:
+        return (DEGRADED, degraded.reason) if failing and degraded is not None else (READY, ready.reason)
+    if ready is not None and ready.reason == INVALID_SPEC:
+        return FAILED, INVALID_SPEC
+    if ready is not None and ready.reason == SCALED_TO_ZERO:
+        return SCALED_TO_ZERO, SCALED_TO_ZERO
+    if failing and degraded is not None:
+        return FAILED, degraded.reason
+    return LOADING, ready.reason if ready is not None else ""

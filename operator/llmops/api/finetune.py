@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
 from pydantic.alias_generators import to_camel
 
 from llmops.api.common import (
@@ -35,7 +35,7 @@ from llmops.api.common import (
     keyed,
     parse_resource,
 )
-from llmops.api.conditions import RUNNING, Condition
+from llmops.api.conditions import RUNNING, Condition, job_state
 from llmops.api.training import CheckpointStatus, Progress, Restarts
 
 KIND = "FinetuneJob"
@@ -317,6 +317,16 @@ class FinetuneJobStatus(StatusModel):
     served: ServedStatus | None = Field(default=None, description="InferenceService the result was published to.")
     start_time: Time | None = Field(default=None, description="RFC 3339 start time.")
     completion_time: Time | None = Field(default=None, description="RFC 3339 completion time.")
+
+    @computed_field(alias="state", json_schema_extra={"maxLength": 32}, description="One word for the job: Queued, Running, Restarting, Suspended, Succeeded or Failed (summarizes the conditions).")  # type: ignore[prop-decorator]
+    @property
+    def state(self) -> str:
+        return job_state(self.conditions)[0]
+
+    @computed_field(alias="stateReason", json_schema_extra={"maxLength": 1024}, description="The reason of the condition that gives the state.")  # type: ignore[prop-decorator]
+    @property
+    def state_reason(self) -> str | None:
+        return job_state(self.conditions)[1] or None
 
 
 class FinetuneJob(BaseModel):

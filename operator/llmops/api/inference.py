@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
 from pydantic.alias_generators import to_camel
 
 from llmops.api.common import (
@@ -34,7 +34,7 @@ from llmops.api.common import (
     keyed,
     parse_resource,
 )
-from llmops.api.conditions import Condition
+from llmops.api.conditions import Condition, service_state
 from llmops.api.finetune import Revision, Sha256
 
 KIND = "InferenceService"
@@ -375,6 +375,16 @@ class InferenceServiceStatus(StatusModel):
     last_scale_decision: ScaleDecision | None = Field(default=None, description="Last replica change by the autoscaler.")
     model: ResolvedModel | None = Field(default=None, description="Resolved model.")
     adapters: list[AdapterStatus] = Field(default_factory=list, max_length=64, json_schema_extra=keyed("name"), description="Per-adapter readiness: spec.adapters, then adapters FinetuneJobs publish into this service (at most 64 listed).")
+
+    @computed_field(alias="state", json_schema_extra={"maxLength": 32}, description="One word for the service: Loading, Ready, Degraded, ScaledToZero or Failed (summarizes the conditions).")  # type: ignore[prop-decorator]
+    @property
+    def state(self) -> str:
+        return service_state(self.conditions)[0]
+
+    @computed_field(alias="stateReason", json_schema_extra={"maxLength": 1024}, description="The reason of the condition that gives the state.")  # type: ignore[prop-decorator]
+    @property
+    def state_reason(self) -> str | None:
+        return service_state(self.conditions)[1] or None
 
 
 class InferenceService(BaseModel):

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from llmops.api import finetune, inference, training
 from llmops.api.common import API_GROUP, OBJECT_NAME_PATTERN, VERSION
-from llmops.api.conditions import FAILED, PUBLISHED, READY, RUNNING, SUCCEEDED
+from llmops.api.conditions import PUBLISHED, READY
 from llmops.crdgen.schema import strip_defaults, to_structural
 
 CATEGORY = "llmops"
@@ -56,6 +56,8 @@ def column(name: str, type_: str, path: str, description: str = "", priority: in
 
 
 AGE = column("Age", "date", ".metadata.creationTimestamp")
+STATE = column("State", "string", ".status.state", "One word: the conditions summarized")
+REASON = column("Reason", "string", ".status.stateReason", "Why the object is in that state", priority=1)
 
 KINDS: tuple[KindInfo, ...] = (
     KindInfo(
@@ -67,14 +69,14 @@ KINDS: tuple[KindInfo, ...] = (
         name_max=training.NAME_MAX,
         description="TrainingJob runs distributed training of user code on a gang of worker pods (one per node) with step-level checkpoints and whole-gang restarts.",
         columns=(
+            STATE,
             column("Nodes", "integer", ".spec.nodes", "Worker pods (one per node)"),
             column("GPUs/Node", "integer", ".spec.resources.gpus", "Accelerators per node"),
             column("Step", "integer", ".status.progress.step", "Optimizer steps completed"),
             column("Total", "integer", ".status.progress.totalSteps", "Declared total steps"),
             column("Ckpt", "integer", ".status.checkpoint.step", "Step of the last committed checkpoint"),
             column("Restarts", "integer", ".status.restarts.total", "Gang restarts"),
-            condition_column("Running", RUNNING),
-            condition_column("Succeeded", SUCCEEDED),
+            REASON,
             AGE,
         ),
         root_rules=tuple(training.immutable_while_running_rules()),
@@ -88,18 +90,17 @@ KINDS: tuple[KindInfo, ...] = (
         name_max=finetune.NAME_MAX,
         description="FinetuneJob finetunes a base model on a dataset (full, LoRA or QLoRA) with the project's fixed finetune runtime, then publishes the result.",
         columns=(
+            STATE,
             column("Method", "string", ".spec.method.type", "full, lora or qlora"),
             column("Step", "integer", ".status.progress.step", "Optimizer steps completed"),
             column("Total", "integer", ".status.progress.totalSteps", "Declared total steps"),
             column("Ckpt", "integer", ".status.checkpoint.step", "Step of the last committed checkpoint"),
             column("Restarts", "integer", ".status.restarts.total", "Gang restarts of the child TrainingJob"),
             column("Val Loss", "number", ".status.evaluation.validationLoss", "Latest validation loss"),
-            condition_column("Running", RUNNING),
-            condition_column("Succeeded", SUCCEEDED),
             condition_column("Published", PUBLISHED),
-            condition_column("Failed", FAILED, priority=1),
             column("Base", "string", ".spec.baseModel.uri", "Base model", priority=1),
             column("Output", "string", ".status.output.uri", "Published output", priority=1),
+            REASON,
             AGE,
         ),
         root_rules=tuple(finetune.immutable_while_running_rules()),
@@ -113,11 +114,13 @@ KINDS: tuple[KindInfo, ...] = (
         name_max=inference.NAME_MAX,
         description="InferenceService serves a verified model (and LoRA adapters) with vLLM behind a Service, scaled by a load-time-aware autoscaler.",
         columns=(
+            STATE,
             condition_column("Ready", READY),
             column("Replicas", "integer", ".status.readyReplicas", "Ready replicas"),
             column("Desired", "integer", ".status.desiredReplicas", "Replicas the autoscaler wants"),
             column("URL", "string", ".status.url", "In-cluster URL of the OpenAI-compatible API"),
             column("Model", "string", ".spec.model.uri", "Model location", priority=1),
+            REASON,
             AGE,
         ),
         scale={"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"},
@@ -132,10 +135,22 @@ def kind_info(kind: str) -> KindInfo:
     raise KeyError(kind)
 
 
+def _status_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The status model's fields plus its computed ones (status.state, status.stateReason): the
+    operator writes those too, so the API server must not prune them."""
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    serialized = model.model_json_schema(by_alias=True, mode="serialization")["properties"]
+    for name, computed in model.model_computed_fields.items():
+        prop = dict(serialized[computed.alias or name])
+        prop.pop("readOnly", None)
+        schema.setdefault("properties", {})[computed.alias or name] = prop
+    return schema
+
+
 def open_api_schema(info: KindInfo) -> dict[str, Any]:
     """The openAPIV3Schema of one kind."""
     spec = to_structural(info.spec_model.model_json_schema(by_alias=True, mode="validation"))
-    status = strip_defaults(to_structural(info.status_model.model_json_schema(by_alias=True, mode="validation")))
+    status = strip_defaults(to_structural(_status_json_schema(info.status_model)))
     schema: dict[str, Any] = {
         "type": "object",
         "description": info.description,

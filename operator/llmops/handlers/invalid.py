@@ -31,7 +31,9 @@ def report_invalid(ctx: Context, kind: str, body: dict, exc: ApiValidationError,
         reason=C.INVALID_SPEC, message=message, observed_generation=meta.get("generation")), now)
     if job:
         ctx.metrics.set_job_conditions(kind, meta["namespace"], meta["name"], (C.FAILED,))
-    status = {**prev, "conditions": [c.wire() for c in conds], "observedGeneration": meta.get("generation")}
+    state, reason = (C.job_state if job else C.service_state)(conds)
+    status = {**prev, "conditions": [c.wire() for c in conds], "observedGeneration": meta.get("generation"),
+              "state": state, "stateReason": reason}
     if status != prev:
         emit(ctx.kube, body, "Warning", C.INVALID_SPEC, message, f"gen{meta.get('generation')}", now)
         ctx.kube.replace_status(API_VERSION, kind, meta["namespace"], meta["name"], status)
