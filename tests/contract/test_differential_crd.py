@@ -322,3 +322,28 @@ def test_generated_crds_are_admitted_alike(control_plane: pathlib.Path, api_serv
     refused = sum(1 for _, real, _ in results if real["code"] != 201)
     # The sample must exercise both answers, or the agreement proves little.
     assert CASES * 0.25 < refused < CASES * 0.75, f"{refused} of {CASES} refused by the real server"
+
+
+# String literals: cel-go's lexer knows a fixed set of escapes and refuses the rest ('\.' in a
+# regex is the usual slip: r'\.' or '[.]' is what the server takes). celpy accepted all of them.
+ESCAPES = [r"'a\.b'", r"'a\\.b'", r"r'a\.b'", r"'[.]'", r"'\n\t\x41\u0041\101'", r"'\q'", r"'\8'", r'"\""', r"'''\.'''"]
+
+
+def test_string_escapes_are_admitted_alike(control_plane: pathlib.Path, api_server: Any, tmp_path: pathlib.Path) -> None:
+    emulated = api_server.write_kubeconfig(tmp_path / "kubeconfig")
+    rng = random.Random(SEED)
+    diffs, refused = [], 0
+    for i, literal in enumerate(ESCAPES):
+        root = {"type": "object", "properties": {"spec": {
+            "type": "object", "properties": {"label": {"type": "string", "maxLength": 12}},
+            "x-kubernetes-validations": [{"rule": f"self.label.matches({literal})"}]}}}
+        crd = _crd(90_000 + i, root, rng)
+        real, emu = outcome(control_plane, crd), outcome(emulated, crd)
+        refused += real["code"] != 201
+        # cel-go goes on lexing and parsing after the first bad escape (a cascade of follow-on
+        # errors the emulator does not copy): the verdict, the field and the error's kind must agree.
+        verdict = [(o["code"], o["reason"], o["fields"], "token recognition error" in o.get("message", "")) for o in (real, emu)]
+        if verdict[0] != verdict[1]:
+            diffs.append(f"- {literal}\n    real: {real.get('message') or real['code']}\n    emulated: {emu.get('message') or emu['code']}")
+    assert not diffs, "\n".join(diffs)
+    assert 0 < refused < len(ESCAPES)

@@ -237,3 +237,20 @@ def test_every_error_is_reported_in_order_and_a_failed_expression_types_as_error
         (14, "undefined field 'zz'"),
         (18, "found no matching overload for '_>_' applied to '(!error!, list(string))'"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("literal", "bad_at"),
+    [(r"'a\.b'", "'a\\."), (r"'\q'", "'\\q"), (r"'''x\.'''", "'''x\\."), (r"'a\\.b'", None), (r"r'a\.b'", None),
+     (r"R'\d'", None), (r"'\n\t\x41\u0041\U00000041\101\?\`'", None)],
+)
+def test_string_literals_take_only_cel_escapes(literal: str, bad_at: str | None) -> None:
+    rule = f"'x'.matches({literal})"
+    if bad_at is None:
+        assert celtypes.check(rule, {}) == BOOL
+        return
+    with pytest.raises(CelCheckError) as refused:
+        celtypes.check(rule, {})
+    problem = refused.value.problems[0]
+    assert (problem.line, problem.column) == (1, 13)
+    assert problem.message == f"Syntax error: token recognition error at: '{bad_at}'"

@@ -150,6 +150,19 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN, min_length=1, max_length=128)]
 #: Label/annotation keys and values; values are bounded to keep CEL costs and objects small.
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+# A qualified name as pods want it in label/annotation/nodeSelector keys: an optional DNS-subdomain
+# prefix and '/', then 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric.
+QUALIFIED_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+
+
+def qualified_keys(what: str) -> dict[str, Any]:
+    """CEL on a map: every key is a qualified name (the structural schema cannot constrain keys,
+    and pods with a bad key are refused only when the operator creates them)."""
+    return cel((f"self.all(k, size(k) <= 317 && k.matches('{QUALIFIED_NAME_PATTERN}'))",
+                f"{what} keys must be qualified names: an optional DNS prefix and '/', then at most 63 of "
+                "[A-Za-z0-9-_.] starting and ending alphanumeric (e.g. 'team' or 'example.com/team')"))
 ShortText = Annotated[str, StringConstraints(max_length=1024)]
 Arg = Annotated[str, StringConstraints(max_length=4096)]
 ImageRef = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
@@ -611,9 +624,12 @@ class PodTemplate(SpecModel):
     """The narrow part of a pod the user may shape. No embedded PodTemplateSpec: the operator
     owns containers, ports, restart policy and the rendezvous environment."""
 
-    labels: dict[LabelKey, Annotated[str, StringConstraints(max_length=63)]] = Field(default_factory=dict, max_length=MAX_MAP, description="Extra labels on every worker pod.")
-    annotations: dict[LabelKey, Annotated[str, StringConstraints(max_length=4096)]] = Field(default_factory=dict, max_length=MAX_MAP, description="Extra annotations on every worker pod.")
-    node_selector: dict[LabelKey, Annotated[str, StringConstraints(max_length=63)]] = Field(default_factory=dict, max_length=MAX_MAP, description="Node labels the pods require.")
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("labels"), description="Extra labels on every worker pod.")
+    annotations: dict[LabelKey, Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("annotations"), description="Extra annotations on every worker pod.")
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("nodeSelector"), description="Node labels the pods require.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=MAX_LIST, description="Taints the pods tolerate.")
     affinity: Affinity | None = Field(default=None, description="core/v1 Affinity (nodeAffinity, podAffinity, podAntiAffinity), passed through unchanged.")
     env: list[EnvVar] = Field(default_factory=list, max_length=MAX_LIST, json_schema_extra=keyed("name"), description="Environment of the trainer container (keyed by name; reserved names refused).")

@@ -625,11 +625,38 @@ def parse(expr: str) -> Tree:
         raise CelCheckError([Problem(f"Syntax error: {str(exc).splitlines()[0]}", line, column)]) from exc
 
 
+_ESCAPE = re.compile(r"""\\([abfnrtv\\?"'`]|[xX][0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-3][0-7]{2})""")
+
+
+def _bad_escape(literal: str) -> int | None:
+    """Offset of the first backslash in a (non-raw) string literal that starts no CEL escape
+    sequence: cel-go's lexer refuses ``'\\.'`` where celpy takes it."""
+    if literal[:1] in "rR":
+        return None
+    i = literal.find("\\")
+    while i >= 0:
+        match = _ESCAPE.match(literal, i)
+        if match is None:
+            return i
+        i = literal.find("\\", match.end())
+    return None
+
+
+def _check_escapes(tree: Tree) -> None:
+    for token in tree.scan_values(lambda v: isinstance(v, Token) and v.type in ("STRING_LIT", "MLSTRING_LIT")):
+        offset = _bad_escape(str(token))
+        if offset is not None:
+            raise CelCheckError([Problem(f"Syntax error: token recognition error at: '{str(token)[:offset + 2]}'",
+                                         token.line or 1, token.column or 1)])
+
+
 def check(expr: str, variables: Mapping[str, CelType]) -> CelType:
     """The type of ``expr`` with ``variables`` bound; CelCheckError with every error (sorted
     by position, as cel-go lists them) when it does not compile."""
     checker = Checker(variables, expr)
-    result = checker.type_of(parse(expr))
+    tree = parse(expr)
+    _check_escapes(tree)
+    result = checker.type_of(tree)
     if checker.problems:
         raise CelCheckError(checker.problems)
     return result

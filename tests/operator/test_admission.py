@@ -1,0 +1,59 @@
+"""Issue 19 on both clusters (emulated and the real v1.36 control plane): what a pod would
+refuse is refused when the custom resource is applied, with a 422 naming the field, instead
+of failing later when the operator creates the pods. The CRDs only: no operator, no nodes."""
+
+from __future__ import annotations
+
+import pytest
+from llmops.kube.client import ApiError, Kube, load_api_client
+from llmops.sandbox.node.client import Kube as InstallClient
+from llmops.sandbox.run import CRD_DIR, install_crds
+
+API = "llmops.dev/v1alpha1"
+
+
+@pytest.fixture
+def kube(kubeconfig, fresh_namespace):  # noqa: ANN001
+    installer = InstallClient(str(kubeconfig))
+    try:
+        install_crds(installer, CRD_DIR)
+    finally:
+        installer.close()
+    client = Kube(load_api_client(str(kubeconfig)))
+    client.namespace = fresh_namespace  # type: ignore[attr-defined]
+    return client
+
+
+def training_job(namespace: str, name: str, **template: object) -> dict:
+    spec = {"image": "llmops/trainer:dev", "command": ["python", "-c", "pass"], "nodes": 1,
+            "resources": {"gpus": 0, "cpu": "100m", "memory": "64Mi"}, "template": template}
+    return {"apiVersion": API, "kind": "TrainingJob", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+@pytest.mark.parametrize(
+    ("template", "field"),
+    [
+        ({"labels": {"bad key!": "x"}}, "spec.template.labels"),
+        ({"labels": {"team": "not ok!"}}, "spec.template.labels"),
+        ({"labels": {"-starts-with-dash": "x"}}, "spec.template.labels"),
+        ({"labels": {"Upper.Example.com/team": "x"}}, "spec.template.labels"),  # a DNS prefix is lower case
+        ({"annotations": {"a/b/c": "x"}}, "spec.template.annotations"),
+        ({"nodeSelector": {"gpu type": "a100"}}, "spec.template.nodeSelector"),
+        ({"labels": {"x" * 64: "v"}}, "spec.template.labels"),  # a name part of 64
+    ],
+    ids=["space-in-key", "bad-value", "dash-first", "upper-prefix", "two-slashes", "selector-key", "long-name"],
+)
+def test_keys_and_values_pods_refuse_are_refused_at_admission(kube: Kube, template: dict, field: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        kube.create(training_job(kube.namespace, "bad", **template))  # type: ignore[attr-defined]
+    assert refused.value.status == 422, refused.value
+    assert field in refused.value.message, refused.value.message
+
+
+def test_qualified_keys_and_empty_values_are_admitted(kube: Kube) -> None:
+    ns = kube.namespace  # type: ignore[attr-defined]
+    template = {"labels": {"team": "ml-infra", "example.com/owner": "a.b_c", "app.kubernetes.io/part-of": "", "x" * 63: "v"},
+                "annotations": {"example.com/note": "free text, spaces and all!"},
+                "nodeSelector": {"kubernetes.io/arch": "amd64"}}
+    created = kube.create(training_job(ns, "good", **template))
+    assert created["spec"]["template"]["labels"]["team"] == "ml-infra"
