@@ -40,8 +40,14 @@ def training_job(namespace: str, name: str, **template: object) -> dict:
         ({"annotations": {"a/b/c": "x"}}, "spec.template.annotations"),
         ({"nodeSelector": {"gpu type": "a100"}}, "spec.template.nodeSelector"),
         ({"labels": {"x" * 64: "v"}}, "spec.template.labels"),  # a name part of 64
+        ({"env": [{"name": "1ST", "value": "x"}]}, "spec.template.env[0].name"),
+        ({"volumes": [{"name": "Data_Vol", "emptyDir": {}}]}, "spec.template.volumes[0].name"),
+        ({"volumes": [{"name": "data", "emptyDir": {}}], "volumeMounts": [{"name": "date", "mountPath": "/data"}]},
+         "spec.template.volumeMounts"),
+        ({"volumes": [{"name": "data", "emptyDir": {"sizeLimit": "lots"}}]}, "spec.template.volumes[0].emptyDir.sizeLimit"),
     ],
-    ids=["space-in-key", "bad-value", "dash-first", "upper-prefix", "two-slashes", "selector-key", "long-name"],
+    ids=["space-in-key", "bad-value", "dash-first", "upper-prefix", "two-slashes", "selector-key", "long-name",
+         "env-name", "volume-name", "mount-of-no-volume", "quantity"],
 )
 def test_keys_and_values_pods_refuse_are_refused_at_admission(kube: Kube, template: dict, field: str) -> None:
     with pytest.raises(ApiError) as refused:
@@ -53,6 +59,8 @@ def test_keys_and_values_pods_refuse_are_refused_at_admission(kube: Kube, templa
 def test_qualified_keys_and_empty_values_are_admitted(kube: Kube) -> None:
     ns = kube.namespace  # type: ignore[attr-defined]
     template = {"labels": {"team": "ml-infra", "example.com/owner": "a.b_c", "app.kubernetes.io/part-of": "", "x" * 63: "v"},
+                "volumes": [{"name": "data", "emptyDir": {"sizeLimit": "1Gi"}}],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "dshm", "mountPath": "/dev/shm"}],
                 "annotations": {"example.com/note": "free text, spaces and all!"},
                 "nodeSelector": {"kubernetes.io/arch": "amd64"}}
     created = kube.create(training_job(ns, "good", **template))

@@ -51,6 +51,7 @@ import pytest
 import yaml
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox
+from llmops.sandbox.statewatch import StateWatch
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
 
@@ -176,7 +177,14 @@ def watch(kube: Kube) -> Iterator[RankWatch]:
 
 
 @pytest.fixture(scope="module")
-def parallel_jobs(kube: Kube, watch: RankWatch) -> list[str]:
+def states(sandbox: Sandbox) -> Iterator[StateWatch]:
+    """Every status.state every job passes through (a watch: one-reconcile flickers count)."""
+    with StateWatch(load_api_client(sandbox.kubeconfig), "llmops.dev", "v1alpha1", "trainingjobs", NS) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def parallel_jobs(kube: Kube, watch: RankWatch, states: StateWatch) -> list[str]:
     # A Service with the foreign job's headless-Service name, owned by nobody (the user's).
     kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "foreign-workers", "namespace": NS},
                  "spec": {"ports": [{"port": 80}]}})  # fmt: skip
@@ -492,3 +500,14 @@ def test_kubectl_shows_the_facts(sandbox: Sandbox, parallel_jobs: list[str]) -> 
     assert out.returncode == 0, out.stderr
     names = {i["metadata"]["name"] for i in yaml.safe_load(out.stdout)["items"]}
     assert {"oom", "toobig", "gang", "deadline", "ttl"} <= names
+
+
+# --- last: what the module's jobs went through ----------------------------------------------------
+
+
+def test_no_job_state_went_backward(parallel_jobs: list[str], states: StateWatch) -> None:
+    """Issue 19: over every scenario above (restarts counted and not, suspend/resume, failures,
+    success, API faults), no job left a terminal state and none went from Running back to
+    Queued without a Restarting or Suspended between."""
+    assert all(states.of(name) for name in parallel_jobs), states.states  # the watch saw every job
+    assert states.backward() == {}, states.states

@@ -646,6 +646,15 @@ class PodTemplate(SpecModel):
             raise ValueError(f"unknown affinity keys {sorted(extra)}")
         return v
 
+    model_config = ConfigDict(
+        json_schema_extra=cel({
+            "rule": "!has(self.volumeMounts) || self.volumeMounts.all(m, m.name == 'dshm' || "
+                    "(has(self.volumes) && self.volumes.exists(v, v.name == m.name)))",
+            "message": "every volumeMounts name must be a volume in volumes (or dshm, the operator's shared memory)",
+            "fieldPath": ".volumeMounts", "reason": "FieldValueInvalid",
+        })
+    )
+
     @model_validator(mode="after")
     def _keys(self) -> PodTemplate:
         _require_unique([e.name for e in self.env], "env name")
