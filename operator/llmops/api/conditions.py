@@ -61,7 +61,6 @@ NODE_LOST = "NodeLost"  # node went NotReady/was deleted (not counted)
 PREEMPTED = "Preempted"  # DisruptionTarget / preemption by priority (not counted)
 EVICTED = "Evicted"  # eviction (not counted)
 IMAGE_PULL_FAILED = "ImagePullFailed"  # ErrImagePull/ImagePullBackOff: fail after a grace period
-HEARTBEAT_MISSED = "HeartbeatMissed"  # hangTimeoutSeconds passed without a heartbeat (counted)
 CHECKPOINT_STORAGE_ERROR = "CheckpointStorageError"  # saves fail; training continues within maxAge
 CHECKPOINT_UNRECOVERABLE = "CheckpointUnrecoverable"  # exit 80
 TERMINATED = "Terminated"  # exit 81 after SIGTERM
@@ -86,7 +85,6 @@ INSUFFICIENT_GPU_MEMORY = "InsufficientGPUMemory"  # Degraded=True: vLLM could n
 SERVER_FAILED = "ServerFailed"  # Degraded=True: the server container exited for another reason
 # finetune
 TRAINING = "Training"  # the child TrainingJob runs
-PUBLISHING = "Publishing"  # output being written
 OUTPUT_PUBLISHED = "OutputPublished"  # Published=True: the output is committed and the InferenceService lists the adapter ready
 WAITING_FOR_OUTPUT = "WaitingForOutput"  # Published=False: the job succeeded but its output report was not seen yet
 WAITING_FOR_SERVICE = "WaitingForService"  # Published=False: serve.inferenceServiceName does not exist (create it, or set serve.create)

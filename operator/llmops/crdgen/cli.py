@@ -1,7 +1,8 @@
 """`llmops crds [--check] [--out DIR] [--docs FILE]`: write the generated CRDs (and the field
 reference), or fail on drift.
 
-Generated means generated: crds/ and docs/reference/api.md are only ever written by this
+Generated means generated: crds/, docs/reference/api.md and docs/reference/conditions.md (the
+condition/reason table, from llmops.status.reasons) are only ever written by this
 command, and ``--check`` (run by the tests and CI) exits 1 when a model changed without
 regenerating.
 """
@@ -13,7 +14,7 @@ import pathlib
 import sys
 
 from llmops.crdgen.crds import render_all
-from llmops.crdgen.docs import render_reference
+from llmops.crdgen.docs import render_conditions, render_reference
 
 #: The repository root when running from a checkout (operator/llmops/crdgen/cli.py -> root).
 REPO = pathlib.Path(__file__).resolve().parents[3]
@@ -36,6 +37,7 @@ def outputs(out: pathlib.Path, docs: pathlib.Path | None) -> dict[pathlib.Path, 
     files = {out / name: text for name, text in render_all().items()}
     if docs is not None:
         files[docs] = render_reference()
+        files[docs.parent / "conditions.md"] = render_conditions()
     return files
 
 
