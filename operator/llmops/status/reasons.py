@@ -62,6 +62,7 @@ FAILURES: Reasons = {
     C.OOM_KILLED: "OOMKilled again at the same step",
     F.HANG: "hung twice at the same step",
     C.IMAGE_PULL_FAILED: "the image could not be pulled within the startup grace",
+    F.CREDENTIALS_UNAVAILABLE: "a Secret the pods need was still missing after the startup grace",
     C.CHECKPOINT_UNRECOVERABLE: "exit 80: no checkpoint can be restored",
     C.INVALID_SPEC: "the spec passed the CRD but not the typed model (fields named in the message)",
     **PERMANENT_REFUSALS,
