@@ -54,6 +54,7 @@ from llmops.sandbox.run import Sandbox
 from llmops.sandbox.statewatch import StateWatch
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
+from llmops.status.reasons import allowed
 
 NS = "default"
 TJ = ("llmops.dev/v1alpha1", "TrainingJob")
@@ -511,3 +512,6 @@ def test_no_job_state_went_backward(parallel_jobs: list[str], states: StateWatch
     Queued without a Restarting or Suspended between."""
     assert all(states.of(name) for name in parallel_jobs), states.states  # the watch saw every job
     assert states.backward() == {}, states.states
+    # ...and every condition they carried is a row of the reason table (docs/reference/conditions.md).
+    unlisted = {c for c in states.conditions if c[1] != "Unknown" and not allowed("TrainingJob", c[0], c[1] == "True", c[2])}
+    assert not unlisted, unlisted

@@ -31,7 +31,8 @@ def backward(states: list[str]) -> list[str]:
 
 
 class StateWatch:
-    """Records, per object (name and uid), the sequence of distinct ``status.state`` values.
+    """Records, per object (name and uid), the sequence of distinct ``status.state`` values,
+    and every condition (type, status, reason) seen.
 
     Reconnects on a closed stream from the last resourceVersion and relists on 410 Gone, so
     nothing between two streams is lost; DELETED events end nothing (a recreated object has
@@ -41,6 +42,8 @@ class StateWatch:
         self.api = client.CustomObjectsApi(api_client)
         self.where = (group, version, namespace, plural)
         self.states: dict[tuple[str, str], list[str]] = {}
+        #: every (condition type, status, reason) any object carried
+        self.conditions: set[tuple[str, str, str]] = set()
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, daemon=True, name="state-watch")
@@ -65,6 +68,9 @@ class StateWatch:
         return {k: v for k, v in found.items() if v}
 
     def _record(self, obj: dict[str, Any]) -> None:
+        with self.lock:
+            self.conditions.update((c.get("type", ""), c.get("status", ""), c.get("reason", ""))
+                                   for c in (obj.get("status") or {}).get("conditions") or [])
         state = (obj.get("status") or {}).get("state")
         if not state:
             return
