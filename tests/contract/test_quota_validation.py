@@ -30,3 +30,17 @@ def test_node_selector_values_are_label_values(kube, fresh_namespace: str) -> No
     causes = err.value.body["details"]["causes"]
     assert [c["field"] for c in causes] == ["spec.nodeSelector"], causes
     assert causes[0]["message"].startswith('Invalid value: "a b": a valid label must be')
+
+
+def test_annotations_together_are_bounded(kube, fresh_namespace: str) -> None:  # noqa: ANN001
+    """Each annotation may be short while all of them are too long: 64 x 4 KiB (what the CRDs'
+    template.annotations admit) is past the 256 KiB a pod's metadata takes."""
+    body = pod("big", ("worker",))
+    body["metadata"]["annotations"] = {f"k{i}": "v" * 4096 for i in range(64)}
+    with pytest.raises(Failed) as err:
+        kube.create(ns_path(fresh_namespace, "pods"), body)
+    assert err.value.status == 422 and err.value.reason == "Invalid"
+    assert err.value.body["details"]["causes"] == [
+        {"reason": "FieldValueTooLong", "message": "Too long: may not be more than 262144 bytes", "field": "metadata.annotations"}]
+    body["metadata"]["annotations"] = {f"k{i}": "v" * 4096 for i in range(63)}
+    kube.create(ns_path(fresh_namespace, "pods"), body)

@@ -229,10 +229,12 @@ def test_an_unserved_gang_backend_is_said_before_any_pod(cluster: Cluster) -> No
 
 
 def test_a_child_the_server_finds_invalid_fails_the_job(cluster: Cluster) -> None:
-    # The CRD allows any string as a nodeSelector value; the Pod validation does not.
-    create(cluster, training_job("invalid", template={"nodeSelector": {"pool": "a b"}}))
-    assert_reported(cluster, "TrainingJob", "invalid", "Failed", "True", "ChildRejected", 'Invalid value: "a b"',
-                    "permanent", retried=False)
+    # The CRD bounds each annotation (and refuses what a pod refuses in each one); only the pod
+    # validation bounds them together (256 KiB): 64 of 4 KiB pass the CRD and not the pod.
+    annotations = {f"example.com/note-{i}": "v" * 4096 for i in range(64)}
+    create(cluster, training_job("invalid", template={"annotations": annotations}))
+    assert_reported(cluster, "TrainingJob", "invalid", "Failed", "True", "ChildRejected",
+                    "metadata.annotations: Too long: may not be more than 262144 bytes", "permanent", retried=False)
     assert no_pods(cluster, "invalid")
 
 

@@ -37,6 +37,10 @@ DNS_LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanum
                  "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
 
 
+#: apimachinery's limit on the keys and values of an object's annotations, together.
+TOTAL_ANNOTATION_BYTES = 256 * 1024
+
+
 def _invalid(path: str, value: str, why: str) -> Error:
     return (path, "Invalid value", f'Invalid value: "{value}": {why}')
 
@@ -63,8 +67,11 @@ def label_map_errors(path: str, labels: dict[str, Any]) -> list[Error]:
 
 def metadata_errors(meta: dict[str, Any], update: bool) -> list[Error]:
     errors = label_map_errors("metadata.labels", meta.get("labels") or {})
-    for key in meta.get("annotations") or {}:
+    annotations = meta.get("annotations") or {}
+    for key in annotations:
         errors += qualified_name_errors("metadata.annotations", key)
+    if sum(len(k) + len(str(v)) for k, v in annotations.items()) > TOTAL_ANNOTATION_BYTES:
+        errors.append(("metadata.annotations", "Too long", f"Too long: may not be more than {TOTAL_ANNOTATION_BYTES} bytes"))
     for i, name in enumerate(meta.get("finalizers") or []):
         path = f"metadata.finalizers[{i}]"
         if name in STANDARD_FINALIZERS:
