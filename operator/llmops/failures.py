@@ -22,8 +22,8 @@ order that puts the *root cause* first:
 4. **Hang**: every pod runs but rank 0's heartbeat is older than ``hangTimeoutSeconds``
    (measured from the attempt's start when no heartbeat came yet). Counted; the same step
    hanging twice fails the job.
-5. A SIGTERM exit (81/143) without a disruption condition: someone deleted the pod; the
-   gang restarts, not counted.
+5. A SIGTERM exit (81/143) without a disruption condition, or a rank whose pod vanished
+   while the gang ran (force-deleted): someone deleted the pod; the gang restarts, not counted.
 
 Success is rank 0 exiting 0: the runtime only does so after the last step and its final
 checkpoint, so peers still shutting down do not matter.
@@ -284,6 +284,19 @@ def _infrastructure(pods: Sequence[PodFacts], nodes: Mapping[str, NodeFacts] | N
     return None
 
 
+def _vanished(pods: Sequence[PodFacts], gang_size: int | None, running_since: dt.datetime | None) -> Verdict | None:
+    """A running gang with a rank whose pod is gone (force-deleted: no deletion ever seen).
+    The peers die in their next collective; restart now, not counted, rather than recreate the
+    one pod (a job that was Running would show Queued while its peers fail)."""
+    if gang_size is None or running_since is None:
+        return None
+    missing = sorted(set(range(gang_size)) - {p.rank for p in pods})
+    if not missing:
+        return None
+    return Verdict(Action.RESTART_NOT_COUNTED, C.TERMINATED,
+                   f"the worker pod of rank {', '.join(map(str, missing))} was deleted while the gang ran")
+
+
 def _non_finite_step(c: ContainerFacts) -> int | None:
     m = _NON_FINITE_STEP.search(c.message or "")
     return int(m.group(1)) if m else None
@@ -353,6 +366,7 @@ class ClassifyInput:
     nodes: Mapping[str, NodeFacts] | None = None  # None: node facts unknown (rule off)
     heartbeat: dt.datetime | None = None  # newest heartbeat of this attempt (Lease renewTime / report)
     running_since: dt.datetime | None = None  # when this attempt's pods were all Running
+    gang_size: int | None = None  # worker pods of an attempt (ranks 0..n-1); None: rule off
     hang_timeout_seconds: float | None = None
     progress_step: int | None = None  # step of this attempt's newest report
     last_failure: LastFailure | None = None
@@ -372,6 +386,7 @@ def classify(x: ClassifyInput) -> Verdict:
     for rule in (
         lambda: _fail_fast(pods, x.now, x.startup_grace_seconds),
         lambda: _infrastructure(pods, x.nodes, x.now, x.node_lost_grace_seconds),
+        lambda: _vanished(pods, x.gang_size, x.running_since),
         lambda: _job_failure(pods, x.last_failure, x.generation, x.progress_step),
         lambda: _phase_failed_without_container(pods),
         lambda: _hang(pods, x.heartbeat, x.running_since, x.now, x.hang_timeout_seconds, x.last_failure, x.progress_step),

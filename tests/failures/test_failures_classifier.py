@@ -78,6 +78,11 @@ CASES = [
         ContainerFacts("trainer", "terminated", "StartError", 'exec: "pythn": not found', 128),))), {}, Action.FAIL_NOW, C.CONFIG_ERROR, "not found"),
     ("pod-deleted-by-someone", with_(gang(), 3, lambda p: terminating(p, "2026-01-01T00:12:00Z")), {}, Action.RESTART_NOT_COUNTED, C.TERMINATED, "being deleted"),
     ("sigterm-no-disruption", with_(gang(), 1, lambda p: exited(p, 81)), {}, Action.RESTART_NOT_COUNTED, C.TERMINATED, "without a disruption"),
+    # A pod force-deleted from a running gang leaves no facts at all: its rank is simply missing.
+    ("pod-force-deleted-while-running", tuple(gang()[1:]), {"gang_size": 4, "running_since": NOW},
+        Action.RESTART_NOT_COUNTED, C.TERMINATED, "rank 0 was deleted while the gang ran"),
+    ("every-pod-force-deleted", (), {"gang_size": 4, "running_since": NOW}, Action.RESTART_NOT_COUNTED, C.TERMINATED, "rank 0, 1, 2, 3"),
+    ("ranks-missing-before-running-are-pending", tuple(gang()[1:]), {"gang_size": 4}, Action.NONE, None, ""),
     ("s13-node-notready-long", tuple(gang()), {"nodes": nodes_ready(**{"node-1": NodeFacts(False, "2026-01-01T00:05:00Z")})},
         Action.RESTART_NOT_COUNTED, C.NODE_LOST, "node-1"),
     ("s13-node-notready-brief", tuple(gang()), {"nodes": nodes_ready(**{"node-1": NodeFacts(False, "2026-01-01T00:09:50Z")})}, Action.NONE, None, ""),

@@ -122,6 +122,21 @@ def test_workers_done_before_rank_0_keep_the_job_running_never_queued():
     assert cond(p.status, C.QUEUED).status == "False"
 
 
+def test_a_pod_force_deleted_from_a_running_gang_restarts_it_never_queued():
+    """kubectl delete pod --force: the pod is gone without a trace. The gang restarts (not
+    counted) instead of the job showing Queued while the one pod is recreated (issue 19's
+    watch over the e2e scenario saw Running -> Queued -> Running -> Restarting)."""
+    job, _ = reconcile(job2(), Observed(), at(0))
+    job, _ = reconcile(job, Observed(pods=all_running()), at(30))
+    _, w1 = all_running()
+    job, p = reconcile(job, Observed(pods=(w1,)), at(60))
+    assert cond(p.status, C.RESTARTING).status == "True" and cond(p.status, C.RESTARTING).reason == C.TERMINATED
+    assert "rank 0 was deleted" in cond(p.status, C.RESTARTING).message
+    assert cond(p.status, C.QUEUED).status == "False" and p.status.attempt == 1
+    assert p.status.restarts.total == 1 and p.status.restarts.counted == 0
+    assert p.status.state == C.RESTARTING
+
+
 def run_until_running(job, n=2):
     job, _ = reconcile(job, Observed(), at(0))
     job, _ = reconcile(job, Observed(pods=all_running(n)), at(30))

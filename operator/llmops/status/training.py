@@ -333,8 +333,9 @@ def plan(job: TrainingJob, observed: Observed, now: dt.datetime) -> Plan:
                 generation=gen,
                 startup_grace_seconds=observed.startup_grace_seconds,
                 node_lost_grace_seconds=observed.node_lost_grace_seconds,
+                gang_size=spec.nodes,
             )
-        ) if cur_pods else Verdict(Action.NONE)
+        ) if cur_pods or running_since() is not None else Verdict(Action.NONE)
 
         if verdict.action == Action.SUCCEED:
             final(C.SUCCEEDED, C.COMPLETED, verdict.message)
