@@ -48,7 +48,7 @@ RESTART_CAUSES: Reasons = {
     C.NODE_LOST: "a node went NotReady or was deleted (not counted)",
     C.PREEMPTED: "preempted by a higher priority (not counted)",
     C.EVICTED: "evicted (not counted)",
-    C.TERMINATED: "the pods were terminated from outside (exit 81 after SIGTERM; not counted)",
+    C.TERMINATED: "a pod was deleted from outside: exit 81 after SIGTERM, or gone from the running gang (not counted)",
     F.WAITING_FOR_TERMINATING_PODS: "an earlier attempt's pod has not terminated yet; no new pod for its rank",
 }
 
