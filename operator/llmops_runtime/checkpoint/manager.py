@@ -65,7 +65,11 @@ from .store import Conflict, Digest, NotFound, StorageError, Store
 log = logging.getLogger("llmops.checkpoint")
 
 POINTER_KEY = "latest.json"
-MANIFEST_FORMAT = "llmops-ckpt-manifest/1"
+MANIFEST_FORMAT = "llmops-ckpt-manifest/2"
+#: Manifest formats this version reads. /1 (before the sha256 hash list): every file's
+#: digest is the plain sha256 of the whole file; /2: digests carry a ``piece`` size and are
+#: hash-list roots (``store.Digest``). The shard files themselves are the same in both.
+MANIFEST_FORMATS_READ = ("llmops-ckpt-manifest/1", MANIFEST_FORMAT)
 POINTER_FORMAT = "llmops-ckpt-pointer/1"
 DONE_FORMAT = "llmops-ckpt-done/1"
 _ID_RE = re.compile(r"^step-(\d{8,})$")
@@ -369,7 +373,7 @@ class CheckpointManager:
                 missing = sorted(set(wanted) - set(found))
                 raise StorageError(f"{cid}: ranks {missing} did not finish their shards within {self.barrier_timeout:.0f}s")
             time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, self.store.poll_max_seconds)
 
     def _move_pointer(self, info: CheckpointInfo) -> None:
         refusal: list[str] = []
@@ -445,7 +449,7 @@ class CheckpointManager:
                 continue
             try:
                 m = json.loads(self.store.read(key))
-                if m.get("format") == MANIFEST_FORMAT and m.get("run_id") == self.run_id:
+                if m.get("format") in MANIFEST_FORMATS_READ and m.get("run_id") == self.run_id:
                     found.append(_info_from({**m, "manifest": key}, self.store))
             except (StorageError, ValueError, KeyError, TypeError):
                 continue
@@ -480,9 +484,15 @@ class CheckpointManager:
             raise CheckpointCorrupt(f"{info.id}: manifest missing: {e}") from e
         except ValueError as e:
             raise CheckpointCorrupt(f"{info.id}: manifest is not JSON: {e}") from e
+        if not isinstance(m, dict):
+            raise CheckpointCorrupt(f"{info.id}: manifest is not a JSON object")
+        if m.get("format") not in MANIFEST_FORMATS_READ:
+            raise CheckpointCorrupt(
+                f"{info.id}: manifest format {m.get('format')!r} is not one this version reads "
+                f"({', '.join(MANIFEST_FORMATS_READ)}); a newer version of the runtime wrote it?"
+            )
         if (
-            m.get("format") != MANIFEST_FORMAT
-            or m.get("step") != info.step
+            m.get("step") != info.step
             or m.get("attempt") != info.attempt
             or m.get("run_id") != info.run_id
         ):

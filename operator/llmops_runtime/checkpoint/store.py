@@ -6,10 +6,12 @@ failure contract, so that a local directory, a PVC and S3 behave the same:
 * ``write(key, chunks, create_only=)``: the object appears whole or not at all (local:
   temp file + fsync + ``os.replace``/``os.link``; S3: a PUT or a completed multipart
   upload), and the sha256 and size of what was written come back, computed while writing
-  (hashing runs on a helper thread, overlapping the I/O). ``create_only`` never replaces
+  (a sha256 hash list over 16 MiB pieces, see :class:`Digest`: the pieces are hashed on a
+  pool of threads, in parallel with each other and with the I/O). ``create_only`` never replaces
   an existing object (used for manifests, so nothing committed is ever overwritten).
 * ``read(key, expect=)``: the whole object; with ``expect`` its sha256 and size are checked
-  (:class:`IntegrityError` otherwise).
+  (:class:`IntegrityError` otherwise). Local reads ``pread`` the pieces on the same pool, each
+  task hashing what it just read while it is still in the CPU cache.
 * ``size``, ``list``, ``delete_prefix``: inspection and garbage collection.
 * ``swap(key, decide)``: compare-and-swap of a small object (the ``latest.json`` pointer).
   ``decide(current_bytes_or_None)`` returns the new content or ``None`` to refuse; the
@@ -31,14 +33,13 @@ import errno as _errno
 import fcntl
 import hashlib
 import os
-import queue
 import shutil
 import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -52,9 +53,14 @@ DEFAULT_PVC_ROOT = "/mnt/pvc"
 FaultHook = Callable[[str, str], None]
 Chunk = bytes | bytearray | memoryview
 
-# Hashers block on their queue until fed, so give every concurrent writer/reader its own
-# thread (ranks simulated as threads in tests would otherwise wait on each other).
-_HASH_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="ckpt-hash")
+#: Piece size of the sha256 hash list written by this version (see :class:`Digest`).
+PIECE = 16 << 20
+#: Sub-chunk of a piece read and then hashed at once (stays in the CPU cache between both).
+_SUB = 1 << 20
+
+# Hashing and reading tasks: short, never waiting on each other, so one shared pool serves
+# every concurrent writer/reader (ranks simulated as threads in tests included).
+_POOL = ThreadPoolExecutor(max_workers=min(16, max(4, 2 * (os.cpu_count() or 1))), thread_name_prefix="ckpt-io")
 
 
 class StorageError(Exception):
@@ -79,55 +85,93 @@ class IntegrityError(StorageError):
 
 @dataclass(frozen=True)
 class Digest:
-    """sha256 (hex) and size of one stored object."""
+    """sha256 and size of one stored object.
+
+    ``piece`` set (what this version writes): ``sha256`` is the root of a sha256 hash list:
+    the object is cut into ``piece``-byte pieces, each hashed with sha256 (in parallel,
+    on several cores), and the root is the sha256 of the concatenated binary piece digests,
+    or the one piece's digest when there is only one (so an object of at most one piece has
+    its plain sha256). ``piece`` None (checkpoints written before the hash list): ``sha256``
+    is the plain sha256 of the whole object, verified on one core.
+    """
 
     sha256: str
     size: int
+    piece: int | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, object]:
-        return {"sha256": self.sha256, "size": self.size}
+        d: dict[str, object] = {"sha256": self.sha256, "size": self.size}
+        if self.piece is not None:
+            d["piece"] = self.piece
+        return d
 
     @staticmethod
     def from_json(d: dict[str, object]) -> Digest:
-        return Digest(sha256=str(d["sha256"]), size=int(d["size"]))  # type: ignore[arg-type]
+        piece = d.get("piece")
+        if piece is not None and (not isinstance(piece, int) or piece <= 0):
+            raise ValueError(f"bad piece size {piece!r}")
+        return Digest(sha256=str(d["sha256"]), size=int(d["size"]), piece=piece)  # type: ignore[arg-type]
 
 
-class Sha256Pipe:
-    """sha256 computed on a helper thread that follows the caller's I/O: ``update`` only
-    queues the chunk (never waits), so writing/reading and hashing run on two cores and the
-    hash adds ``max(0, hash_time - io_time)`` instead of ``hash_time`` (hashlib releases the
-    GIL). Every chunk must stay valid and unchanged until :meth:`digest` returns."""
+def _hash_slices(slices: list[memoryview]) -> bytes:
+    h = hashlib.sha256()
+    for s in slices:
+        h.update(s)  # releases the GIL for large buffers
+    return h.digest()
 
-    _END = object()
 
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._future: Future[None] | None = None
+def _root(digests: list[bytes]) -> str:
+    if not digests:
+        return hashlib.sha256(b"").hexdigest()
+    if len(digests) == 1:
+        return digests[0].hex()
+    return hashlib.sha256(b"".join(digests)).hexdigest()
+
+
+class Sha256Pieces:
+    """The :class:`Digest` of a stream of chunks, computed while the caller does its I/O:
+    every completed piece is hashed on the shared pool, so hashing runs on other cores in
+    parallel with the writing/reading and with the other pieces. ``piece`` None: one
+    piece (the plain sha256 of everything, for digests written before the hash list).
+    Every chunk must stay valid and unchanged until :meth:`digest` returns."""
+
+    def __init__(self, piece: int | None = PIECE) -> None:
+        self.piece = piece
         self.size = 0
-
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not self._END:
-            self._h.update(chunk)
+        self._futures: list[Future[bytes]] = []
+        self._cur: list[memoryview] = []
+        self._fill = 0
 
     def update(self, chunk: Chunk) -> None:
-        if self._future is None:
-            self._future = _HASH_POOL.submit(self._run)
-        self._queue.put(chunk)
-        self.size += len(chunk)
+        mv = memoryview(chunk).cast("B")
+        self.size += len(mv)
+        if self.piece is None:
+            self._cur.append(mv)
+            return
+        while len(mv):
+            take = min(len(mv), self.piece - self._fill)
+            self._cur.append(mv[:take])
+            self._fill += take
+            mv = mv[take:]
+            if self._fill == self.piece:
+                self._flush()
+
+    def _flush(self) -> None:
+        self._futures.append(_POOL.submit(_hash_slices, self._cur))
+        self._cur, self._fill = [], 0
 
     def close(self) -> None:
-        """Stop the helper without a result (the I/O failed); safe to call twice."""
-        if self._future is not None:
-            self._queue.put(self._END)
-            self._future = None
+        """Drop what is queued (the I/O failed); safe to call twice."""
+        for f in self._futures:
+            f.cancel()
+        self._futures, self._cur = [], []
 
     def digest(self) -> Digest:
-        if self._future is not None:
-            self._queue.put(self._END)
-            self._future.result()
-            self._future = None
-        return Digest(self._h.hexdigest(), self.size)
+        if self._cur or not self._futures:
+            self._flush()
+        digests = [f.result() for f in self._futures]
+        self._futures = []
+        return Digest(_root(digests), self.size, self.piece)
 
 
 class Store(ABC):
@@ -135,6 +179,10 @@ class Store(ABC):
 
     uri: str
     fault_hook: FaultHook | None = None
+    #: longest sleep between two polls of the shard barrier (``CheckpointManager``)
+    poll_max_seconds = 0.5
+    #: piece size of the sha256 hash list of what this store writes (see :class:`Digest`)
+    piece = PIECE
 
     def _fault(self, op: str, key: str) -> None:
         if self.fault_hook is not None:
@@ -180,6 +228,19 @@ def check_digest(key: str, got: Digest, expect: Digest | None) -> None:
         )
 
 
+def _read_piece(fd: int, mv: memoryview, offset: int, hashing: bool) -> bytes:
+    h = hashlib.sha256() if hashing else None
+    pos = 0
+    while pos < len(mv):
+        n = os.preadv(fd, [mv[pos : pos + _SUB]], offset + pos)
+        if not n:
+            raise StorageError("file shrank while reading")
+        if h is not None:
+            h.update(mv[pos : pos + n])
+        pos += n
+    return h.digest() if h is not None else b""
+
+
 def _storage_error(what: str, e: OSError) -> StorageError:
     if e.errno == _errno.ENOENT:
         return NotFound(f"{what}: {e}", e.errno)
@@ -189,7 +250,8 @@ def _storage_error(what: str, e: OSError) -> StorageError:
 class LocalStore(Store):
     """A directory (local disk or a mounted PVC). Crash-safe: temp file, fsync, rename."""
 
-    READ_CHUNK = 8 << 20
+    #: longest sleep between two polls of the shard barrier (listing a directory is cheap)
+    poll_max_seconds = 0.01
 
     def __init__(self, root: str | os.PathLike[str], uri: str | None = None) -> None:
         self.root = Path(root)
@@ -211,13 +273,13 @@ class LocalStore(Store):
     def write(self, key: str, chunks: Iterable[Chunk], *, create_only: bool = False) -> Digest:
         path = self._path(key)
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
-        pipe = Sha256Pipe()
+        pipe = Sha256Pieces(self.piece)
         try:
             self._fault("write", key)
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb", buffering=0) as f:
                 for chunk in chunks:
-                    pipe.update(chunk)  # hashed on another core while this thread writes
+                    pipe.update(chunk)  # hashed on other cores while this thread writes
                     f.write(chunk)
                     self._fault("chunk", key)
                 os.fsync(f.fileno())  # the hash may still be running: overlap it with the flush
@@ -251,28 +313,33 @@ class LocalStore(Store):
         return self._read_into(key, expect, lambda n: np.empty(n, dtype=np.uint8))
 
     def _read_into(self, key: str, expect: Digest | None, alloc: Callable[[int], Any]) -> Any:
+        # Pieces are read (pread) and hashed on the shared pool, several at once: each task
+        # reads a sub-chunk and hashes it while it is still in the CPU cache.
         path = self._path(key)
-        pipe = Sha256Pipe()
         try:
-            with open(path, "rb", buffering=0) as f:
-                size = os.fstat(f.fileno()).st_size
-                buf = alloc(size)
-                mv = memoryview(buf).cast("B")
-                pos = 0
-                while pos < size:
-                    n = f.readinto(mv[pos : pos + self.READ_CHUNK])
-                    if not n:
-                        raise StorageError(f"read {self.url(key)}: file shrank while reading")
-                    if expect is not None:
-                        pipe.update(mv[pos : pos + n])
-                    pos += n
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise _storage_error(f"read {self.url(key)}", e) from e
+        try:
+            size = os.fstat(fd).st_size
+            if expect is not None and size != expect.size:
+                raise IntegrityError(f"{key}: size {size}, manifest says {expect.size}")
+            buf = alloc(size)
+            mv = memoryview(buf).cast("B")
+            piece = PIECE if expect is None else (expect.piece or max(size, 1))
+            futures = [
+                _POOL.submit(_read_piece, fd, mv[start : min(start + piece, size)], start, expect is not None)
+                for start in range(0, size, piece)
+            ]
+            wait(futures)  # all of them, before the descriptor closes
+            digests = [f.result() for f in futures]
             if expect is not None:
-                check_digest(key, pipe.digest(), expect)
+                check_digest(key, Digest(_root(digests), size, expect.piece), expect)
             return buf
         except OSError as e:
             raise _storage_error(f"read {self.url(key)}", e) from e
         finally:
-            pipe.close()
+            os.close(fd)
 
     def size(self, key: str) -> int | None:
         try:
