@@ -9,6 +9,8 @@ Per repetition every variant, in an order that rotates with the repetition, does
     a training step (in-place update of every tensor) -> barrier
     save: stall = until the save call returns; durable = until its result is known
           (ours: committed, pointer moved; DCP: the future's result, .metadata renamed)
+    untimed: checkpoints older than the last two deleted (ours: its retention, which runs
+          on the persist thread after the commit, so ``wait()``; DCP: rank 0 removes them)
     barrier -> restore of this rank's shard -> barrier
 
 Times are the maximum over ranks of one repetition, then the median over repetitions (a
@@ -142,8 +144,8 @@ class _Ours:
     def load(self, state: dict[str, Any]) -> None:
         self.mgr.load(self.info)
 
-    def cleanup(self, step: int) -> None:  # keep_last does it
-        pass
+    def settle(self, step: int) -> None:
+        self.mgr.wait()  # retention (keep_last) runs after the commit: let it finish
 
     def close(self) -> None:
         self.mgr.close()
@@ -202,7 +204,7 @@ class _DCP:
             reader.path = self.path
         dcp.load(state, checkpoint_id=self.path, storage_reader=reader)
 
-    def cleanup(self, step: int) -> None:
+    def settle(self, step: int) -> None:
         if self.rank != 0 or step < 2:
             return
         old = self._step_path(step - 2)
@@ -258,12 +260,12 @@ def _worker(rank: int, world: int, cfg: dict[str, Any]) -> None:
                 t0 = time.perf_counter()
                 t_stall = v.save(step, dcp_state if name != "ours" else state)
                 t_done = time.perf_counter()
+                v.settle(step)  # untimed: old checkpoints deleted (ours: retention; DCP: rmtree)
                 dist.barrier()
                 t1 = time.perf_counter()
                 v.load(dcp_state if name != "ours" else state)
                 t_load = time.perf_counter() - t1
                 dist.barrier()
-                v.cleanup(step)
                 vals = torch.tensor([t_stall - t0, t_done - t0, t_load], dtype=torch.float64)
                 dist.all_reduce(vals, op=dist.ReduceOp.MAX)
                 if rep:

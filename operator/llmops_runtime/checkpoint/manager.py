@@ -59,8 +59,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .codec import BufferPool, CorruptShard, iter_safetensors, parse_safetensors, restore, snapshot
-from .store import Conflict, Digest, NotFound, StorageError, Store
+from .codec import BufferPool, CorruptShard, SafetensorsTiles, iter_safetensors, parse_safetensors, restore, snapshot
+from .store import Conflict, Digest, LocalStore, NotFound, StorageError, Store
 
 log = logging.getLogger("llmops.checkpoint")
 
@@ -508,9 +508,16 @@ class CheckpointManager:
         if shard is None:
             raise CheckpointCorrupt(f"{info.id}: no shard for rank {r} (world size {m['world_size']})")
         try:
-            tensors_raw = self.store.read_buffer(shard["tensors"], expect=Digest.from_json(m["files"][shard["tensors"]]))
+            t_key, t_digest = shard["tensors"], Digest.from_json(m["files"][shard["tensors"]])
+            if isinstance(self.store, LocalStore):
+                # straight from the page cache into one tensor per entry (no whole-file buffer)
+                plan = SafetensorsTiles()
+                self.store.read_tiles(t_key, t_digest, plan.tiles)
+                tensors = plan.tensors()
+            else:  # S3: one buffer filled by parallel ranged GETs, tensors viewed in it
+                tensors = parse_safetensors(self.store.read_buffer(t_key, expect=t_digest))
             skeleton = self.store.read(shard["skeleton"], expect=Digest.from_json(m["files"][shard["skeleton"]]))
-            return restore(bytes(skeleton), parse_safetensors(tensors_raw))
+            return restore(bytes(skeleton), tensors)
         except (StorageError, CorruptShard, KeyError) as e:
             raise CheckpointCorrupt(f"{info.id} rank {r}: {e}") from e
 

@@ -33,7 +33,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .store import Chunk, Conflict, Digest, NotFound, Sha256Pieces, StorageError, Store, check_digest
+from .store import Chunk, Conflict, Digest, NotFound, Sha256Pieces, StorageError, Store, check_digest, empty_buffer
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _LOST_RACE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
@@ -179,7 +179,7 @@ class S3Store(Store):
         return self._read_into(key, expect, bytearray)  # type: ignore[no-any-return]
 
     def read_buffer(self, key: str, expect: Digest | None = None) -> np.ndarray:
-        return self._read_into(key, expect, lambda n: np.empty(n, dtype=np.uint8))  # type: ignore[no-any-return]
+        return self._read_into(key, expect, empty_buffer)  # type: ignore[no-any-return]
 
     def _read_into(self, key: str, expect: Digest | None, alloc: Callable[[int], Any]) -> Any:
         try:

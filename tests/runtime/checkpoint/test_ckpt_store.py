@@ -208,3 +208,33 @@ def test_whole_file_digest_of_earlier_checkpoints_still_verifies(store_uri: str)
         store.read("old.bin", expect=legacy)
     with pytest.raises(ValueError):
         Digest.from_json({"sha256": "00", "size": 1, "piece": 0})
+
+
+def test_safetensors_read_straight_into_tensors(tmp_path: Path) -> None:
+    """LocalStore.read_tiles + SafetensorsTiles: pieces that straddle tensors, an empty
+    tensor, odd sizes: every tensor comes back bitwise, and a flipped byte is caught."""
+    import torch
+    from llmops_runtime.checkpoint.codec import SafetensorsTiles, iter_safetensors, parse_safetensors
+
+    store = LocalStore(tmp_path)
+    store.piece = 1000
+    g = torch.Generator().manual_seed(1)
+    tensors = {
+        "a": torch.randn(333, generator=g),
+        "b": torch.randn(7, 5, generator=g).to(torch.bfloat16),
+        "empty": torch.empty(0, 4),
+        "flags": torch.rand(1001, generator=g) > 0.5,
+    }
+    d = store.write("t.safetensors", iter_safetensors(tensors, chunk=300))
+    plan = SafetensorsTiles()
+    store.read_tiles("t.safetensors", d, plan.tiles)
+    back = plan.tensors()
+    assert set(back) == set(tensors)
+    for k, v in tensors.items():
+        assert back[k].dtype == v.dtype and back[k].shape == v.shape and torch.equal(back[k], v), k
+    raw = bytearray(store.read("t.safetensors"))
+    assert {k: bool(torch.equal(v, tensors[k])) for k, v in parse_safetensors(raw).items()} == dict.fromkeys(tensors, True)
+    raw[len(raw) - 500] ^= 0x10
+    store.put("t.safetensors", bytes(raw))
+    with pytest.raises(IntegrityError):
+        store.read_tiles("t.safetensors", d, SafetensorsTiles().tiles)
