@@ -204,6 +204,8 @@ class CheckpointManager:
         #: resumePolicy Continue: another run's checkpoints at this prefix may be resumed and
         #: stay kept (never garbage-collected) until newer commits push them out
         self.continue_other_runs = continue_other_runs
+        #: local stores: load() returns tensors in a copy-on-write map of the shard file
+        self.mapped_loads = True
         #: wall-clock time (time.time()) of the first failure since the last success
         self.failing_since: float | None = None
         self.last_error: str | None = None
@@ -509,7 +511,10 @@ class CheckpointManager:
             raise CheckpointCorrupt(f"{info.id}: no shard for rank {r} (world size {m['world_size']})")
         try:
             t_key, t_digest = shard["tensors"], Digest.from_json(m["files"][shard["tensors"]])
-            if isinstance(self.store, LocalStore):
+            if isinstance(self.store, LocalStore) and self.mapped_loads:
+                # tensors viewed in a copy-on-write map of the verified file: no copy
+                tensors = parse_safetensors(self.store.read_mapped(t_key, t_digest))
+            elif isinstance(self.store, LocalStore):
                 # straight from the page cache into one tensor per entry (no whole-file buffer)
                 plan = SafetensorsTiles()
                 self.store.read_tiles(t_key, t_digest, plan.tiles)

@@ -355,3 +355,21 @@ def test_unknown_manifest_format_is_refused_clearly(store_uri: str) -> None:
         m.load(info)
     assert m.latest() is None
     m.close()
+
+
+def test_loaded_tensors_are_private_copies(tmp_path: Any) -> None:
+    """Local loads map the shard copy-on-write: the tensors are writable, writing them never
+    reaches the file, and the copying load (mapped_loads off) returns the same state."""
+    m = mgr(str(tmp_path / "ckpt"))
+    state = make_state(9, n=50_000)
+    info = m.save(9, state).result()
+    assert info is not None
+    first = m.load(info)
+    assert same(first, state)
+    first["model"]["w"].add_(1.0)
+    first["optimizer"]["state"][0]["exp_avg"].zero_()
+    assert m.verify(info, deep=True)
+    assert same(m.load(info), state)
+    m.mapped_loads = False
+    assert same(m.load(info), state)
+    m.close()
