@@ -3,6 +3,7 @@ measured side by side in the same run (medians of --reps repetitions, interleave
 machine noise hits every variant alike).
 
     python bench/checkpoint.py [--size-mb 256] [--reps 7] [--s3-size-mb N] [--no-s3] [--dir D]
+                               [--dcp-ranks 1,4] [--no-dcp]
 
 State model: a training state of --size-mb MB (fp32 parameters + Adam's two moments, i.e.
 parameters are a third of it, in 16 MiB tensors plus small bias-like tensors, integer-keyed
@@ -19,8 +20,21 @@ every tensor (what optimizer.step() does to memory), timed to show the step time
 (c) restore = load() (read + sha256 verify + parse), vs. a raw read of the same bytes
               (local: read(); S3: parallel ranged download)       -> target <= 1.5
 
+(d) vs. torch.distributed.checkpoint (DCP) async_save, side by side (bench/checkpoint_dcp.py):
+    the same state model and the same store, local directory at every --dcp-ranks world size
+    (spawned processes, gloo, each rank saving its own shard of --size-mb / ranks) and S3
+    at 1 rank. DCP variants: its default (FileSystemWriter as its own stager), DefaultStager
+    with StagingOptions (shared memory; pinned memory only with CUDA), and
+    cache_staged_state_dict=True where the installed torch can run it (it needs an
+    accelerator; otherwise the bench says it was skipped). Printed as ratios ours/DCP:
+    stall (save call returns)          vs. the best DCP variant -> target <= 0.5
+    durable (save call -> committed)   vs. the best DCP variant -> target <= 1.0
+    restore (this rank's shard loaded) vs. the best DCP variant -> target <= 1.0
+    and per variant, without a target.
+
 S3 runs against a moto server started as a separate process on 127.0.0.1 (loopback: the
 figures say how much the engine adds on top of the transfer path, not what S3 does).
+Every target line ends in PASS or MISS.
 """
 
 from __future__ import annotations
@@ -236,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--no-s3", action="store_true")
     ap.add_argument("--dir", default=None, help="directory for the local store (default: a temp dir)")
+    ap.add_argument("--dcp-ranks", default="1,4", help="world sizes of the local side-by-side runs vs. DCP")
+    ap.add_argument("--no-dcp", action="store_true", help="skip the side-by-side runs vs. DCP")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # the loop is single-threaded here; keep the comparison honest
     print(f"checkpoint bench: {args.size_mb:g} MB state, {args.reps} reps (medians), "
@@ -263,6 +279,15 @@ def main(argv: list[str] | None = None) -> int:
 
         med = bench_store("local", local_dir, args.size_mb, args.reps, local_raw_write, local_raw_read, base)
         ratios += report("local", med, local=True)
+
+        if not args.no_dcp:
+            import checkpoint_dcp
+
+            for line in checkpoint_dcp.unavailable_variants():
+                print(f"\nDCP variant skipped: {line}")
+            for world in [int(x) for x in args.dcp_ranks.split(",") if x]:
+                dmed = checkpoint_dcp.run_setting("local", world, args.size_mb, args.reps, base)
+                ratios += checkpoint_dcp.report(f"dcp local {world}r", dmed)
 
         if not args.no_s3:
             import boto3
@@ -297,15 +322,23 @@ def main(argv: list[str] | None = None) -> int:
                 med = bench_store(f"s3-loopback {size:g}MB", f"s3://{bucket}/bench", size, args.reps,
                                   s3_raw_write, s3_raw_read, None)
                 ratios += report("s3", med, local=False)
+                if not args.no_dcp:
+                    import checkpoint_dcp
+
+                    env = {k: os.environ[k] for k in (
+                        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")}
+                    dmed = checkpoint_dcp.run_setting("s3", 1, size, args.reps, base, bucket=bucket, env=env)
+                    ratios += checkpoint_dcp.report("dcp s3 1r", dmed)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
-    print("\nratio                                           value   target   met")
+    print(f"\n  {'ratio':56s} {'value':>7s}   {'target':7s}  result")
     for name, value, target, ok in ratios:
-        print(f"  {name:44s} {value:7.3f}   {target:7s}  {'yes' if ok else 'NO'}")
+        verdict = ("PASS" if ok else "MISS") if target else "-"
+        print(f"  {name:56s} {value:7.3f}   {target:7s}  {verdict}")
     return 0
 
 

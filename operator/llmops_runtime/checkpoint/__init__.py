@@ -21,7 +21,9 @@ Interface (stable; used by the launcher and ``step_done`` bookkeeping)::
                                                # present with recorded sizes; deep: + sha256)
     mgr.candidates() -> list[CheckpointInfo]   # committed ones, newest first (unverified)
     mgr.load(info, rank=None) -> dict          # this rank's state (CPU tensors), sha256-verified;
-                                               # raises CheckpointCorrupt
+                                               # raises CheckpointCorrupt. Local stores: the
+                                               # tensors are a copy-on-write map of the shard
+                                               # (mgr.mapped_loads = False: fresh tensors)
     mgr.load_latest() -> (info, state) | None  # newest loadable, falling back past corrupt ones
     mgr.failing_since: float | None            # time.time() of the first failure since the last success
     mgr.last_error: str | None                 # for the CheckpointFailing progress signal

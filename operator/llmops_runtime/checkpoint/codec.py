@@ -7,7 +7,9 @@ split in two phases so the training loop blocks only for the first:
 1. :func:`snapshot` (caller's thread, the "stall"): walk the tree once; copy every tensor
    into a host buffer (pinned memory for CUDA tensors, reused across saves through a
    :class:`BufferPool`, so steady-state saves allocate nothing and take no page faults) and
-   encode everything else to JSON bytes right away. After it returns the caller may mutate
+   encode everything else to JSON bytes right away. Large CPU tensors are copied in
+   ``COPY_SLICE`` slices on a pool of threads (one per core): the loop is blocked anyway,
+   so the copy may use every core. After it returns the caller may mutate
    its state freely: the snapshot shares nothing with it.
 2. :func:`iter_safetensors` (background thread): stream the tensors as one standard
    safetensors file, chunk by chunk straight from the host buffers (no serialised copy of
@@ -28,8 +30,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +69,10 @@ _TAGS = ("__tuple__", "__items__", "__tensor__", "__ndarray__", "__npscalar__", 
 
 #: Chunk size for streaming tensor bytes (hashing/uploading overlap at this grain).
 CHUNK = 8 << 20
+#: Slice of a large CPU tensor copied by one task of the snapshot's copy pool.
+COPY_SLICE = 4 << 20
+_COPY_WORKERS = min(8, os.cpu_count() or 1)
+_COPY_POOL = ThreadPoolExecutor(max_workers=_COPY_WORKERS, thread_name_prefix="ckpt-copy")
 
 
 class NotPortable(TypeError):
@@ -125,6 +133,7 @@ def snapshot(state: Any, pool: BufferPool | None = None) -> Snapshot:
     pool = pool if pool is not None else BufferPool()
     tensors: dict[str, torch.Tensor] = {}
     cuda_used = False
+    copies: list[tuple[torch.Tensor, torch.Tensor]] = []  # (dst, src) flat slices, done after the walk
 
     def unique(path: str) -> str:
         name = path or "_"
@@ -150,6 +159,10 @@ def snapshot(state: Any, pool: BufferPool | None = None) -> Snapshot:
             if src.device.type == "cuda":
                 cuda_used = True
                 buf.copy_(src, non_blocking=True)
+            elif src.is_contiguous() and src.numel() * src.element_size() > COPY_SLICE and src.device.type == "cpu":
+                step = max(1, COPY_SLICE // src.element_size())
+                d, s = buf.reshape(-1), src.reshape(-1)
+                copies.extend((d[i : i + step], s[i : i + step]) for i in range(0, d.numel(), step))
             else:
                 buf.copy_(src)
             tensors[name] = buf
@@ -187,6 +200,12 @@ def snapshot(state: Any, pool: BufferPool | None = None) -> Snapshot:
         raise NotPortable(f"{path or '<root>'}: {type(value).__qualname__} cannot be saved without pickle")
 
     tree = walk(state, "")
+    if len(copies) > 1 and _COPY_WORKERS > 1:
+        for f in [_COPY_POOL.submit(d.copy_, s) for d, s in copies]:
+            f.result()
+    else:
+        for d, s in copies:
+            d.copy_(s)
     if cuda_used:
         # Copies were queued non_blocking into pinned buffers; the snapshot is consistent
         # only once they landed.
@@ -233,48 +252,101 @@ def iter_safetensors(tensors: dict[str, torch.Tensor], chunk: int = CHUNK) -> It
             yield view[start : start + chunk]
 
 
+def _header_length(prefix: bytes | bytearray | memoryview, total: int) -> int:
+    if total < 8 or len(prefix) < 8:
+        raise CorruptShard("shorter than a safetensors header")
+    (n,) = struct.unpack_from("<Q", prefix, 0)
+    if n > total - 8 or n > 100 << 20:
+        raise CorruptShard("header length out of range")
+    return int(n)
+
+
+def _layout(header_raw: bytes, body: int) -> list[tuple[str, torch.dtype, list[int], int, int]]:
+    """(name, dtype, shape, start, end) of every tensor, in file order, checked to tile the
+    body exactly (contiguous, sizes matching dtype x shape, no trailing bytes)."""
+    try:
+        header = json.loads(header_raw)
+    except ValueError as e:
+        raise CorruptShard(f"header is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise CorruptShard("header is not a JSON object")
+    try:
+        entries = sorted(
+            ((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0]
+        )
+        out = []
+        expect = 0
+        for name, meta in entries:
+            dt = _CODE_DTYPES.get(meta.get("dtype"))
+            if dt is None:
+                raise CorruptShard(f"{name}: unknown dtype {meta.get('dtype')!r}")
+            start, end = (int(x) for x in meta["data_offsets"])
+            shape = [int(x) for x in meta["shape"]]
+            numel = int(np.prod(shape)) if shape else 1
+            itemsize = torch.empty(0, dtype=dt).element_size()
+            if start != expect or end - start != numel * itemsize or end > body:
+                raise CorruptShard(f"{name}: data offsets inconsistent")
+            expect = end
+            out.append((name, dt, shape, start, end))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, CorruptShard):
+            raise
+        raise CorruptShard(f"header malformed: {e}") from None
+    if expect != body:
+        raise CorruptShard("trailing bytes after the last tensor")
+    return out
+
+
 def parse_safetensors(data: bytearray | bytes | np.ndarray) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors buffer, viewed zero-copy (the buffer is kept alive by them)."""
     if isinstance(data, bytes):
         data = bytearray(data)  # tensors must be writable
     if isinstance(data, np.ndarray):
         data = memoryview(data).cast("B")  # type: ignore[assignment]
-    if len(data) < 8:
-        raise CorruptShard("shorter than a safetensors header")
-    (n,) = struct.unpack_from("<Q", data, 0)
-    if n > len(data) - 8 or n > 100 << 20:
-        raise CorruptShard("header length out of range")
-    try:
-        header = json.loads(bytes(data[8 : 8 + n]))
-    except ValueError as e:
-        raise CorruptShard(f"header is not JSON: {e}") from None
+    n = _header_length(data, len(data))
     base = 8 + n
-    body = len(data) - base
-    entries = sorted(
-        ((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0]
-    )
     out: dict[str, torch.Tensor] = {}
-    expect = 0
     mv = memoryview(data)
-    for name, meta in entries:
-        dt = _CODE_DTYPES.get(meta.get("dtype"))
-        if dt is None:
-            raise CorruptShard(f"{name}: unknown dtype {meta.get('dtype')!r}")
-        start, end = meta["data_offsets"]
-        shape = [int(s) for s in meta["shape"]]
-        numel = int(np.prod(shape)) if shape else 1
-        itemsize = torch.empty(0, dtype=dt).element_size()
-        if start != expect or end - start != numel * itemsize or end > body:
-            raise CorruptShard(f"{name}: data offsets inconsistent")
-        expect = end
-        if numel == 0:
+    for name, dt, shape, start, end in _layout(bytes(data[8:base]), len(data) - base):
+        if start == end:
             out[name] = torch.empty(shape, dtype=dt)
             continue
         raw = torch.frombuffer(mv[base + start : base + end], dtype=torch.uint8)
         out[name] = raw.view(dt).reshape(shape)
-    if expect != body:
-        raise CorruptShard("trailing bytes after the last tensor")
     return out
+
+
+class SafetensorsTiles:
+    """Plans reading a safetensors file straight into one fresh tensor per entry (the way
+    ``torch.load`` allocates, so no single huge buffer): :meth:`tiles` gets the file's size
+    and an unverified ``pread(offset, n)`` to look at the header, and returns writable byte
+    views that tile the whole file in order (header first); the store fills them (and
+    verifies their sha256). :meth:`tensors` then checks that the verified header is the
+    one the plan was made from and returns the tensors."""
+
+    def __init__(self) -> None:
+        self._planned = b""
+        self._header = bytearray()
+        self._out: dict[str, torch.Tensor] = {}
+
+    def tiles(self, size: int, pread: Any) -> list[memoryview]:
+        n = _header_length(pread(0, 8), size)
+        self._planned = bytes(pread(0, 8 + n))
+        if len(self._planned) != 8 + n:
+            raise CorruptShard("file shrank while reading its header")
+        self._header = bytearray(8 + n)
+        views = [memoryview(self._header)]
+        for name, dt, shape, start, end in _layout(self._planned[8:], size - 8 - n):
+            t = torch.empty(shape, dtype=dt)
+            self._out[name] = t
+            if end > start:
+                views.append(_byte_view(t))
+        return views
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        if bytes(self._header) != self._planned:
+            raise CorruptShard("header changed while reading")
+        return self._out
 
 
 def restore(skeleton: bytes, tensors: dict[str, torch.Tensor]) -> Any:

@@ -59,13 +59,17 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .codec import BufferPool, CorruptShard, iter_safetensors, parse_safetensors, restore, snapshot
-from .store import Conflict, Digest, NotFound, StorageError, Store
+from .codec import BufferPool, CorruptShard, SafetensorsTiles, iter_safetensors, parse_safetensors, restore, snapshot
+from .store import Conflict, Digest, LocalStore, NotFound, StorageError, Store
 
 log = logging.getLogger("llmops.checkpoint")
 
 POINTER_KEY = "latest.json"
-MANIFEST_FORMAT = "llmops-ckpt-manifest/1"
+MANIFEST_FORMAT = "llmops-ckpt-manifest/2"
+#: Manifest formats this version reads. /1 (before the sha256 hash list): every file's
+#: digest is the plain sha256 of the whole file; /2: digests carry a ``piece`` size and are
+#: hash-list roots (``store.Digest``). The shard files themselves are the same in both.
+MANIFEST_FORMATS_READ = ("llmops-ckpt-manifest/1", MANIFEST_FORMAT)
 POINTER_FORMAT = "llmops-ckpt-pointer/1"
 DONE_FORMAT = "llmops-ckpt-done/1"
 _ID_RE = re.compile(r"^step-(\d{8,})$")
@@ -200,6 +204,8 @@ class CheckpointManager:
         #: resumePolicy Continue: another run's checkpoints at this prefix may be resumed and
         #: stay kept (never garbage-collected) until newer commits push them out
         self.continue_other_runs = continue_other_runs
+        #: local stores: load() returns tensors in a copy-on-write map of the shard file
+        self.mapped_loads = True
         #: wall-clock time (time.time()) of the first failure since the last success
         self.failing_since: float | None = None
         self.last_error: str | None = None
@@ -369,7 +375,7 @@ class CheckpointManager:
                 missing = sorted(set(wanted) - set(found))
                 raise StorageError(f"{cid}: ranks {missing} did not finish their shards within {self.barrier_timeout:.0f}s")
             time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, self.store.poll_max_seconds)
 
     def _move_pointer(self, info: CheckpointInfo) -> None:
         refusal: list[str] = []
@@ -445,7 +451,7 @@ class CheckpointManager:
                 continue
             try:
                 m = json.loads(self.store.read(key))
-                if m.get("format") == MANIFEST_FORMAT and m.get("run_id") == self.run_id:
+                if m.get("format") in MANIFEST_FORMATS_READ and m.get("run_id") == self.run_id:
                     found.append(_info_from({**m, "manifest": key}, self.store))
             except (StorageError, ValueError, KeyError, TypeError):
                 continue
@@ -480,9 +486,15 @@ class CheckpointManager:
             raise CheckpointCorrupt(f"{info.id}: manifest missing: {e}") from e
         except ValueError as e:
             raise CheckpointCorrupt(f"{info.id}: manifest is not JSON: {e}") from e
+        if not isinstance(m, dict):
+            raise CheckpointCorrupt(f"{info.id}: manifest is not a JSON object")
+        if m.get("format") not in MANIFEST_FORMATS_READ:
+            raise CheckpointCorrupt(
+                f"{info.id}: manifest format {m.get('format')!r} is not one this version reads "
+                f"({', '.join(MANIFEST_FORMATS_READ)}); a newer version of the runtime wrote it?"
+            )
         if (
-            m.get("format") != MANIFEST_FORMAT
-            or m.get("step") != info.step
+            m.get("step") != info.step
             or m.get("attempt") != info.attempt
             or m.get("run_id") != info.run_id
         ):
@@ -498,9 +510,19 @@ class CheckpointManager:
         if shard is None:
             raise CheckpointCorrupt(f"{info.id}: no shard for rank {r} (world size {m['world_size']})")
         try:
-            tensors_raw = self.store.read_buffer(shard["tensors"], expect=Digest.from_json(m["files"][shard["tensors"]]))
+            t_key, t_digest = shard["tensors"], Digest.from_json(m["files"][shard["tensors"]])
+            if isinstance(self.store, LocalStore) and self.mapped_loads:
+                # tensors viewed in a copy-on-write map of the verified file: no copy
+                tensors = parse_safetensors(self.store.read_mapped(t_key, t_digest))
+            elif isinstance(self.store, LocalStore):
+                # straight from the page cache into one tensor per entry (no whole-file buffer)
+                plan = SafetensorsTiles()
+                self.store.read_tiles(t_key, t_digest, plan.tiles)
+                tensors = plan.tensors()
+            else:  # S3: one buffer filled by parallel ranged GETs, tensors viewed in it
+                tensors = parse_safetensors(self.store.read_buffer(t_key, expect=t_digest))
             skeleton = self.store.read(shard["skeleton"], expect=Digest.from_json(m["files"][shard["skeleton"]]))
-            return restore(bytes(skeleton), parse_safetensors(tensors_raw))
+            return restore(bytes(skeleton), tensors)
         except (StorageError, CorruptShard, KeyError) as e:
             raise CheckpointCorrupt(f"{info.id} rank {r}: {e}") from e
 

@@ -33,7 +33,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .store import Chunk, Conflict, Digest, NotFound, Sha256Pipe, StorageError, Store, check_digest
+from .store import Chunk, Conflict, Digest, NotFound, Sha256Pieces, StorageError, Store, check_digest, empty_buffer
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _LOST_RACE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
@@ -46,7 +46,7 @@ def _code(e: ClientError) -> str:
 class _HashingReader(io.RawIOBase):
     """A read-only, non-seekable stream over chunks that hashes what is read."""
 
-    def __init__(self, chunks: Iterable[Chunk], pipe: Sha256Pipe, on_chunk: Callable[[], None]) -> None:
+    def __init__(self, chunks: Iterable[Chunk], pipe: Sha256Pieces, on_chunk: Callable[[], None]) -> None:
         self._it: Iterator[Chunk] = iter(chunks)
         self._cur = memoryview(b"")
         self._pipe = pipe
@@ -102,6 +102,9 @@ class _BufferSink:
 class S3Store(Store):
     """Objects under ``s3://bucket/prefix``."""
 
+    #: longest sleep between two polls of the shard barrier (each poll is a LIST request)
+    poll_max_seconds = 0.2
+
     def __init__(
         self,
         bucket: str,
@@ -147,7 +150,7 @@ class S3Store(Store):
 
     def write(self, key: str, chunks: Iterable[Chunk], *, create_only: bool = False) -> Digest:
         self._fault("write", key)
-        pipe = Sha256Pipe()
+        pipe = Sha256Pieces(self.piece)
         try:
             if create_only:
                 # Small objects only (manifests): one PUT that S3 refuses if the key exists.
@@ -176,7 +179,7 @@ class S3Store(Store):
         return self._read_into(key, expect, bytearray)  # type: ignore[no-any-return]
 
     def read_buffer(self, key: str, expect: Digest | None = None) -> np.ndarray:
-        return self._read_into(key, expect, lambda n: np.empty(n, dtype=np.uint8))  # type: ignore[no-any-return]
+        return self._read_into(key, expect, empty_buffer)  # type: ignore[no-any-return]
 
     def _read_into(self, key: str, expect: Digest | None, alloc: Callable[[int], Any]) -> Any:
         try:
@@ -193,7 +196,7 @@ class S3Store(Store):
                 raise
             raise self._err("read", key, e) from e
         if expect is not None:
-            pipe = Sha256Pipe()
+            pipe = Sha256Pieces(expect.piece)  # the pieces are hashed on several cores
             pipe.update(memoryview(sink.buf).cast("B"))
             check_digest(key, pipe.digest(), expect)
         return sink.buf

@@ -1,5 +1,7 @@
 """Smoke test of bench/checkpoint.py: a tiny state, two repetitions, local and S3 (moto,
-started by the bench as its own process): it runs to the end and prints every ratio."""
+started by the bench as its own process), and the side-by-side runs against
+torch.distributed.checkpoint (local at 1 and 2 ranks, S3 at 1): it runs to the end and
+prints every ratio, each target with a PASS/MISS verdict."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_bench_prints_all_ratios(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "checkpoint.py"), "--size-mb", "2", "--reps", "2", "--dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=240,
+        [sys.executable, str(ROOT / "bench" / "checkpoint.py"), "--size-mb", "2", "--reps", "2", "--dir", str(tmp_path),
+         "--dcp-ranks", "1,2"],
+        capture_output=True, text=True, timeout=480,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
@@ -30,4 +33,14 @@ def test_bench_prints_all_ratios(tmp_path: Path) -> None:
         m = re.search(re.escape(label) + r"\s+([0-9.]+)\s", out)
         assert m, f"missing {label!r} in:\n{out}"
         assert float(m.group(1)) > 0
+    for setting in ("dcp local 1r", "dcp local 2r", "dcp s3 1r"):
+        for metric, target in (("stall", "<= 0.5"), ("durable", "<= 1.0"), ("restore", "<= 1.0")):
+            label = f"{setting} {metric} ours/best DCP ("
+            m = re.search(re.escape(label) + r"[a-z-]+\)\s+([0-9.]+)\s+" + re.escape(target) + r"\s+(PASS|MISS)$", out, re.M)
+            assert m, f"missing {label!r} in:\n{out}"
+            assert float(m.group(1)) > 0
+            # the verdict is the target applied to the printed value
+            assert (m.group(2) == "PASS") == (float(m.group(1)) <= float(target.split()[1])), m.group(0)
+            m = re.search(re.escape(f"{setting} {metric} ours/dcp") + r"\s+([0-9.]+)\s", out)
+            assert m and float(m.group(1)) > 0, f"missing the default DCP variant's ratio in:\n{out}"
     assert list(tmp_path.iterdir()) == []  # the bench cleans up after itself

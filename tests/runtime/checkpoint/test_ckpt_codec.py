@@ -168,3 +168,25 @@ def test_cuda_snapshot_goes_through_pinned_buffers_and_roundtrips() -> None:
     back = restore(snap.skeleton, parse_safetensors(bytearray(data)))
     for k in state:
         assert torch.equal(back[k], before[k].cpu()), k
+
+
+def test_large_tensors_copied_in_slices_round_trip() -> None:
+    """Tensors above COPY_SLICE are copied slice by slice on the copy pool: every byte lands,
+    including a partial last slice, and non-contiguous ones take the whole-tensor path."""
+    from llmops_runtime.checkpoint.codec import COPY_SLICE
+
+    g = torch.Generator().manual_seed(7)
+    n = 3 * COPY_SLICE // 4 + 123  # float32: three whole slices and a partial one
+    big = torch.randn(n, generator=g)
+    wide = torch.randn(1024, 2 * COPY_SLICE // 4 // 1024 + 3, generator=g, dtype=torch.float64).t()  # not contiguous
+    state = {"big": big, "wide": wide, "b16": torch.randn(n, generator=g).to(torch.bfloat16)}
+    pool = BufferPool()
+    snap = snapshot(state, pool)
+    expect = {k: v.clone() for k, v in state.items()}
+    for v in state.values():
+        v.mul_(2)  # the snapshot shares nothing with the live state
+    data = b"".join(bytes(c) for c in iter_safetensors(snap.tensors))
+    back = restore(snap.skeleton, parse_safetensors(bytearray(data)))
+    for k, v in expect.items():
+        assert back[k].dtype == v.dtype and back[k].shape == v.shape
+        assert torch.equal(back[k].reshape(-1).view(torch.uint8), v.contiguous().reshape(-1).view(torch.uint8)), k

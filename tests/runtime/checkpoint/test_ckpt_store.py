@@ -163,3 +163,78 @@ def test_s3_swap_loses_race_and_redecides(s3_env: str) -> None:
         return b"mine" if cur is None else cur + b"+mine"
 
     assert a.swap("new", create) == b"other+mine"
+
+
+def _hash_list_root(data: bytes, piece: int) -> str:
+    digests = [hashlib.sha256(data[i : i + piece]).digest() for i in range(0, len(data), piece)]
+    return digests[0].hex() if len(digests) == 1 else hashlib.sha256(b"".join(digests)).hexdigest()
+
+
+def test_digest_is_a_sha256_hash_list_over_pieces(store_uri: str) -> None:
+    store = open_store(store_uri)
+    store.piece = 1000
+    data = bytes(range(256)) * 22  # 5632 bytes: five whole pieces and a partial one
+    chunks = [memoryview(data)[i : i + 777] for i in range(0, len(data), 777)]  # chunks straddle pieces
+    d = store.write("p.bin", chunks)
+    assert (d.sha256, d.size, d.piece) == (_hash_list_root(data, 1000), len(data), 1000)
+    assert d.sha256 != hashlib.sha256(data).hexdigest()
+    assert Digest.from_json(d.to_json()) == d and Digest.from_json(d.to_json()).piece == 1000
+    assert bytes(store.read("p.bin", expect=d)) == data
+    assert bytes(store.read_buffer("p.bin", expect=d)) == data
+    for where in (0, 2500, len(data) - 1):  # a flipped byte in the first, a middle and the last piece
+        bad = bytearray(data)
+        bad[where] ^= 0x40
+        store.put("p.bin", bytes(bad))
+        with pytest.raises(IntegrityError):
+            store.read_buffer("p.bin", expect=d)
+    store.put("p.bin", data[:-1])
+    with pytest.raises(IntegrityError):
+        store.read("p.bin", expect=d)
+
+
+def test_whole_file_digest_of_earlier_checkpoints_still_verifies(store_uri: str) -> None:
+    """Digests written before the hash list (no ``piece``) are the plain sha256 of the file."""
+    store = open_store(store_uri)
+    store.piece = 1000
+    data = bytes(range(256)) * 22
+    store.write("old.bin", [data])
+    legacy = Digest.from_json({"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    assert legacy.piece is None
+    assert bytes(store.read_buffer("old.bin", expect=legacy)) == data
+    bad = bytearray(data)
+    bad[4000] ^= 1
+    store.put("old.bin", bytes(bad))
+    with pytest.raises(IntegrityError):
+        store.read("old.bin", expect=legacy)
+    with pytest.raises(ValueError):
+        Digest.from_json({"sha256": "00", "size": 1, "piece": 0})
+
+
+def test_safetensors_read_straight_into_tensors(tmp_path: Path) -> None:
+    """LocalStore.read_tiles + SafetensorsTiles: pieces that straddle tensors, an empty
+    tensor, odd sizes: every tensor comes back bitwise, and a flipped byte is caught."""
+    import torch
+    from llmops_runtime.checkpoint.codec import SafetensorsTiles, iter_safetensors, parse_safetensors
+
+    store = LocalStore(tmp_path)
+    store.piece = 1000
+    g = torch.Generator().manual_seed(1)
+    tensors = {
+        "a": torch.randn(333, generator=g),
+        "b": torch.randn(7, 5, generator=g).to(torch.bfloat16),
+        "empty": torch.empty(0, 4),
+        "flags": torch.rand(1001, generator=g) > 0.5,
+    }
+    d = store.write("t.safetensors", iter_safetensors(tensors, chunk=300))
+    plan = SafetensorsTiles()
+    store.read_tiles("t.safetensors", d, plan.tiles)
+    back = plan.tensors()
+    assert set(back) == set(tensors)
+    for k, v in tensors.items():
+        assert back[k].dtype == v.dtype and back[k].shape == v.shape and torch.equal(back[k], v), k
+    raw = bytearray(store.read("t.safetensors"))
+    assert {k: bool(torch.equal(v, tensors[k])) for k, v in parse_safetensors(raw).items()} == dict.fromkeys(tensors, True)
+    raw[len(raw) - 500] ^= 0x10
+    store.put("t.safetensors", bytes(raw))
+    with pytest.raises(IntegrityError):
+        store.read_tiles("t.safetensors", d, SafetensorsTiles().tiles)
