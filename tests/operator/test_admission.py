@@ -1,15 +1,21 @@
 """Issue 19 on both clusters (emulated and the real v1.36 control plane): what a pod would
 refuse is refused when the custom resource is applied, with a 422 naming the field, instead
-of failing later when the operator creates the pods. The CRDs only: no operator, no nodes."""
+of failing later when the operator creates the pods; and `kubectl get llmops` shows the STATE
+column of every kind. The CRDs only: no operator, no nodes."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
+import yaml
 from llmops.kube.client import ApiError, Kube, load_api_client
 from llmops.sandbox.node.client import Kube as InstallClient
 from llmops.sandbox.run import CRD_DIR, install_crds
 
 API = "llmops.dev/v1alpha1"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -70,3 +76,23 @@ def test_qualified_keys_and_empty_values_are_admitted(kube: Kube) -> None:
                 "nodeSelector": {"kubernetes.io/arch": "amd64"}}
     created = kube.create(training_job(ns, "good", **template))
     assert created["spec"]["template"]["labels"]["team"] == "ml-infra"
+
+
+def test_kubectl_get_llmops_shows_the_state_of_every_kind(kube: Kube, kubeconfig) -> None:  # noqa: ANN001
+    """The STATE column of all three kinds as kubectl prints it (the printer columns are the
+    CRDs'; the state is patched in by hand here, as the operator would write it)."""
+    ns = kube.namespace  # type: ignore[attr-defined]
+    states = {"TrainingJob": "Restarting", "FinetuneJob": "Queued", "InferenceService": "Loading"}
+    for kind in states:
+        sample = yaml.safe_load((ROOT / f"manifests/samples/{kind.lower()}-minimal.yaml").read_text())
+        sample["metadata"] = {"name": f"s-{kind.lower()}", "namespace": ns}
+        kube.create(sample)
+        kube.patch_status(API, kind, ns, f"s-{kind.lower()}", {"state": states[kind], "stateReason": "ByHand"})
+    out = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "-n", ns, "get", "llmops"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    tables = [t.splitlines() for t in out.strip().split("\n\n")]
+    assert len(tables) == 3, out
+    for kind, state in states.items():
+        table = next(t for t in tables if t[1].split()[0] == f"{kind.lower()}.llmops.dev/s-{kind.lower()}")
+        assert table[0].split()[:2] == ["NAME", "STATE"], out
+        assert table[1].split()[1] == state, out
