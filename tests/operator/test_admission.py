@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from llmops.kube.client import ApiError, Kube, load_api_client
-from llmops.sandbox.node.client import Kube as InstallClient
-from llmops.sandbox.run import CRD_DIR, install_crds
+from llmops.sandbox.run import install_project_crds
 
 API = "llmops.dev/v1alpha1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,11 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def kube(kubeconfig, fresh_namespace):  # noqa: ANN001
-    installer = InstallClient(str(kubeconfig))
-    try:
-        install_crds(installer, CRD_DIR)
-    finally:
-        installer.close()
+    install_project_crds(kubeconfig)
     client = Kube(load_api_client(str(kubeconfig)))
     client.namespace = fresh_namespace  # type: ignore[attr-defined]
     return client

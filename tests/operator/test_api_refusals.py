@@ -27,8 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 from llmops.kube.client import Kube, load_api_client
-from llmops.sandbox.node.client import Kube as InstallClient
-from llmops.sandbox.run import CRD_DIR, install_crds, operator_available
+from llmops.sandbox.run import install_project_crds, operator_available
 from llmops.sandbox.testing import eventually
 
 pytestmark = pytest.mark.skipif(not operator_available(), reason="operator dependencies (kopf) not installed")
@@ -91,11 +90,7 @@ def training_job(name: str, **spec: object) -> dict:
 
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest, kubeconfig: Path, fresh_namespace: str, tmp_path: Path) -> Iterator[Cluster]:
-    installer = InstallClient(str(kubeconfig))
-    try:
-        install_crds(installer, CRD_DIR)
-    finally:
-        installer.close()
+    install_project_crds(kubeconfig)
     kube = Kube(load_api_client(str(kubeconfig)))
     log = tmp_path / "operator.log"
     proc = start_operator(str(kubeconfig), fresh_namespace, log)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 from llmops.kube.client import Kube, load_api_client
-from llmops.sandbox.node.client import Kube as InstallClient
-from llmops.sandbox.run import CRD_DIR, install_crds
+from llmops.sandbox.run import install_project_crds
 from llmops.sandbox.statewatch import StateWatch, backward
 from llmops.sandbox.testing import eventually
 
@@ -28,11 +27,7 @@ def test_backward_steps(states: list[str], steps: list[str]) -> None:
 
 
 def test_the_watch_sees_every_state_written(kubeconfig, fresh_namespace) -> None:  # noqa: ANN001
-    installer = InstallClient(str(kubeconfig))
-    try:
-        install_crds(installer, CRD_DIR)
-    finally:
-        installer.close()
+    install_project_crds(kubeconfig)
     api = load_api_client(str(kubeconfig))
     kube = Kube(api)
     body = {"apiVersion": "llmops.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "w", "namespace": fresh_namespace},

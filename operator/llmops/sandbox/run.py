@@ -376,6 +376,15 @@ def start_fault_proxy(upstream_kubeconfig: str, workdir: Path) -> Any:
     return proxy
 
 
+def install_project_crds(kubeconfig: str | Path) -> list[str]:
+    """The project's CRDs (crds/) installed on the cluster of ``kubeconfig`` and served."""
+    kube = Kube(str(kubeconfig))
+    try:
+        return install_crds(kube, CRD_DIR)
+    finally:
+        kube.close()
+
+
 def install_crds(kube: Kube, directory: Path, timeout: float = 30.0) -> list[str]:
     """Create or replace every CRD in `directory`, then wait until each is served."""
     names = []
@@ -406,6 +415,10 @@ def wait_served(kube: Kube, crd: Mapping[str, Any], timeout: float) -> None:
         try:
             resources = kube.get(f"/apis/{group}/{version}").get("resources") or []
             if any(r.get("name") == plural for r in resources):
+                # Discovery lists a new CRD before its watch cache is up: a real server then
+                # answers a cached list or watch 429 "storage is (re)initializing" (a watcher
+                # started now logs an error). A list from the cache (resourceVersion=0) waits.
+                kube.get(f"/apis/{group}/{version}/{plural}?limit=1&resourceVersion=0")
                 return
         except ApiException:
             pass
