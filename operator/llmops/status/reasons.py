@@ -87,7 +87,7 @@ _JOB: dict[str, dict[bool, Reasons | str]] = {
     C.QUEUED: {True: WAITING, False: DISPLACED},
     C.RUNNING: {True: {C.ALL_PODS_RUNNING: "every worker pod runs",
                        C.WORKERS_FINISHING: "some workers exited 0, rank 0 still runs: the job is ending"},
-                False: {TJ.BACKOFF: "waiting out the restart backoff before the next attempt"} | {DISPLACED: ""}},
+                False: {TJ.BACKOFF: "waiting out the restart backoff before the next attempt", DISPLACED: ""}},
     C.RESTARTING: {True: RESTART_CAUSES, False: DISPLACED},
     C.SUSPENDED: {True: {C.SUSPENDED_BY_USER: "spec.runPolicy.suspend is true: pods deleted"},
                   False: {C.RESUMED: "suspend flipped back to false", TJ.NOT_SUSPENDED: "never suspended"}},
