@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from llmops.autoscaling.policy import AutoscaleInputs, Behaviour, FleetSample, PolicyState, decide
-from llmops.status.inference import REQUEUE_SECONDS
+from llmops.plan.inference import REQUEUE_SECONDS
 
 from bench.autoscaling.sim import FleetModel, Request
 

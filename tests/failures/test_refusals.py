@@ -23,8 +23,8 @@ from llmops.failures import (
     SERVICE_ACCOUNT_MISSING,
     classify_refusal,
 )
+from llmops.plan.inference import replica_failure
 from llmops.scheduling import GANG_APIS
-from llmops.status.inference import replica_failure
 
 SA = 'pods "a" is forbidden: error looking up service account p1/trainer: serviceaccount "trainer" not found'
 PC = 'pods "b" is forbidden: no PriorityClass with name training-high was found'

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from llmops.api.inference import ScaleDecision, parse_inference_service
 from llmops.controller import Context
-from llmops.handlers import inferenceservice as handler
+from llmops.handlers import metrics as recorders
 from llmops.metrics import Metrics
+from llmops.plan.inference import PodView
 from llmops.serving import autoscaler
-from llmops.status.inference import PodView
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,11 +28,11 @@ def test_load_seconds_once_per_replica_and_decisions_by_direction() -> None:
     a = PodView("chat-a", phase="Running", ready=True, start_time="2026-01-01T00:00:00Z", ready_time="2026-01-01T00:01:30Z")
     b = PodView("chat-b", phase="Running", ready=False, start_time="2026-01-01T00:00:10Z")
     up = ScaleDecision(time="2026-01-01T00:02:00Z", **{"from": 1}, to=2, signal="queue", value=9.0, reason="ScaleUp (load time 90s)")
-    handler._record_metrics(ctx, svc, [a, b], up)
-    handler._record_metrics(ctx, svc, [a, b], None)  # the same pods again: nothing new
+    recorders.record_inference(ctx, svc, [a, b], up)
+    recorders.record_inference(ctx, svc, [a, b], None)  # the same pods again: nothing new
     b_ready = PodView("chat-b", phase="Running", ready=True, start_time="2026-01-01T00:00:10Z", ready_time="2026-01-01T00:01:10Z")
     down = ScaleDecision(time="2026-01-01T00:20:00Z", **{"from": 2}, to=1, signal="queue", value=0.0, reason="ScaleDown (load time 90s)")
-    handler._record_metrics(ctx, svc, [a, b_ready], down)
+    recorders.record_inference(ctx, svc, [a, b_ready], down)
     s = samples(m)
     key = (("namespace", "ml"), ("service", "chat"))
     assert s[("llmops_model_load_seconds_count", key)] == 2

@@ -30,11 +30,11 @@ import boto3
 import numpy as np
 import pytest
 from llmops.kube.client import Kube, load_api_client
+from llmops.plan.inference import REQUEUE_SECONDS
 from llmops.sandbox.deployments import HASH_LABEL, plan_pods
 from llmops.sandbox.run import DEFAULT_BUCKET, Sandbox
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
-from llmops.status.inference import REQUEUE_SECONDS
 from llmops_runtime.serve import manifest as M
 from safetensors.numpy import save
 

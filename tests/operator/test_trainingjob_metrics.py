@@ -13,10 +13,10 @@ import pytest
 from cr_factories import make_training_job, pod, running
 from llmops.api.progress import CommittedCheckpoint, ProgressReport
 from llmops.controller import Context
-from llmops.handlers import trainingjob as handler
+from llmops.handlers import metrics as recorders
 from llmops.metrics import Metrics
-from llmops.status import Observed, plan
-from llmops.status.training import goodput, time_to_first_step
+from llmops.plan import Observed, plan
+from llmops.plan.training import goodput, time_to_first_step
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -83,7 +83,7 @@ def reconcile_once(ctx: Context, job, pods: tuple, rep: ProgressReport | None, n
     obs = dataclasses.replace(Observed.from_objects(lease=lease(rep) if rep else None), pods=pods)
     p = plan(job, obs, T0 + dt.timedelta(seconds=now))
     prev = job.status.model_dump(by_alias=True, exclude_none=True, mode="json")
-    handler._record_metrics(ctx, job, prev, p.status, obs)
+    recorders.record_training(ctx, job, prev, p.status, obs)
     return job.model_copy(update={"status": p.status})
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from llmops.builders.training import TERMINATION_GRACE_SECONDS
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.run import Sandbox
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
@@ -119,6 +120,22 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(sandbox: Sandbox) ->
     assert len(restarts) == 1, [(e["reason"], e["message"]) for e in events]  # one Event per transition
 
 
+def pods_gone(kube: Kube, job: str) -> None:
+    """Wait until the deleted job's pods are gone. The runtime takes a final checkpoint on SIGTERM,
+    and a pod gets terminationGracePeriodSeconds for it, so that is the bound (plus GC latency);
+    on a timeout the message shows where each pod is stuck."""
+    def state() -> str:
+        return "; ".join(
+            f"{p['metadata']['name']} phase={(p.get('status') or {}).get('phase')} "
+            f"deleting={p['metadata'].get('deletionTimestamp')} "
+            f"containers={[(c['name'], c.get('state')) for c in (p.get('status') or {}).get('containerStatuses') or []]}"
+            for p in kube.list("v1", "Pod", "default", f"llmops.dev/job-name={job}"))
+    try:
+        eventually(lambda: not state(), timeout=TERMINATION_GRACE_SECONDS + 60)
+    except AssertionError as e:
+        raise AssertionError(f"pods of the deleted job still there: {state()}") from e
+
+
 def test_recreated_job_never_silently_takes_over_and_continues_when_asked(sandbox: Sandbox) -> None:
     """Reliability scenario 21: a job deleted mid-run (an Argo CD prune) and re-created with the
     same name and checkpoint uri. By default (resumePolicy SameRun) the new object fails at once
@@ -130,7 +147,9 @@ def test_recreated_job_never_silently_takes_over_and_continues_when_asked(sandbo
     kubectl(sandbox, "apply", "-f", "-", stdin=manifest)
     saved = eventually(lambda: ((get().get("status") or {}).get("checkpoint") or {}).get("step", 0) >= 10 and get()["status"]["checkpoint"])
     kubectl(sandbox, "delete", "tj", "again", "--wait=true")
-    eventually(lambda: not kube.list("v1", "Pod", "default", "llmops.dev/job-name=again"), timeout=60)
+    t0 = time.monotonic()
+    pods_gone(kube, "again")
+    print(f"pods of the deleted job gone after {time.monotonic() - t0:.1f}s")
 
     kubectl(sandbox, "apply", "-f", "-", stdin=manifest)  # the same manifest again
     failed = eventually(lambda: (t := get()) and is_true(t, "Failed") and t)

@@ -30,7 +30,7 @@ Scenario numbers refer to reference/reliability-anchors.md section 4:
 * 13 -> test_node_lost_waits_for_terminating_pod (4 s node-lost grace here; 40 s by default)
 * 15 -> test_hang_restarts_the_gang (hangTimeoutSeconds has a 60 s floor: the job starts with
         the parallel ones; the "same step twice fails" rule is table-tested in tests/failures
-        and tests/status)
+        and tests/plan)
 * a mutable spec edit while running (totalSteps) -> test_mutable_spec_edit_while_running_keeps_the_pods
 
 Not covered here, and why: 1/3/4/5 (admission; tests/api and tests/crdgen), 17-19
@@ -50,11 +50,11 @@ from typing import Any
 import pytest
 import yaml
 from llmops.kube.client import Kube, load_api_client
+from llmops.plan.reasons import allowed
 from llmops.sandbox.run import Sandbox
 from llmops.sandbox.statewatch import StateWatch
 from llmops.sandbox.testing import CLUSTERS, sandbox_control_plane
 from llmops.sandbox.testing import eventually as sandbox_eventually
-from llmops.status.reasons import allowed
 
 NS = "default"
 TJ = ("llmops.dev/v1alpha1", "TrainingJob")

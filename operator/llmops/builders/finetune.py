@@ -32,7 +32,7 @@ the launcher. What the FinetuneJob adds:
 The InferenceService for ``serve.create`` is deliberately *not* a child: no ownerReference
 (deleting the FinetuneJob must not take serving down) and no owner labels (the prune never
 selects it); it carries ``labels.CREATED_BY_FINETUNE_JOB`` instead and serves the base model.
-The adapter reaches it through the publish contract (``llmops.status.finetune.published_adapters``),
+The adapter reaches it through the publish contract (``llmops.plan.finetune.published_adapters``),
 never through a write into the InferenceService's spec.
 """
 

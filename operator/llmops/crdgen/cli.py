@@ -2,7 +2,7 @@
 reference), or fail on drift.
 
 Generated means generated: crds/, docs/reference/api.md and docs/reference/conditions.md (the
-condition/reason table, from llmops.status.reasons) are only ever written by this
+condition/reason table, from llmops.plan.reasons) are only ever written by this
 command, and ``--check`` (run by the tests and CI) exits 1 when a model changed without
 regenerating.
 """

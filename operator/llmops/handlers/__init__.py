@@ -1,4 +1,4 @@
-"""Thin wiring: one reconcile function per kind, registered on the Controller."""
+"""Thin wiring: the reconcile driver with one plug-in per kind, registered on the Controller."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ from llmops.controller import Controller
 
 
 def build_controller(kubeconfig: str | None = None, **options: object) -> Controller:
-    from llmops.handlers import finetunejob, inferenceservice, trainingjob
+    from llmops.handlers.driver import Driver
+    from llmops.handlers.finetunejob import FinetuneJobKind
+    from llmops.handlers.inferenceservice import InferenceServiceKind
+    from llmops.handlers.trainingjob import TrainingJobKind
 
     controller = Controller(kubeconfig, **options)  # type: ignore[arg-type]
-    controller.register("TrainingJob", "trainingjobs", trainingjob.reconcile)
-    controller.register("FinetuneJob", "finetunejobs", finetunejob.reconcile)
-    controller.register("InferenceService", "inferenceservices", inferenceservice.reconcile)
+    controller.register("TrainingJob", "trainingjobs", Driver(TrainingJobKind()))
+    controller.register("FinetuneJob", "finetunejobs", Driver(FinetuneJobKind()))
+    controller.register("InferenceService", "inferenceservices", Driver(InferenceServiceKind()))
     return controller

@@ -41,17 +41,25 @@ def owner_selector(owner_kind: str, owner_name: str) -> str:
     )
 
 
-def _key(obj: dict) -> tuple[str, str, str]:
+ChildKey = tuple[str, str, str]  # (apiVersion, kind, name)
+
+
+def _key(obj: dict) -> ChildKey:
     return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A child name another owner holds (never adopted or overwritten)."""
 
 
 @dataclass
 class SyncResult:
-    applied: list[tuple[str, str, str]] = field(default_factory=list)
-    pruned: list[tuple[str, str, str]] = field(default_factory=list)
-    foreign: list[tuple[str, str, str]] = field(default_factory=list)  # name taken by another owner
+    applied: list[ChildKey] = field(default_factory=list)
+    pruned: list[ChildKey] = field(default_factory=list)
+    foreign: list[ChildKey] = field(default_factory=list)  # name taken by another owner
     refused: Refusal | None = None  # the API server refused a child (nothing after it was applied)
-    refused_existing: bool = False  # ... and that child exists already (an update was refused)
+    refused_key: ChildKey | None = None  # ... this one
 
 
 def refusal_of(exc: ApiError, obj: dict) -> Refusal | None:
@@ -81,12 +89,19 @@ def sync_children(
     observed: dict[tuple[str, str, str], dict],
     prunable_kinds: Iterable[tuple[str, str]],
 ) -> SyncResult:
-    """Apply `desired`, prune owned children of `prunable_kinds` that are not desired."""
+    """Apply `desired`, prune owned children of `prunable_kinds` that are not desired.
+
+    Pods are create-once: a pod's spec is immutable, so re-applying an existing one is at best
+    a wasted write and at worst (a mutable CR field reaching the pod env) a 422 on every
+    reconcile. An existing desired pod is neither applied nor pruned; changes reach pods
+    with the next attempt."""
     result = SyncResult()
     uid = owner["metadata"]["uid"]
     ns = owner["metadata"]["namespace"]
     for obj in desired:
         key = _key(obj)
+        if key[1] == "Pod" and key in observed:
+            continue
         if key not in observed:
             existing = kube.get(obj["apiVersion"], obj["kind"], ns, obj["metadata"]["name"])
             if existing is not None and controller_uid(existing) != uid:
@@ -98,7 +113,7 @@ def sync_children(
             result.refused = refusal_of(exc, obj)
             if result.refused is None:
                 raise
-            result.refused_existing = key in observed
+            result.refused_key = key
             break
         result.applied.append(key)
     wanted = {_key(o) for o in desired}

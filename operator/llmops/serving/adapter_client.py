@@ -16,8 +16,8 @@ from pathlib import PurePosixPath
 
 from llmops.api.inference import InferenceService, LoraMode
 from llmops.builders import inference as B
+from llmops.plan import inference as S
 from llmops.serving.podhttp import call
-from llmops.status import inference as S
 
 
 def post_agent(ip: str, path: str, body: dict) -> tuple[int, dict]:

@@ -24,8 +24,8 @@ from llmops.autoscaling import AutoscaleInputs, Behaviour, FleetSample, PolicySt
 from llmops.autoscaling.metrics import replica_signal
 from llmops.autoscaling.policy import Reason
 from llmops.builders import inference as B
+from llmops.plan import inference as S
 from llmops.serving.podhttp import call as get
-from llmops.status import inference as S
 
 logger = logging.getLogger(__name__)
 HISTORY_SECONDS = 600.0

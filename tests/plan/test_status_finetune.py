@@ -18,7 +18,7 @@ from cr_factories import make_finetune_job
 from llmops.api import conditions as C
 from llmops.api.labels import PROGRESS_ANNOTATION
 from llmops.api.progress import FinetuneReport
-from llmops.status import finetune as S
+from llmops.plan import finetune as S
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 TJ_UID = "tj-uid"
@@ -100,7 +100,7 @@ def test_no_child_yet_creates_it_and_says_queued() -> None:
     q = find(p.status, C.QUEUED)
     assert (q.status.value, q.reason) == ("True", C.CREATED) and "ft-train" in q.message
     assert p.status.training_job_name == "ft-train" and p.status.observed_generation == 1
-    assert p.requeue_after == S.WATCH_SECONDS and p.create_service is None
+    assert p.requeue_after == S.WATCH_SECONDS and p.creates == ()
 
 
 def test_mirrors_the_child() -> None:
@@ -223,7 +223,7 @@ def served_job(create: bool = False):  # noqa: ANN201
         (succeeded_child(), None, None, True, None, "False", C.WAITING_FOR_OUTPUT, S.WAIT_SECONDS, False),
         (succeeded_child(), report(), None, False, None, "False", C.WAITING_FOR_SERVICE, S.WAIT_SECONDS * 6, False),
         (succeeded_child(), report(), None, True, None, "False", C.WAITING_FOR_SERVICE, S.WAIT_SECONDS, True),
-        (succeeded_child(), report(), None, True, "admission webhook said no", "False", C.SERVICE_CREATE_FAILED, S.WAIT_SECONDS * 6, False),
+        (succeeded_child(), report(), None, True, "admission webhook said no", "False", C.SERVICE_CREATE_FAILED, S.WAIT_SECONDS * 6, True),
         (succeeded_child(), report(), service(), True, None, "False", C.ADAPTER_NOT_READY, S.WAIT_SECONDS, False),
         (succeeded_child(), report(), service([{"name": "legal", "ready": False, "message": "no ready replica"}]), False, None, "False", C.ADAPTER_NOT_READY, S.WAIT_SECONDS, False),
         (succeeded_child(), report(), service([{"name": "other", "ready": True}, {"name": "legal", "ready": True}]), False, None, "True", C.OUTPUT_PUBLISHED, S.WATCH_SECONDS, False),
@@ -236,9 +236,9 @@ def test_published(tj, rep, svc, create, create_error, status, reason, requeue, 
     c = find(p.status, C.PUBLISHED)
     assert (c.status.value, c.reason) == (status, reason), c
     assert p.requeue_after == requeue
-    assert (p.create_service is not None) == creates
+    assert bool(p.creates) == creates
     if creates:
-        assert p.create_service["metadata"]["name"] == "svc" and "ownerReferences" not in p.create_service["metadata"]
+        assert p.creates[0]["metadata"]["name"] == "svc" and "ownerReferences" not in p.creates[0]["metadata"]
     if rep is not None and rep.output is not None and C.is_true(p.status.conditions, C.SUCCEEDED):
         assert p.status.served.wire() == {"inferenceServiceName": "svc", "adapterName": "legal"}
     else:

@@ -66,8 +66,8 @@ from llmops.failures import (
     Verdict,
     classify,
 )
+from llmops.plan.events import Event
 from llmops.scheduling import Placement, backend_for, choose, misfits, unavailable, unschedulable_message
-from llmops.status.events import Event
 
 # --- reasons this module adds (writer: this status computer; readers: users, alerts) ----------
 UNSCHEDULABLE = "Unschedulable"  # a worker's request exceeds every node's allocatable; nothing created
@@ -169,6 +169,7 @@ class Plan:
     events: tuple[Event, ...] = ()
     last_failure: LastFailure | None = None  # to remember for the next attempt
     verdict: Verdict | None = None  # the classifier's verdict this reconcile (for metrics/logs)
+    creates: tuple[dict[str, Any], ...] = ()  # objects to create that are not children (none for this kind)
 
 
 # --- small helpers -----------------------------------------------------------------------------

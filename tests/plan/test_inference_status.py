@@ -10,7 +10,7 @@ import datetime as dt
 import pytest
 from llmops.api import conditions as C
 from llmops.api.inference import ScaleDecision, parse_inference_service
-from llmops.status import inference as S
+from llmops.plan import inference as S
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 UID = "00000000-0000-4000-8000-0000000000bb"

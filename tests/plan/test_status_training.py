@@ -32,8 +32,8 @@ from llmops.failures import (
     NodeFacts,
     classify_refusal,
 )
-from llmops.status import Observed, compute_status, plan
-from llmops.status.training import GANG_RECHECK_SECONDS, MAX_SCHEDULING_TIMEOUTS, POD_SECURITY_VIOLATION, UNSCHEDULABLE
+from llmops.plan import Observed, compute_status, plan
+from llmops.plan.training import GANG_RECHECK_SECONDS, MAX_SCHEDULING_TIMEOUTS, POD_SECURITY_VIOLATION, UNSCHEDULABLE
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

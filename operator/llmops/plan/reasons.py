@@ -1,6 +1,6 @@
 """Every condition reason each kind writes, and what it means: the one table
 docs/reference/conditions.md is generated from (``llmops crds``), and that the status tests
-hold the status computers to (tests/status/conftest.py: a condition whose reason is not here
+hold the status computers to (tests/plan/conftest.py: a condition whose reason is not here
 fails the test that produced it).
 
 A reason names the cause in CamelCase; the message says it in words. The job lifecycle
@@ -13,9 +13,9 @@ from __future__ import annotations
 from llmops import failures as F
 from llmops.api import conditions as C
 from llmops.api.runtime_env import FETCH_REASONS, FetchExit
-from llmops.status import finetune as FT
-from llmops.status import inference as IS
-from llmops.status import training as TJ
+from llmops.plan import finetune as FT
+from llmops.plan import inference as IS
+from llmops.plan import training as TJ
 
 #: The status of a lifecycle condition displaced by another: any reason of the same kind.
 DISPLACED = "displaced"

@@ -32,7 +32,7 @@ Conditions:
 Wanted adapters (:func:`wanted_adapters`): ``spec.adapters`` in order (``uri``, or
 ``fromFinetuneJob`` resolved from that FinetuneJob's ``status.output`` once its Succeeded
 condition is True), then every adapter FinetuneJobs of the namespace publish into this
-service (``llmops.status.finetune.published_adapter_details``), by name; a spec entry wins a
+service (``llmops.plan.finetune.published_adapter_details``), by name; a spec entry wins a
 name clash. The first ``engine.maxLoras`` are admitted. The operator never writes the spec.
 """
 
@@ -50,8 +50,8 @@ from llmops.api.inference import AdapterStatus, InferenceService, InferenceServi
 from llmops.api.runtime_env import FETCH_OK_REASON, FETCH_REASONS, parse_termination_message
 from llmops.builders import inference as B
 from llmops.failures import REFUSAL_REASONS, Refusal, classify_refusal
-from llmops.status.events import Event
-from llmops.status.finetune import published_adapter_details
+from llmops.plan.events import Event
+from llmops.plan.finetune import published_adapter_details
 
 INSUFFICIENT_GPU_MEMORY = C.INSUFFICIENT_GPU_MEMORY
 SERVER_FAILED = C.SERVER_FAILED
@@ -173,6 +173,7 @@ class Plan:
     desired: list[dict[str, Any]]
     events: tuple[Event, ...] = ()
     requeue_after: float | None = REQUEUE_SECONDS
+    creates: tuple[dict[str, Any], ...] = ()  # objects to create that are not children (none for this kind)
 
 
 def pod_load_seconds(p: PodView) -> float | None:

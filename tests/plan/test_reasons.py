@@ -1,7 +1,7 @@
-"""The reason table (llmops.status.reasons) against the vocabulary: every reason constant the
+"""The reason table (llmops.plan.reasons) against the vocabulary: every reason constant the
 code defines has a row (no undocumented or dead reason), every row is CamelCase with a meaning,
 and the generated docs/reference/conditions.md is the table (checked by `llmops crds --check`
-in tests/crdgen). That the status computers write only listed reasons is tests/status/conftest.py."""
+in tests/crdgen). That the status computers write only listed reasons is tests/plan/conftest.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import re
 import pytest
 from llmops import failures
 from llmops.api import conditions as C
-from llmops.status import reasons as R
+from llmops.plan import reasons as R
 
 CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
@@ -33,7 +33,7 @@ def every_listed() -> set[str]:
 
 @pytest.mark.parametrize(("name", "reason"), sorted(vocabulary().items()))
 def test_every_reason_constant_has_a_row(name: str, reason: str) -> None:
-    assert reason in every_listed(), f"{name} = {reason!r} is written nowhere in llmops.status.reasons.TABLE (dead, or undocumented)"
+    assert reason in every_listed(), f"{name} = {reason!r} is written nowhere in llmops.plan.reasons.TABLE (dead, or undocumented)"
 
 
 def test_rows_are_camel_case_with_a_meaning() -> None:

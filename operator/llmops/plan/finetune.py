@@ -59,7 +59,7 @@ from llmops.api.runtime_env import parse_termination_message
 from llmops.api.training import TrainingJobStatus
 from llmops.builders.finetune import adapter_name, build_finetune_children, build_inference_service, training_job_name
 from llmops.failures import REFUSAL_REASONS, Refusal
-from llmops.status.events import Event
+from llmops.plan.events import Event
 
 # --- reasons this module adds (writer: this status computer; readers: users, alerts) ----------
 FOREIGN_CHILD = "ChildOwnedByOther"  # the child TrainingJob's name is held by an object another owner controls
@@ -131,7 +131,7 @@ class Plan:
 
     status: FinetuneJobStatus
     desired: list[dict[str, Any]]  # apply these; prune every other owned child
-    create_service: dict[str, Any] | None = None  # serve.create: create this InferenceService (if it is still absent)
+    creates: tuple[dict[str, Any], ...] = ()  # serve.create: create this InferenceService (it is absent)
     requeue_after: float | None = None
     events: tuple[Event, ...] = ()
 
@@ -268,7 +268,8 @@ def plan(job: FinetuneJob, observed: Observed, now: dt.datetime) -> Plan:
             requeue = left if requeue is None else min(requeue, left)
 
     events = _events(prev.conditions, status.conditions)
-    return Plan(status=status, desired=desired, create_service=create_service, requeue_after=requeue, events=tuple(events))
+    return Plan(status=status, desired=desired, creates=(create_service,) if create_service else (), requeue_after=requeue,
+                events=tuple(events))
 
 
 def _publish(job: FinetuneJob, observed: Observed, status: FinetuneJobStatus, succeeded: bool, failed: bool,
@@ -291,8 +292,9 @@ def _publish(job: FinetuneJob, observed: Observed, status: FinetuneJobStatus, su
     status.served = ServedStatus(inference_service_name=svc_name, adapter_name=adapter)
     service = observed.inference_service
     if service is None:
-        if observed.service_create_error:
-            return _cond(C.PUBLISHED, False, C.SERVICE_CREATE_FAILED, f"creating {where}: {observed.service_create_error}", gen), WAIT_SECONDS * 6, None
+        if observed.service_create_error and serve.create:  # retried, more slowly: a policy or quota may change
+            return (_cond(C.PUBLISHED, False, C.SERVICE_CREATE_FAILED, f"creating {where}: {observed.service_create_error}", gen),
+                    WAIT_SECONDS * 6, build_inference_service(job))
         if serve.create:
             return (_cond(C.PUBLISHED, False, C.WAITING_FOR_SERVICE, f"creating {where} for the base model", gen), WAIT_SECONDS,
                     build_inference_service(job))

@@ -1,5 +1,5 @@
 """Pure status computers: (custom resource, observed facts, now) -> status (and the plan)."""
 
-from llmops.status.training import Event, Observed, Plan, compute_status, plan
+from llmops.plan.training import Event, Observed, Plan, compute_status, plan
 
 __all__ = ["Event", "Observed", "Plan", "compute_status", "plan"]
