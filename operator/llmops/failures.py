@@ -47,6 +47,7 @@ from llmops.api import conditions as C
 from llmops.api import labels as L
 from llmops.api.conditions import parse_time
 from llmops.api.runtime_env import ExitCode
+from llmops.api.training import LastFailure
 
 # --- reasons this module adds to the vocabulary in llmops.api.conditions ------------------------
 # Writer: this classifier (via the status computer); readers: users, alerts, tests.
@@ -168,19 +169,6 @@ class NodeFacts:
 
     ready: bool
     since: str | None = None  # lastTransitionTime of Ready
-
-
-@dataclass(frozen=True)
-class LastFailure:
-    """The previous attempt's cause, remembered across attempts for the "same again" rules.
-
-    TODO(api): persist as ``status.lastFailure`` once TrainingJobStatus has the field; until
-    then the kube layer passes what it has (or None, which only disables those two rules)."""
-
-    reason: str
-    attempt: int
-    step: int | None = None
-    generation: int | None = None
 
 
 @dataclass(frozen=True)

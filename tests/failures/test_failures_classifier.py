@@ -11,6 +11,7 @@ import datetime as dt
 import pytest
 from cr_factories import disrupted, evicted, exited, pod, running, terminating, waiting
 from llmops.api import conditions as C
+from llmops.api.training import LastFailure
 from llmops.failures import (
     CREDENTIALS_UNAVAILABLE,
     HANG,
@@ -18,7 +19,6 @@ from llmops.failures import (
     Action,
     ClassifyInput,
     ContainerFacts,
-    LastFailure,
     NodeFacts,
     PodFacts,
     classify,
@@ -53,9 +53,9 @@ CASES = [
     ("s12-sigkill", with_(gang(), 2, lambda p: exited(p, 137)), {}, Action.RESTART_GANG, WORKER_FAILED, "SIGKILL (exit 137)"),
     ("s12-oom", with_(gang(), 1, lambda p: exited(p, 137, "OOMKilled")), {}, Action.RESTART_GANG, C.OOM_KILLED, "OOMKilled"),
     ("s12-oom-again-same-spec", with_(gang(), 1, lambda p: exited(p, 137, "OOMKilled")),
-        {"last_failure": LastFailure(C.OOM_KILLED, 0, generation=1), "generation": 1}, Action.FAIL_NOW, C.OOM_KILLED, "raise resources.memory"),
+        {"last_failure": LastFailure(reason=C.OOM_KILLED, attempt=0, generation=1), "generation": 1}, Action.FAIL_NOW, C.OOM_KILLED, "raise resources.memory"),
     ("s12-oom-again-new-spec", with_(gang(), 1, lambda p: exited(p, 137, "OOMKilled")),
-        {"last_failure": LastFailure(C.OOM_KILLED, 0, generation=1), "generation": 2}, Action.RESTART_GANG, C.OOM_KILLED, ""),
+        {"last_failure": LastFailure(reason=C.OOM_KILLED, attempt=0, generation=1), "generation": 2}, Action.RESTART_GANG, C.OOM_KILLED, ""),
     ("segfault", with_(gang(), 3, lambda p: exited(p, 139)), {}, Action.RESTART_GANG, WORKER_FAILED, "SIGSEGV"),
     ("user-error", with_(gang(), 0, lambda p: exited(p, 1, message="Traceback...\nValueError: bad shape")), {}, Action.RESTART_GANG, C.USER_ERROR, "ValueError: bad shape"),
     ("other-exit", with_(gang(), 0, lambda p: exited(p, 3)), {}, Action.RESTART_GANG, WORKER_FAILED, "exited 3"),
@@ -63,9 +63,9 @@ CASES = [
     ("checkpoint-unrecoverable-80", with_(gang(), 0, lambda p: exited(p, 80)), {}, Action.FAIL_NOW, C.CHECKPOINT_UNRECOVERABLE, "maxAgeSeconds"),
     ("s16-nan-first", tuple(exited(p, 79, message=NAN_MSG) for p in gang()), {}, Action.RESTART_GANG, C.NON_FINITE_LOSS, "at step 120"),
     ("s16-nan-repeat-same-step", tuple(exited(p, 79, message=NAN_MSG) for p in gang()),
-        {"last_failure": LastFailure(C.NON_FINITE_LOSS, 0, step=120)}, Action.FAIL_NOW, C.NON_FINITE_LOSS, "again"),
+        {"last_failure": LastFailure(reason=C.NON_FINITE_LOSS, attempt=0, step=120)}, Action.FAIL_NOW, C.NON_FINITE_LOSS, "again"),
     ("s16-nan-other-step", tuple(exited(p, 79, message=NAN_MSG) for p in gang()),
-        {"last_failure": LastFailure(C.NON_FINITE_LOSS, 0, step=80)}, Action.RESTART_GANG, C.NON_FINITE_LOSS, ""),
+        {"last_failure": LastFailure(reason=C.NON_FINITE_LOSS, attempt=0, step=80)}, Action.RESTART_GANG, C.NON_FINITE_LOSS, ""),
     ("s16-nan-step-from-progress", tuple(exited(p, 79) for p in gang()), {"progress_step": 55}, Action.RESTART_GANG, C.NON_FINITE_LOSS, "at step 55"),
     ("s14-preempted", with_(gang(), 2, lambda p: disrupted(p, "PreemptionByScheduler", "preempted by high")), {}, Action.RESTART_NOT_COUNTED, C.PREEMPTED, "PreemptionByScheduler"),
     ("s14-eviction-api", with_(gang(), 2, lambda p: disrupted(p, "EvictionByEvictionAPI")), {}, Action.RESTART_NOT_COUNTED, C.EVICTED, ""),
@@ -101,7 +101,7 @@ CASES = [
     ("s15-hang", tuple(gang()), {"hang_timeout_seconds": 300, "heartbeat": NOW - dt.timedelta(seconds=301), "progress_step": 40},
         Action.RESTART_GANG, HANG, "at step 40"),
     ("s15-hang-repeat-same-step", tuple(gang()), {"hang_timeout_seconds": 300, "heartbeat": NOW - dt.timedelta(seconds=400), "progress_step": 40,
-        "last_failure": LastFailure(HANG, 0, step=40)}, Action.FAIL_NOW, HANG, "same step"),
+        "last_failure": LastFailure(reason=HANG, attempt=0, step=40)}, Action.FAIL_NOW, HANG, "same step"),
     ("s15-fresh-heartbeat", tuple(gang()), {"hang_timeout_seconds": 300, "heartbeat": NOW - dt.timedelta(seconds=100)}, Action.NONE, None, ""),
     ("s15-no-heartbeat-yet-measured-from-start", tuple(gang()), {"hang_timeout_seconds": 300, "running_since": NOW - dt.timedelta(seconds=600)},
         Action.RESTART_GANG, HANG, ""),

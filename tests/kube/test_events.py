@@ -9,7 +9,7 @@ import datetime as dt
 from llmops.handlers.writeback import write_back
 from llmops.kube.client import ApiError
 from llmops.kube.events import transition_key
-from llmops.plan.events import Event
+from llmops.plan.conditions import Event
 
 NOW = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
 

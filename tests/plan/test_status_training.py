@@ -22,13 +22,13 @@ from cr_factories import disrupted, exited, gated, make_training_job, pod, runni
 from llmops.api import conditions as C
 from llmops.api import runtime_env as E
 from llmops.api.progress import CommittedCheckpoint, ProgressReport
+from llmops.api.training import LastFailure
 from llmops.failures import (
     CHILD_REJECTED,
     GANG_BACKEND_UNAVAILABLE,
     HANG,
     SERVICE_ACCOUNT_MISSING,
     WAITING_FOR_TERMINATING_PODS,
-    LastFailure,
     NodeFacts,
     classify_refusal,
 )
@@ -230,7 +230,7 @@ def test_hang_restarts_and_repeat_at_same_step_fails():
     job = run_until_running(make_training_job("t").nodes(2).failure_policy(hangTimeoutSeconds=120).build())
     rep = report(step=40, beat=40)
     job, p = reconcile(job, Observed(pods=all_running(), progress=rep), at(200))
-    assert cond(p.status, C.RESTARTING).reason == HANG and p.last_failure == LastFailure(HANG, 0, 40, 1)
+    assert cond(p.status, C.RESTARTING).reason == HANG and p.last_failure == LastFailure(reason=HANG, attempt=0, step=40, generation=1)
     # attempt 1 starts, then hangs at the same step again
     rep1 = report(step=40, attempt=1, beat=300)
     job, p = reconcile(job, Observed(pods=all_running(attempt=1), progress=rep1, last_failure=p.last_failure), at(310))

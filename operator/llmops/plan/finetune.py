@@ -59,7 +59,8 @@ from llmops.api.runtime_env import parse_termination_message
 from llmops.api.training import TrainingJobStatus
 from llmops.builders.finetune import adapter_name, build_finetune_children, build_inference_service, training_job_name
 from llmops.failures import REFUSAL_REASONS, Refusal
-from llmops.plan.events import Event
+from llmops.plan.conditions import Event, changed, ordered
+from llmops.plan.conditions import cond as _cond  # one name per planner: tests/plan/conftest.py checks each one's reasons
 
 # --- reasons this module adds (writer: this status computer; readers: users, alerts) ----------
 FOREIGN_CHILD = "ChildOwnedByOther"  # the child TrainingJob's name is held by an object another owner controls
@@ -151,16 +152,6 @@ def runtime_failure(message: str) -> tuple[str, str] | None:
     return reason, detail
 
 
-def _cond(type_: str, true: bool, reason: str, message: str, generation: int | None) -> Condition:
-    return Condition(type=type_, status=ConditionStatus.TRUE if true else ConditionStatus.FALSE, reason=reason,
-                     message=message[:32768], observed_generation=generation)
-
-
-def _ordered(conditions: Iterable[Condition]) -> list[Condition]:
-    order = {t: i for i, t in enumerate(C.FINETUNE_TYPES)}
-    return sorted(conditions, key=lambda c: (order.get(c.type, len(order)), c.type))
-
-
 def _mirror(child: list[Condition], generation: int | None, now: dt.datetime) -> list[Condition]:
     """The child's job conditions as the FinetuneJob's (see the module essay)."""
     out = []
@@ -196,16 +187,37 @@ def _adapter_state(service: Mapping[str, Any], name: str) -> tuple[bool, str]:
 
 
 def plan(job: FinetuneJob, observed: Observed, now: dt.datetime) -> Plan:
-    """Decide the reconcile (see the module essay)."""
+    """Decide the reconcile (see the module essay): the child's conditions mirrored, the
+    finetune report, publishing, and the child until the TTL after the end."""
     now = now if now.tzinfo else now.replace(tzinfo=dt.UTC)
     spec, prev, gen = job.spec, job.status, job.metadata.generation
-    tj_name = training_job_name(job.metadata.name)
-    child = observed.training_job
-    was_finished = _finished(prev.conditions)
     status = prev.model_copy(deep=True)
-    status.training_job_name = tj_name
+    status.training_job_name = training_job_name(job.metadata.name)
     status.observed_generation = gen
+    conditions = _job_conditions(job, observed, status, now)
+    report = observed.report
+    if report is not None:
+        status.dataset = report.dataset or status.dataset
+        status.evaluation = report.evaluation or status.evaluation
+        status.output = report.output or status.output
+    succeeded, failed = C.is_true(conditions, C.SUCCEEDED), C.is_true(conditions, C.FAILED)
+    create_service = None
+    requeue: float | None = None if succeeded or failed else WATCH_SECONDS
+    if spec.serve is not None:
+        published, requeue, create_service = _publish(job, observed, status, succeeded, failed, requeue)
+        previous = C.find_condition(prev.conditions, C.PUBLISHED)
+        conditions = C.set_condition(conditions if previous is None else [*conditions, previous], published, now)
+    status.conditions = ordered(conditions, C.FINETUNE_TYPES)
+    desired, requeue = _children(job, observed, status, succeeded or failed, requeue, now)
+    return Plan(status=status, desired=desired, creates=(create_service,) if create_service else (), requeue_after=requeue,
+                events=tuple(_events(prev.conditions, status.conditions)))
 
+
+def _job_conditions(job: FinetuneJob, observed: Observed, status: FinetuneJobStatus, now: dt.datetime) -> list[Condition]:
+    """The child's job conditions mirrored (and its attempt, progress, times copied into
+    ``status``); before the child exists, Queued says why."""
+    prev, gen, child, tj_name = job.status, job.metadata.generation, observed.training_job, status.training_job_name
+    was_finished = _finished(prev.conditions)
     if child is not None:
         tj = TrainingJobStatus.model_validate(child.get("status") or {})
         conditions = _mirror(tj.conditions, gen, now)
@@ -231,45 +243,23 @@ def plan(job: FinetuneJob, observed: Observed, now: dt.datetime) -> Plan:
         # with a new spec; quota or a policy may change, and the handler retries with backoff).
         if refusal.permanent:
             conditions = C.set_condition(conditions, _cond(C.FAILED, True, refusal.reason, refusal.message, gen), now)
-            conditions = C.set_condition(conditions, _cond(C.QUEUED, False, refusal.reason, refusal.message, gen), now)
-        else:
-            conditions = C.set_condition(conditions, _cond(C.QUEUED, True, refusal.reason, refusal.message, gen), now)
+        conditions = C.set_condition(conditions, _cond(C.QUEUED, not refusal.permanent, refusal.reason, refusal.message, gen), now)
+    return conditions
 
-    report = observed.report
-    if report is not None:
-        status.dataset = report.dataset or status.dataset
-        status.evaluation = report.evaluation or status.evaluation
-        status.output = report.output or status.output
 
-    succeeded = C.is_true(conditions, C.SUCCEEDED)
-    failed = C.is_true(conditions, C.FAILED)
-    done = succeeded or failed
-
-    # --- publish -----------------------------------------------------------------------------
-    create_service = None
-    requeue: float | None = None if done else WATCH_SECONDS
-    if spec.serve is not None:
-        published, requeue, create_service = _publish(job, observed, status, succeeded, failed, requeue)
-        previous = C.find_condition(prev.conditions, C.PUBLISHED)
-        conditions = C.set_condition(conditions if previous is None else [*conditions, previous], published, now)
-    status.conditions = _ordered(conditions)
-
-    # --- children and TTL ------------------------------------------------------------------------
-    ttl = spec.run_policy.ttl_seconds_after_finished
+def _children(job: FinetuneJob, observed: Observed, status: FinetuneJobStatus, done: bool, requeue: float | None,
+              now: dt.datetime) -> tuple[list[dict[str, Any]], float | None]:
+    """The child TrainingJob, until the TTL after the end (a finished job never starts again)."""
+    ttl = job.spec.run_policy.ttl_seconds_after_finished
     expires = parse_time(status.completion_time) + dt.timedelta(seconds=ttl) if done and ttl is not None and status.completion_time else None
     if expires is not None and now >= expires:
-        desired: list[dict[str, Any]] = []  # the child goes; this CR and its status stay
-    elif child is None and (was_finished or done):
-        desired = []  # a finished job never starts again
-    else:
-        desired = build_finetune_children(job)
-        if expires is not None:
-            left = max(0.5, (expires - now).total_seconds())
-            requeue = left if requeue is None else min(requeue, left)
-
-    events = _events(prev.conditions, status.conditions)
-    return Plan(status=status, desired=desired, creates=(create_service,) if create_service else (), requeue_after=requeue,
-                events=tuple(events))
+        return [], requeue  # the child goes; this CR and its status stay
+    if observed.training_job is None and (_finished(job.status.conditions) or done):
+        return [], requeue
+    if expires is not None:
+        left = max(0.5, (expires - now).total_seconds())
+        requeue = left if requeue is None else min(requeue, left)
+    return build_finetune_children(job), requeue
 
 
 def _publish(job: FinetuneJob, observed: Observed, status: FinetuneJobStatus, succeeded: bool, failed: bool,
@@ -312,12 +302,7 @@ def _events(before: list[Condition], after: list[Condition]) -> list[Event]:
     """One Event per condition that became True (or changed reason while True); a Warning
     when publishing is refused."""
     out = []
-    old = {c.type: c for c in before}
-    for c in after:
-        o = old.get(c.type)
-        same = o is not None and o.status == c.status and o.reason == c.reason
-        if same:
-            continue
+    for c, _ in changed(before, after):
         if c.status == ConditionStatus.TRUE:
             warn = c.type in (C.FAILED, C.RESTARTING, C.STALLED, C.CHECKPOINT_FAILING) or c.reason in (FOREIGN_CHILD, *REFUSAL_REASONS)
         elif c.type == C.PUBLISHED and c.reason == C.SERVICE_CREATE_FAILED:

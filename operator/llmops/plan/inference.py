@@ -50,7 +50,8 @@ from llmops.api.inference import AdapterStatus, InferenceService, InferenceServi
 from llmops.api.runtime_env import FETCH_OK_REASON, FETCH_REASONS, parse_termination_message
 from llmops.builders import inference as B
 from llmops.failures import REFUSAL_REASONS, Refusal, classify_refusal
-from llmops.plan.events import Event
+from llmops.plan.conditions import Event, changed, merged
+from llmops.plan.conditions import cond as _cond_any
 from llmops.plan.finetune import published_adapter_details
 
 INSUFFICIENT_GPU_MEMORY = C.INSUFFICIENT_GPU_MEMORY
@@ -302,8 +303,8 @@ def replica_failure(deployment: Mapping[str, Any]) -> Refusal | None:
 
 
 def _cond(type_: str, status: bool | None, reason: str, message: str, gen: int | None) -> Condition:
-    st = ConditionStatus.UNKNOWN if status is None else (ConditionStatus.TRUE if status else ConditionStatus.FALSE)
-    return Condition(type=type_, status=st, reason=reason, message=message[:MAX_MESSAGE], observed_generation=gen)
+    """A condition with the short message an InferenceService shows (tests/plan/conftest.py checks its reasons)."""
+    return _cond_any(type_, status, reason, message, gen, limit=MAX_MESSAGE)
 
 
 def _fetch_state(pods: Sequence[PodView]) -> tuple[bool | None, str, str, dict[str, str]]:
@@ -322,102 +323,100 @@ def _fetch_state(pods: Sequence[PodView]) -> tuple[bool | None, str, str, dict[s
     return False, C.MODEL_FETCHING, "fetching and verifying the model" if any(p.fetching for p in live) else "waiting for a server pod", {}
 
 
+@dataclass(frozen=True)
+class _Counts:
+    """Replicas as the Deployment reports them (or the pods, before it exists)."""
+
+    desired: int
+    ready: int
+    replicas: int
+    updated: int
+    need: int  # ready replicas for Ready: min(desired, max(minReplicas, 1))
+
+    @classmethod
+    def of(cls, svc: InferenceService, observed: Observed) -> _Counts:
+        dep, pods, desired = observed.deployment or {}, observed.pods, observed.desired_replicas
+        dst = dep.get("status") or {}
+        ready = int(dst.get("readyReplicas") or 0) if dep else sum(1 for p in pods if p.ready and not p.deleting)
+        replicas = int(dst.get("replicas") or 0) if dep else sum(1 for p in pods if not p.deleting)
+        return cls(desired, ready, replicas, int(dst.get("updatedReplicas") or 0), min(desired, max(svc.spec.min_replicas, 1)))
+
+
 def compute_status(svc: InferenceService, observed: Observed, now: dt.datetime) -> InferenceServiceStatus:
     spec, prev, gen = svc.spec, svc.status, svc.metadata.generation
-    pods = observed.pods
-    dep = observed.deployment or {}
-    dst = dep.get("status") or {}
-    desired = observed.desired_replicas
-    ready = int(dst.get("readyReplicas") or 0) if dep else sum(1 for p in pods if p.ready and not p.deleting)
-    replicas = int(dst.get("replicas") or 0) if dep else sum(1 for p in pods if not p.deleting)
-    updated = int(dst.get("updatedReplicas") or 0)
-
-    cached, fetch_reason, fetch_msg, fields = _fetch_state(pods)
-    prev_model_cached = C.is_true(prev.conditions, C.MODEL_CACHED)
-    if not cached and prev_model_cached and fetch_reason == C.MODEL_FETCHING:
-        cached, fetch_reason, fetch_msg = True, C.MODEL_VERIFIED, (C.find_condition(prev.conditions, C.MODEL_CACHED) or Condition(type="x", status=ConditionStatus.TRUE, reason="x")).message
+    n = _Counts.of(svc, observed)
+    cached, fetch_reason, fetch_msg, fields = _fetch_state(observed.pods)
+    if not cached and C.is_true(prev.conditions, C.MODEL_CACHED) and fetch_reason == C.MODEL_FETCHING:
+        was = C.find_condition(prev.conditions, C.MODEL_CACHED)
+        cached, fetch_reason, fetch_msg = True, C.MODEL_VERIFIED, was.message if was else ""
     wanted = [_cond(C.MODEL_CACHED, cached, fetch_reason, fetch_msg, gen)]
-
-    need = min(desired, max(spec.min_replicas, 1))
-    if desired == 0:
+    if n.desired == 0:
         wanted.append(_cond(C.READY, False, C.SCALED_TO_ZERO, "scaled to zero (opt-in); the next request scales up", gen))
-    elif ready >= need:
-        wanted.append(_cond(C.READY, True, C.REPLICAS_READY, f"{ready}/{desired} replicas ready", gen))
+    elif n.ready >= n.need:
+        wanted.append(_cond(C.READY, True, C.REPLICAS_READY, f"{n.ready}/{n.desired} replicas ready", gen))
     else:
-        wanted.append(_cond(C.READY, False, C.REPLICAS_UNAVAILABLE, f"{ready}/{desired} replicas ready (need {need})", gen))
-
-    failure_reason, failure_msg = "", ""
-    if not cached and fetch_reason in FETCH_FAILURE_REASONS:
-        failure_reason, failure_msg = fetch_reason, fetch_msg
-    else:
-        for p in sorted(pods, key=lambda p: p.name):
-            if p.server_failure and not p.ready and not p.deleting:
-                text = p.server_failure.strip()
-                failure_reason = INSUFFICIENT_GPU_MEMORY if gpu_memory_failure(text) else SERVER_FAILED
-                failure_msg = f"pod {p.name}: {failure_line(text)}"
-                break
-    # A failing pod degrades the service when replicas are missing, and also when it belongs
-    # to a new revision that cannot come up while the old pods keep serving (maxSurge).
-    refusal = observed.refusal or replica_failure(dep)
-    if refusal is not None:
-        # The API server refused a child (or, via the Deployment, the server pods): the
-        # service cannot become what its spec says until that changes.
-        wanted.append(_cond(C.DEGRADED, True, refusal.reason, refusal.message, gen))
-        if ready < need:
-            wanted.append(_cond(C.READY, False, refusal.reason, refusal.message, gen))
-    elif failure_reason and (ready < desired or any(p.failing for p in pods)):
-        wanted.append(_cond(C.DEGRADED, True, failure_reason, failure_msg, gen))
-    elif ready < desired:  # not degraded: nothing failed, the rest are starting (reason says so)
-        wanted.append(_cond(C.DEGRADED, False, C.REPLICAS_LOADING, f"{ready}/{desired} replicas ready, the others starting; none failing", gen))
-    else:
-        wanted.append(_cond(C.DEGRADED, False, C.REPLICAS_READY, f"{ready}/{desired} replicas ready", gen))
-
-    dep_gen_behind = bool(dep) and int(dst.get("observedGeneration") or 0) < int((dep.get("metadata") or {}).get("generation") or 0)
-    if observed.decision is not None and observed.decision.to != observed.decision.from_:
-        up = observed.decision.to > observed.decision.from_
-        wanted.append(_cond(C.PROGRESSING, True, C.SCALING_UP if up else C.SCALING_DOWN,
-                            f"{observed.decision.from_} -> {observed.decision.to}: {observed.decision.reason}", gen))
-    elif dep_gen_behind or (bool(dep) and (updated < desired or replicas != desired)):
-        wanted.append(_cond(C.PROGRESSING, True, C.ROLLOUT_IN_PROGRESS,
-                            f"{updated} updated, {replicas} current, {desired} desired replicas", gen))
-    else:
-        wanted.append(_cond(C.PROGRESSING, False, STABLE, f"{replicas} replicas at the current revision", gen))
-
-    limit = spec.engine.max_loras
-    adapters = _adapter_statuses(observed.wanted, observed.adapters, limit)
-    wanted.append(_adapters_condition(observed.wanted, adapters, observed.adapters, limit, gen))
-
-    conditions = list(prev.conditions)
-    for c in wanted:
-        conditions = C.set_condition(conditions, c, now)
-    order = {t: i for i, t in enumerate(C.SERVING_TYPES)}
-    conditions.sort(key=lambda c: (order.get(c.type, len(order)), c.type))
-
+        wanted.append(_cond(C.READY, False, C.REPLICAS_UNAVAILABLE, f"{n.ready}/{n.desired} replicas ready (need {n.need})", gen))
+    failure = (fetch_reason, fetch_msg) if not cached and fetch_reason in FETCH_FAILURE_REASONS else _server_failure(observed.pods)
+    wanted += _degraded(observed, n, failure, gen)
+    wanted.append(_progressing(observed, n, gen))
+    adapters = _adapter_statuses(observed.wanted, observed.adapters, spec.engine.max_loras)
+    wanted.append(_adapters_condition(observed.wanted, adapters, observed.adapters, spec.engine.max_loras, gen))
     model_uri = spec.model.uri + (f"@{spec.model.revision}" if spec.model.revision else "")
-    digest = fields.get("digest") or (prev.model.digest if prev.model and prev.model.uri == model_uri else None)
-
     return InferenceServiceStatus(
-        conditions=conditions,
+        conditions=merged(prev.conditions, wanted, now, C.SERVING_TYPES),
         observed_generation=gen,
         url=B.url(svc),
-        replicas=replicas,
-        ready_replicas=ready,
-        desired_replicas=desired,
+        replicas=n.replicas,
+        ready_replicas=n.ready,
+        desired_replicas=n.desired,
         selector=B.selector_string(svc),
-        load_seconds=load_seconds(pods, prev.load_seconds),
+        load_seconds=load_seconds(observed.pods, prev.load_seconds),
         last_scale_decision=observed.decision if observed.decision is not None else prev.last_scale_decision,
-        model=ResolvedModel(uri=model_uri, digest=digest),
+        model=ResolvedModel(uri=model_uri, digest=fields.get("digest") or (prev.model.digest if prev.model and prev.model.uri == model_uri else None)),
         adapters=adapters,
     )
 
 
+def _server_failure(pods: Sequence[PodView]) -> tuple[str, str]:
+    """(reason, message) of the first server pod that failed and is not ready, or ("", "")."""
+    for p in sorted(pods, key=lambda p: p.name):
+        if p.server_failure and not p.ready and not p.deleting:
+            text = p.server_failure.strip()
+            return INSUFFICIENT_GPU_MEMORY if gpu_memory_failure(text) else SERVER_FAILED, f"pod {p.name}: {failure_line(text)}"
+    return "", ""
+
+
+def _degraded(observed: Observed, n: _Counts, failure: tuple[str, str], gen: int | None) -> list[Condition]:
+    """Degraded (and Ready, for a refusal). A failing pod degrades the service when replicas are
+    missing, and also when it belongs to a new revision that cannot come up while the old pods
+    keep serving (maxSurge)."""
+    refusal = observed.refusal or replica_failure(observed.deployment or {})
+    if refusal is not None:
+        # The API server refused a child (or, via the Deployment, the server pods): the
+        # service cannot become what its spec says until that changes.
+        out = [_cond(C.DEGRADED, True, refusal.reason, refusal.message, gen)]
+        return out + [_cond(C.READY, False, refusal.reason, refusal.message, gen)] if n.ready < n.need else out
+    if failure[0] and (n.ready < n.desired or any(p.failing for p in observed.pods)):
+        return [_cond(C.DEGRADED, True, failure[0], failure[1], gen)]
+    if n.ready < n.desired:  # not degraded: nothing failed, the rest are starting (reason says so)
+        return [_cond(C.DEGRADED, False, C.REPLICAS_LOADING, f"{n.ready}/{n.desired} replicas ready, the others starting; none failing", gen)]
+    return [_cond(C.DEGRADED, False, C.REPLICAS_READY, f"{n.ready}/{n.desired} replicas ready", gen)]
+
+
+def _progressing(observed: Observed, n: _Counts, gen: int | None) -> Condition:
+    dep, decision = observed.deployment or {}, observed.decision
+    if decision is not None and decision.to != decision.from_:
+        up = decision.to > decision.from_
+        return _cond(C.PROGRESSING, True, C.SCALING_UP if up else C.SCALING_DOWN, f"{decision.from_} -> {decision.to}: {decision.reason}", gen)
+    behind = bool(dep) and int((dep.get("status") or {}).get("observedGeneration") or 0) < int((dep.get("metadata") or {}).get("generation") or 0)
+    if behind or (bool(dep) and (n.updated < n.desired or n.replicas != n.desired)):
+        return _cond(C.PROGRESSING, True, C.ROLLOUT_IN_PROGRESS, f"{n.updated} updated, {n.replicas} current, {n.desired} desired replicas", gen)
+    return _cond(C.PROGRESSING, False, STABLE, f"{n.replicas} replicas at the current revision", gen)
+
+
 def _events(before: Sequence[Condition], after: Sequence[Condition], decision: ScaleDecision | None) -> tuple[Event, ...]:
     out: list[Event] = []
-    prev = {c.type: c for c in before}
-    for c in after:
-        p = prev.get(c.type)
-        if p is not None and p.status == c.status and p.reason == c.reason:
-            continue
+    for c, _ in changed(before, after):
         if c.type == C.PROGRESSING and c.reason in (C.SCALING_UP, C.SCALING_DOWN):
             continue  # the scale decision has its own event below
         if c.reason in REFUSAL_REASONS and any(e.reason == c.reason for e in out):

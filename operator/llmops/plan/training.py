@@ -31,6 +31,7 @@ churn); condition times move only on flips; events are emitted only for transiti
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from llmops.api.progress import ProgressReport
 from llmops.api.training import (
     CheckpointStatus,
     GangStatus,
+    LastFailure,
     Progress,
     Restarts,
     TrainingJob,
@@ -59,14 +61,14 @@ from llmops.failures import (
     WAITING_FOR_TERMINATING_PODS,
     Action,
     ClassifyInput,
-    LastFailure,
     NodeFacts,
     PodFacts,
     Refusal,
     Verdict,
     classify,
 )
-from llmops.plan.events import Event
+from llmops.plan.conditions import Event, changed, merged
+from llmops.plan.conditions import cond as _cond  # one name per planner: tests/plan/conftest.py checks each one's reasons
 from llmops.scheduling import Placement, backend_for, choose, misfits, unavailable, unschedulable_message
 
 # --- reasons this module adds (writer: this status computer; readers: users, alerts) ----------
@@ -97,7 +99,7 @@ class Observed:
     lease_renew_time: str | None = None  # the Lease's spec.renewTime (the heartbeat)
     gang_object: Mapping[str, Any] | None = None  # the current attempt's gang object, as read
     served: frozenset[str] | None = None  # "group/version/plural" from discovery (gang auto, availability); None = unknown
-    last_failure: LastFailure | None = None  # overrides status.lastFailure (tests); see failures.LastFailure
+    last_failure: LastFailure | None = None  # overrides status.lastFailure (tests); see api.training.LastFailure
     foreign_children: tuple[str, ...] = ()  # "Kind/name" of children another owner controls
     refusal: Refusal | None = None  # the API server refused a child this reconcile (see failures.classify_refusal)
     # the cluster's policy the operator was started with (llmops operator --*-grace-seconds)
@@ -175,27 +177,6 @@ class Plan:
 # --- small helpers -----------------------------------------------------------------------------
 
 
-def _cond(type_: str, true: bool, reason: str, message: str, generation: int | None) -> Condition:
-    return Condition(
-        type=type_,
-        status=ConditionStatus.TRUE if true else ConditionStatus.FALSE,
-        reason=reason,
-        message=message[:32768],
-        observed_generation=generation,
-    )
-
-
-def _merge(previous: list[Condition], wanted: list[Condition], now: dt.datetime, force_flip: frozenset[str] = frozenset()) -> list[Condition]:
-    """Merge ``wanted`` into ``previous``: times move only on flips (or for types in
-    ``force_flip``: a new restart is a new transition even when Restarting stays True).
-    Types not in ``wanted`` are kept; the list is ordered by the documented type order."""
-    out = [c for c in previous if c.type not in force_flip]
-    for c in wanted:
-        out = C.set_condition(out, c, now)
-    order = {t: i for i, t in enumerate(C.JOB_TYPES)}
-    return sorted(out, key=lambda c: (order.get(c.type, len(order)), c.type))
-
-
 def _backoff(initial: int, maximum: int, n: int) -> float:
     """Delay before the n-th retry (n >= 1): initial * 2^(n-1), capped."""
     if n <= 0:
@@ -240,306 +221,303 @@ def _heartbeat(observed: Observed, attempt: int) -> dt.datetime | None:
 
 
 def plan(job: TrainingJob, observed: Observed, now: dt.datetime) -> Plan:
-    """Decide the reconcile (see the module essay)."""
-    spec = job.spec
-    prev = job.status
-    gen = job.metadata.generation
+    """Decide the reconcile (see the module essay): a lifecycle phase, then the status and children."""
     now = now if now.tzinfo else now.replace(tzinfo=dt.UTC)
+    start = _Start.of(job, observed)
+    phase = _lifecycle(job, observed, now, start)
+    return _assemble(job, observed, now, start, phase)
 
-    backend = prev.gang.backend if prev.gang and prev.gang.backend != GangBackend.AUTO else choose(spec.scheduling.gang.backend, observed.served or ())
-    # An attempt number the status did not record yet (the operator died between creating
-    # pods and writing status) is adopted, never recreated.
-    attempt = max([prev.attempt, *(p.attempt for p in observed.pods)])
-    restarts = prev.restarts.model_copy(deep=True)
-    checkpoint = prev.checkpoint
-    if observed.progress is not None and observed.progress.checkpoint is not None:
-        ck = observed.progress.checkpoint
-        if checkpoint is None or ck.step >= checkpoint.step:
+
+@dataclass(frozen=True)
+class _Start:
+    """The bookkeeping a reconcile starts from (the stored status, plus what the pods show)."""
+
+    backend: GangBackend
+    attempt: int
+    restarts: Restarts
+    checkpoint: CheckpointStatus | None
+    last_failure: LastFailure | None
+    cur_pods: tuple[PodFacts, ...]  # the current attempt's pods, by rank
+    old_live: tuple[PodFacts, ...]  # an older attempt's pods that are not terminal yet
+
+    @classmethod
+    def of(cls, job: TrainingJob, observed: Observed) -> _Start:
+        prev = job.status
+        backend = prev.gang.backend if prev.gang and prev.gang.backend != GangBackend.AUTO else choose(
+            job.spec.scheduling.gang.backend, observed.served or ())
+        # An attempt number the status did not record yet (the operator died between creating
+        # pods and writing status) is adopted, never recreated.
+        attempt = max([prev.attempt, *(p.attempt for p in observed.pods)])
+        checkpoint = prev.checkpoint
+        ck = observed.progress.checkpoint if observed.progress is not None else None
+        if ck is not None and (checkpoint is None or ck.step >= checkpoint.step):
             checkpoint = CheckpointStatus(id=ck.id, step=ck.step, uri=ck.uri, time=ck.time)
-    resumed_from = prev.resumed_from_step
-    resumed_id = prev.resumed_from_checkpoint
-    start_time = prev.start_time
-    completion_time = prev.completion_time
-    last_failure = observed.last_failure or _remembered(prev)
-    events: list[Event] = []
-    wanted: list[Condition] = []
-    force_flip: set[str] = set()
+        last = observed.last_failure or prev.last_failure
+        return cls(backend=backend, attempt=attempt, restarts=prev.restarts.model_copy(deep=True), checkpoint=checkpoint, last_failure=last,
+                   cur_pods=tuple(sorted((p for p in observed.pods if p.attempt == attempt), key=lambda p: p.rank)),
+                   old_live=tuple(p for p in observed.pods if p.attempt != attempt and not p.terminal))
+
+
+@dataclass(frozen=True)
+class _Phase:
+    """What the lifecycle decided this reconcile: conditions to set, Events, and the attempt's
+    bookkeeping after it."""
+
+    attempt: int
+    restarts: Restarts
+    last_failure: LastFailure | None
+    wanted: tuple[Condition, ...] = ()
+    events: tuple[Event, ...] = ()
+    force_flip: frozenset[str] = frozenset()  # types whose transition time moves even if the status stays
     requeue: float | None = None
-    include_workers = False
+    workers: bool = False  # the current attempt's pods are desired
+    final: bool = False  # Succeeded or Failed was decided now (the completion time is now)
+    started: bool = False  # a new attempt's pods are created now: it resumes from the newest checkpoint
     verdict: Verdict | None = None
 
-    cur_pods = tuple(sorted((p for p in observed.pods if p.attempt == attempt), key=lambda p: p.rank))
-    old_live = tuple(p for p in observed.pods if p.attempt != attempt and not p.terminal)
-    finished = C.is_true(prev.conditions, C.SUCCEEDED) or C.is_true(prev.conditions, C.FAILED)
 
-    def final(kind: str, reason: str, message: str) -> None:
-        nonlocal completion_time
-        completion_time = completion_time or rfc3339(now)
-        wanted.extend(
-            [
-                _cond(kind, True, reason, message, gen),
-                _cond(C.RUNNING, False, reason, message, gen),
-                _cond(C.QUEUED, False, reason, message, gen),
-                _cond(C.RESTARTING, False, reason, message, gen),
-            ]
-        )
+def _final(start: _Start, kind: str, reason: str, message: str, gen: int | None, **changes: Any) -> _Phase:
+    wanted = tuple(_cond(t, t == kind, reason, message, gen) for t in (kind, C.RUNNING, C.QUEUED, C.RESTARTING))
+    return _Phase(**{"attempt": start.attempt, "restarts": start.restarts, "last_failure": start.last_failure,
+                     "wanted": wanted, "final": True, **changes})
 
-    def running_since() -> dt.datetime | None:
-        c = C.find_condition(prev.conditions, C.RUNNING)
-        return parse_time(c.last_transition_time) if c and c.status == ConditionStatus.TRUE else None
 
-    deadline = spec.run_policy.active_deadline_seconds
-    started = parse_time(start_time)
-
-    if finished:
-        pass  # final: keep conditions; pods go (prune), TTL below
-    elif spec.run_policy.suspend:
-        was = C.is_true(prev.conditions, C.SUSPENDED)
-        if not was and (cur_pods or C.find_condition(prev.conditions, C.RUNNING) is not None):
-            attempt += 1  # resume starts a fresh attempt; the old pods are pruned
-        msg = "spec.runPolicy.suspend is true: worker pods deleted, checkpoint kept"
-        wanted += [
-            _cond(C.SUSPENDED, True, C.SUSPENDED_BY_USER, msg, gen),
-            _cond(C.RUNNING, False, C.SUSPENDED_BY_USER, msg, gen),
-            _cond(C.QUEUED, False, C.SUSPENDED_BY_USER, msg, gen),
-            _cond(C.RESTARTING, False, C.SUSPENDED_BY_USER, msg, gen),
-        ]
-        if old_live or cur_pods:
-            requeue = POLL_SECONDS
-    elif deadline is not None and started is not None and (now - started).total_seconds() >= deadline:
-        final(C.FAILED, C.DEADLINE_EXCEEDED, f"activeDeadlineSeconds ({deadline}) passed since {start_time}")
-    elif observed.refusal is not None and observed.refusal.permanent:
+def _lifecycle(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Start) -> _Phase:
+    spec, prev, gen = job.spec, job.status, job.metadata.generation
+    deadline, started = spec.run_policy.active_deadline_seconds, parse_time(prev.start_time)
+    if C.is_true(prev.conditions, C.SUCCEEDED) or C.is_true(prev.conditions, C.FAILED):
+        return _Phase(start.attempt, start.restarts, start.last_failure)  # final: conditions kept; pods go (prune), TTL
+    if spec.run_policy.suspend:
+        return _suspended(job, start)
+    if deadline is not None and started is not None and (now - started).total_seconds() >= deadline:
+        return _final(start, C.FAILED, C.DEADLINE_EXCEEDED, f"activeDeadlineSeconds ({deadline}) passed since {prev.start_time}", gen)
+    if observed.refusal is not None and observed.refusal.permanent:
         # Only a new spec can pass (Pod Security: silently dropping IPC_LOCK would break RDMA
         # later; a 422 on a child we built). The API's words, verbatim, in the message.
-        final(C.FAILED, observed.refusal.reason, observed.refusal.message)
+        return _final(start, C.FAILED, observed.refusal.reason, observed.refusal.message, gen)
+    resumed = _resumed_condition(prev, gen)
+    verdict = _classify(job, observed, now, start)
+    if verdict.action in (Action.SUCCEED, Action.FAIL_NOW, Action.RESTART_GANG, Action.RESTART_NOT_COUNTED):
+        phase = _on_verdict(job, start, verdict)
     else:
-        if C.find_condition(prev.conditions, C.SUSPENDED) is not None:
-            # Resumed stays the reason once set (no flip to NotSuspended on the next reconcile: churn).
-            was_suspended = C.find_condition(prev.conditions, C.SUSPENDED)
-            reason = C.RESUMED if C.is_true(prev.conditions, C.SUSPENDED) else (was_suspended.reason or NOT_SUSPENDED)
-            wanted.append(_cond(C.SUSPENDED, False, reason, was_suspended.message if reason == was_suspended.reason else "", gen))
-        restarting = C.is_true(prev.conditions, C.RESTARTING)
-        restart_cond = C.find_condition(prev.conditions, C.RESTARTING)
+        phase = _placing(job, observed, now, start, verdict)
+    return dataclasses.replace(phase, wanted=(*resumed, *phase.wanted), verdict=verdict)
 
-        verdict = classify(
-            ClassifyInput(
-                pods=cur_pods,
-                now=now,
-                nodes=observed.nodes,
-                heartbeat=_heartbeat(observed, attempt),
-                running_since=running_since(),
-                hang_timeout_seconds=spec.failure_policy.hang_timeout_seconds,
-                progress_step=observed.progress.step if observed.progress is not None and observed.progress.attempt == attempt else None,
-                last_failure=last_failure,
-                generation=gen,
-                startup_grace_seconds=observed.startup_grace_seconds,
-                node_lost_grace_seconds=observed.node_lost_grace_seconds,
-                gang_size=spec.nodes,
-            )
-        ) if cur_pods or running_since() is not None else Verdict(Action.NONE)
 
-        if verdict.action == Action.SUCCEED:
-            final(C.SUCCEEDED, C.COMPLETED, verdict.message)
-            events.append(Event("Normal", C.COMPLETED, verdict.message))
-        elif verdict.action == Action.FAIL_NOW:
-            final(C.FAILED, verdict.reason or C.FAILED, verdict.message)
-            last_failure = LastFailure(verdict.reason or "", attempt, verdict.step, gen)
-        elif verdict.action in (Action.RESTART_GANG, Action.RESTART_NOT_COUNTED):
-            reason = verdict.reason or "Unknown"
-            last_failure = LastFailure(reason, attempt, verdict.step, gen)
-            if verdict.counted and restarts.counted >= spec.failure_policy.max_restarts:
-                final(C.FAILED, C.MAX_RESTARTS_EXCEEDED, f"{restarts.counted} counted restarts used (maxRestarts {spec.failure_policy.max_restarts}); last cause {reason}: {verdict.message}")
-            else:
-                attempt += 1
-                restarts = Restarts(
-                    total=restarts.total + 1,
-                    counted=restarts.counted + (1 if verdict.counted else 0),
-                    by_cause={**restarts.by_cause, reason: restarts.by_cause.get(reason, 0) + 1},
-                )
-                counted_note = "counted" if verdict.counted else "not counted against maxRestarts"
-                msg = f"{verdict.message}; restarting the gang as attempt {attempt} ({counted_note})"
-                wanted += [
-                    _cond(C.RESTARTING, True, reason, msg, gen),
-                    _cond(C.RUNNING, False, reason, msg, gen),
-                ]
-                force_flip.add(C.RESTARTING)
-                events.append(Event("Warning", reason, msg))
-                requeue = POLL_SECONDS
-        else:
-            mode, requeue = _place(
-                job, observed, now, attempt, backend, cur_pods, old_live, restarting, restart_cond, restarts, wanted, events, gen
-            )
-            include_workers = mode == "run"
-            if mode == "timeout":
-                force_flip.add(C.QUEUED)  # the backoff is measured from this transition
-                attempt += 1
-                n_timeouts = restarts.by_cause.get(C.SCHEDULING_TIMEOUT, 0) + 1
-                restarts = restarts.model_copy(update={"by_cause": {**restarts.by_cause, C.SCHEDULING_TIMEOUT: n_timeouts}})
-                if n_timeouts >= MAX_SCHEDULING_TIMEOUTS:
-                    wanted.clear()
-                    events.clear()
-                    final(C.FAILED, C.SCHEDULING_TIMEOUT, f"the gang was not fully running within the scheduling timeout {n_timeouts} times; giving up")
-                    requeue = None
-            elif include_workers and not cur_pods:
-                # Creating a new attempt now: it resumes from the newest committed checkpoint.
-                resumed_from = checkpoint.step if checkpoint else None
-                resumed_id = checkpoint.id if checkpoint else None
-            if verdict.action == Action.NONE and verdict.reason and include_workers:
-                # A tolerated problem (image pull, missing Secret) inside its grace: say so.
-                wanted.append(_cond(C.QUEUED, True, verdict.reason, verdict.message, gen))
-            refusal = observed.refusal
-            if refusal is not None and include_workers and not C.is_true(wanted, C.RUNNING):
-                # A retried refusal (a missing ServiceAccount, quota): the job waits for the
-                # cluster to change; the handler re-applies with a growing delay.
-                wanted += [_cond(C.QUEUED, True, refusal.reason, refusal.message, gen),
-                           _cond(C.RUNNING, False, refusal.reason, refusal.message, gen)]
-            if C.is_true([*wanted], C.RUNNING) and start_time is None:
-                start_time = rfc3339(now)
+def _suspended(job: TrainingJob, start: _Start) -> _Phase:
+    prev, gen = job.status, job.metadata.generation
+    attempt = start.attempt
+    if not C.is_true(prev.conditions, C.SUSPENDED) and (start.cur_pods or C.find_condition(prev.conditions, C.RUNNING) is not None):
+        attempt += 1  # resume starts a fresh attempt; the old pods are pruned
+    msg = "spec.runPolicy.suspend is true: worker pods deleted, checkpoint kept"
+    wanted = (_cond(C.SUSPENDED, True, C.SUSPENDED_BY_USER, msg, gen),
+              *(_cond(t, False, C.SUSPENDED_BY_USER, msg, gen) for t in (C.RUNNING, C.QUEUED, C.RESTARTING)))
+    return _Phase(attempt, start.restarts, start.last_failure, wanted=wanted,
+                  requeue=POLL_SECONDS if start.old_live or start.cur_pods else None)
 
-    conditions = _merge(prev.conditions, wanted, now, frozenset(force_flip))
-    conditions = _health(conditions, job, observed, attempt, now, gen)
+
+def _resumed_condition(prev: TrainingJobStatus, gen: int | None) -> tuple[Condition, ...]:
+    """Suspended=False once a suspended job resumed; Resumed stays the reason once set (no flip
+    to NotSuspended on the next reconcile: churn)."""
+    was = C.find_condition(prev.conditions, C.SUSPENDED)
+    if was is None:
+        return ()
+    reason = C.RESUMED if was.status == ConditionStatus.TRUE else (was.reason or NOT_SUSPENDED)
+    return (_cond(C.SUSPENDED, False, reason, was.message if reason == was.reason else "", gen),)
+
+
+def _running_since(prev: TrainingJobStatus) -> dt.datetime | None:
+    c = C.find_condition(prev.conditions, C.RUNNING)
+    return parse_time(c.last_transition_time) if c and c.status == ConditionStatus.TRUE else None
+
+
+def _classify(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Start) -> Verdict:
+    running_since = _running_since(job.status)
+    if not start.cur_pods and running_since is None:
+        return Verdict(Action.NONE)
+    spec, attempt = job.spec, start.attempt
+    return classify(ClassifyInput(
+        pods=start.cur_pods, now=now, nodes=observed.nodes, heartbeat=_heartbeat(observed, attempt), running_since=running_since,
+        hang_timeout_seconds=spec.failure_policy.hang_timeout_seconds,
+        progress_step=observed.progress.step if observed.progress is not None and observed.progress.attempt == attempt else None,
+        last_failure=start.last_failure, generation=job.metadata.generation, startup_grace_seconds=observed.startup_grace_seconds,
+        node_lost_grace_seconds=observed.node_lost_grace_seconds, gang_size=spec.nodes,
+    ))
+
+
+def _on_verdict(job: TrainingJob, start: _Start, verdict: Verdict) -> _Phase:
+    """Succeed, fail, or restart the gang as the next attempt (a restart with maxRestarts used fails)."""
+    gen, policy, restarts = job.metadata.generation, job.spec.failure_policy, start.restarts
+    if verdict.action == Action.SUCCEED:
+        return _final(start, C.SUCCEEDED, C.COMPLETED, verdict.message, gen, events=(Event("Normal", C.COMPLETED, verdict.message),))
+    failure = LastFailure(reason=verdict.reason or ("" if verdict.action == Action.FAIL_NOW else "Unknown"), attempt=start.attempt,
+                          step=verdict.step, generation=gen)
+    if verdict.action == Action.FAIL_NOW:
+        return _final(start, C.FAILED, verdict.reason or C.FAILED, verdict.message, gen, last_failure=failure)
+    reason = failure.reason
+    if verdict.counted and restarts.counted >= policy.max_restarts:
+        return _final(start, C.FAILED, C.MAX_RESTARTS_EXCEEDED, f"{restarts.counted} counted restarts used (maxRestarts "
+                      f"{policy.max_restarts}); last cause {reason}: {verdict.message}", gen, last_failure=failure)
+    attempt = start.attempt + 1
+    restarts = Restarts(total=restarts.total + 1, counted=restarts.counted + (1 if verdict.counted else 0),
+                        by_cause={**restarts.by_cause, reason: restarts.by_cause.get(reason, 0) + 1})
+    counted_note = "counted" if verdict.counted else "not counted against maxRestarts"
+    msg = f"{verdict.message}; restarting the gang as attempt {attempt} ({counted_note})"
+    return _Phase(attempt, restarts, failure, wanted=(_cond(C.RESTARTING, True, reason, msg, gen), _cond(C.RUNNING, False, reason, msg, gen)),
+                  events=(Event("Warning", reason, msg),), force_flip=frozenset({C.RESTARTING}), requeue=POLL_SECONDS)
+
+
+def _placing(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Start, verdict: Verdict) -> _Phase:
+    """Place or run the current attempt (``_place``); a scheduling timeout drops the attempt."""
+    gen, restarts = job.metadata.generation, start.restarts
+    placed = _place(job, observed, now, start)
+    if placed.mode == "timeout":
+        n_timeouts = restarts.by_cause.get(C.SCHEDULING_TIMEOUT, 0) + 1
+        restarts = restarts.model_copy(update={"by_cause": {**restarts.by_cause, C.SCHEDULING_TIMEOUT: n_timeouts}})
+        if n_timeouts >= MAX_SCHEDULING_TIMEOUTS:
+            return _final(start, C.FAILED, C.SCHEDULING_TIMEOUT, f"the gang was not fully running within the scheduling timeout "
+                          f"{n_timeouts} times; giving up", gen, attempt=start.attempt + 1, restarts=restarts,
+                          force_flip=frozenset({C.QUEUED}))
+        # the backoff is measured from this transition
+        return _Phase(start.attempt + 1, restarts, start.last_failure, wanted=placed.wanted, events=placed.events,
+                      force_flip=frozenset({C.QUEUED}), requeue=placed.requeue)
+    workers = placed.mode == "run"
+    wanted = list(placed.wanted)
+    if verdict.action == Action.NONE and verdict.reason and workers:
+        # A tolerated problem (image pull, missing Secret) inside its grace: say so.
+        wanted.append(_cond(C.QUEUED, True, verdict.reason, verdict.message, gen))
+    refusal = observed.refusal
+    if refusal is not None and workers and not C.is_true(wanted, C.RUNNING):
+        # A retried refusal (a missing ServiceAccount, quota): the job waits for the cluster to
+        # change; the handler re-applies with a growing delay.
+        wanted += [_cond(C.QUEUED, True, refusal.reason, refusal.message, gen), _cond(C.RUNNING, False, refusal.reason, refusal.message, gen)]
+    return _Phase(start.attempt, restarts, start.last_failure, wanted=tuple(wanted), events=placed.events, requeue=placed.requeue,
+                  workers=workers, started=workers and not start.cur_pods)
+
+
+def _assemble(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Start, phase: _Phase) -> Plan:
+    """The status and children the phase leads to (health conditions, progress, Events, TTL, deadline)."""
+    spec, prev, gen, attempt = job.spec, job.status, job.metadata.generation, phase.attempt
+    resumed_from, resumed_id = prev.resumed_from_step, prev.resumed_from_checkpoint
+    if phase.started:  # creating a new attempt now: it resumes from the newest committed checkpoint
+        resumed_from, resumed_id = (start.checkpoint.step, start.checkpoint.id) if start.checkpoint else (None, None)
+    start_time = prev.start_time or (rfc3339(now) if C.is_true(list(phase.wanted), C.RUNNING) else None)
+    completion_time = prev.completion_time or (rfc3339(now) if phase.final else None)
+    conditions = _health(merged(prev.conditions, phase.wanted, now, C.JOB_TYPES, phase.force_flip), job, observed, attempt, now, gen)
     if observed.foreign_children:
         # Never adopted or overwritten: the user decides (shown on Queued, which is what blocks).
         names = ", ".join(sorted(observed.foreign_children))
-        conditions = _merge(conditions, [_cond(C.QUEUED, True, FOREIGN_CHILD, f"children with our names belong to another owner: {names}", gen)], now)
-
-    done = any(c.type in (C.SUCCEEDED, C.FAILED) and c.status == ConditionStatus.TRUE for c in conditions)
+        conditions = merged(conditions, [_cond(C.QUEUED, True, FOREIGN_CHILD, f"children with our names belong to another owner: {names}", gen)], now, C.JOB_TYPES)
     # A report left on the Lease by an older attempt is not this attempt's progress.
     report = observed.progress if observed.progress is not None and observed.progress.attempt == attempt else None
-    progress_model = _progress(report, spec.total_steps, resumed_from, prev.progress)
-
+    last = phase.last_failure
     status = TrainingJobStatus(
-        conditions=conditions,
-        observed_generation=gen,
-        attempt=attempt,
-        restarts=restarts,
-        progress=progress_model,
-        checkpoint=checkpoint,
-        resumed_from_step=resumed_from,
-        resumed_from_checkpoint=resumed_id,
-        gang=GangStatus(backend=backend, name=gang_name(job.metadata.name, attempt) if backend not in (GangBackend.NONE,) else None),
-        start_time=start_time,
-        completion_time=completion_time,
-        **_remember(last_failure),
+        conditions=conditions, observed_generation=gen, attempt=attempt, restarts=phase.restarts,
+        progress=_progress(report, spec.total_steps, resumed_from, prev.progress), checkpoint=start.checkpoint,
+        resumed_from_step=resumed_from, resumed_from_checkpoint=resumed_id,
+        gang=GangStatus(backend=start.backend, name=gang_name(job.metadata.name, attempt) if start.backend != GangBackend.NONE else None),
+        start_time=start_time, completion_time=completion_time,
+        last_failure=last,
     )
-    events += _transition_events(prev.conditions, conditions, already={e.reason for e in events})
+    events = (*phase.events, *_transition_events(prev.conditions, conditions, already={e.reason for e in phase.events}))
+    desired, requeue = _children(job, observed, now, status, phase)
+    return Plan(status=status, desired=desired, requeue_after=requeue, events=events, last_failure=last, verdict=phase.verdict)
 
-    # Children: the base objects always (until TTL), workers only when placing/running.
-    ttl = spec.run_policy.ttl_seconds_after_finished
-    desired: list[dict[str, Any]]
-    if done and ttl is not None and completion_time is not None:
-        expires = parse_time(completion_time) + dt.timedelta(seconds=ttl)
+
+def _children(job: TrainingJob, observed: Observed, now: dt.datetime, status: TrainingJobStatus, phase: _Phase) -> tuple[list[dict[str, Any]], float | None]:
+    """The base objects always (until the TTL after the end), the workers only while placing or
+    running; and when to look again (the TTL, the deadline)."""
+    done = C.is_true(status.conditions, C.SUCCEEDED) or C.is_true(status.conditions, C.FAILED)
+    ttl, requeue = job.spec.run_policy.ttl_seconds_after_finished, phase.requeue
+    inputs = BuildInputs(attempt=status.attempt, backend=status.gang.backend if status.gang else GangBackend.NONE,
+                         resume_from=status.resumed_from_checkpoint, include_workers=phase.workers and not done)
+    if done and ttl is not None and status.completion_time is not None:
+        expires = parse_time(status.completion_time) + dt.timedelta(seconds=ttl)
         if now >= expires:
-            desired = []  # children only; the Git-owned CR stays
-        else:
-            desired = _build(job, attempt, backend, resumed_id, False)
-            requeue = (expires - now).total_seconds()
-    else:
-        desired = _build(job, attempt, backend, resumed_id, bool(include_workers) and not done)
-        if done:
-            requeue = POLL_SECONDS if any(not p.terminal for p in observed.pods) else None
-    started = parse_time(start_time)  # set by this reconcile too, when the job just started running
-    if not done and deadline is not None and started is not None:
+            return [], requeue  # children only; the Git-owned CR stays
+        return build_training_children(job, dataclasses.replace(inputs, include_workers=False)), (expires - now).total_seconds()
+    if done:
+        return build_training_children(job, inputs), POLL_SECONDS if any(not p.terminal for p in observed.pods) else None
+    deadline, started = job.spec.run_policy.active_deadline_seconds, parse_time(status.start_time)
+    if deadline is not None and started is not None:
         # Wake up at the deadline even when a longer poll (or none) was planned: nothing else
         # triggers a reconcile when a running job's time is up.
         left = max(1.0, deadline - (now - started).total_seconds())
         requeue = left if requeue is None else min(requeue, left)
-    return Plan(status=status, desired=desired, requeue_after=requeue, events=tuple(events), last_failure=last_failure, verdict=verdict)
+    return build_training_children(job, inputs), requeue
 
 
-def _remembered(prev: TrainingJobStatus) -> LastFailure | None:
-    """The last failure from status, once TrainingJobStatus carries ``lastFailure``.
+@dataclass(frozen=True)
+class _Placed:
+    """Placing the current attempt: mode "run" = its pods are desired, "hold" = no pods now
+    (waiting, or unschedulable), "timeout" = drop it (scheduling timeout)."""
 
-    TODO(api): TrainingJobStatus needs ``last_failure`` {reason, attempt, step, generation};
-    until it exists this returns None and the kube layer may pass Observed.last_failure."""
-    rec = getattr(prev, "last_failure", None)
-    if rec is None:
-        return None
-    return LastFailure(rec.reason, rec.attempt, getattr(rec, "step", None), getattr(rec, "generation", None))
-
-
-def _remember(last: LastFailure | None) -> dict[str, Any]:
-    """Status keyword for the last failure, when the status model has the field."""
-    if last is None or "last_failure" not in TrainingJobStatus.model_fields:
-        return {}
-    return {"last_failure": {"reason": last.reason, "attempt": last.attempt, "step": last.step, "generation": last.generation}}
+    mode: str
+    requeue: float | None
+    wanted: tuple[Condition, ...]
+    events: tuple[Event, ...] = ()
 
 
-def _build(job: TrainingJob, attempt: int, backend: GangBackend, resume_from: str | None, workers: bool) -> list[dict[str, Any]]:
-    return build_training_children(
-        job,
-        BuildInputs(attempt=attempt, backend=backend, resume_from=resume_from, include_workers=workers),
-    )
+def _place(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Start) -> _Placed:
+    return _held(job, observed, now, start) or _gang(job, observed, now, start)
 
 
-def _place(  # noqa: PLR0913
-    job: TrainingJob,
-    observed: Observed,
-    now: dt.datetime,
-    attempt: int,
-    backend: GangBackend,
-    cur_pods: tuple[PodFacts, ...],
-    old_live: tuple[PodFacts, ...],
-    restarting: bool,
-    restart_cond: Condition | None,
-    restarts: Restarts,
-    wanted: list[Condition],
-    events: list[Event],
-    gen: int | None,
-) -> tuple[str, float | None]:
-    """Placing/running the current attempt; appends its conditions to ``wanted``.
+def _held(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Start) -> _Placed | None:
+    """Why no pod of the current attempt may be created now, if there is a reason."""
+    spec, gen, attempt, cur_pods = job.spec, job.metadata.generation, start.attempt, start.cur_pods
+    restart_cond = C.find_condition(job.status.conditions, C.RESTARTING)
+    restarting = restart_cond is not None and restart_cond.status == ConditionStatus.TRUE
 
-    Returns (mode, requeue_after): mode "run" = the attempt's pods are desired, "hold" =
-    no pods now (waiting or unschedulable), "timeout" = drop this attempt (scheduling timeout)."""
-    spec = job.spec
-    n = spec.nodes
+    def hold(type_: str, reason: str, msg: str, requeue: float) -> _Placed:
+        return _Placed("hold", requeue, (_cond(type_, True, reason, msg, gen), _cond(C.RUNNING, False, reason, msg, gen)))
+
     # 1. Never a second pod for a rank while an older one is not terminal.
-    if old_live:
-        stuck = []
-        for p in sorted(old_live, key=lambda p: p.name):
-            end = parse_time(p.deletion_timestamp)
-            note = p.name
-            if end is not None and now > end:
-                node = (observed.nodes or {}).get(p.node_name or "")
-                where = f" on NotReady node {p.node_name}" if node is not None and not node.ready else ""
-                note += f" (Terminating past its grace period{where}; an admin may taint the node node.kubernetes.io/out-of-service or force-delete the pod)"
-            stuck.append(note)
-        msg = f"waiting for {len(old_live)} pod(s) of an earlier attempt to terminate before attempt {attempt} starts: " + ", ".join(stuck)
-        wanted.append(_cond(C.RESTARTING if restarting else C.QUEUED, True, WAITING_FOR_TERMINATING_PODS, msg, gen))
-        wanted.append(_cond(C.RUNNING, False, WAITING_FOR_TERMINATING_PODS, msg, gen))
-        return "hold", POLL_SECONDS
-    # 2. Backoff before a restarted attempt's pods are created.
+    if start.old_live:
+        msg = (f"waiting for {len(start.old_live)} pod(s) of an earlier attempt to terminate before attempt {attempt} starts: "
+               + ", ".join(_stuck(p, observed, now) for p in sorted(start.old_live, key=lambda p: p.name)))
+        return hold(C.RESTARTING if restarting else C.QUEUED, WAITING_FOR_TERMINATING_PODS, msg, POLL_SECONDS)
+    # 2. Backoff before a restarted attempt's pods are created, and after a scheduling timeout.
+    backoff = spec.failure_policy.backoff
     if not cur_pods and restarting and restart_cond is not None:
-        since = parse_time(restart_cond.last_transition_time)
-        delay = _backoff(spec.failure_policy.backoff.initial_seconds, spec.failure_policy.backoff.max_seconds, restarts.total)
-        if since is not None and (now - since).total_seconds() < delay:
-            left = delay - (now - since).total_seconds()
-            wanted.append(_cond(C.RUNNING, False, BACKOFF, f"next attempt {attempt} starts in {int(left)}s (restart backoff)", gen))
-            return "hold", max(0.5, left)
-    timeouts = restarts.by_cause.get(C.SCHEDULING_TIMEOUT, 0)
+        left = _left(restart_cond, _backoff(backoff.initial_seconds, backoff.max_seconds, start.restarts.total), now)
+        if left > 0:
+            return _Placed("hold", max(0.5, left), (_cond(C.RUNNING, False, BACKOFF, f"next attempt {attempt} starts in {int(left)}s (restart backoff)", gen),))
+    timeouts = start.restarts.by_cause.get(C.SCHEDULING_TIMEOUT, 0)
     queued_cond = C.find_condition(job.status.conditions, C.QUEUED)
     if not cur_pods and timeouts and queued_cond is not None and queued_cond.reason == C.SCHEDULING_TIMEOUT:
-        since = parse_time(queued_cond.last_transition_time)
-        delay = _backoff(spec.failure_policy.backoff.initial_seconds, spec.failure_policy.backoff.max_seconds, timeouts)
-        if since is not None and (now - since).total_seconds() < delay:
-            return "hold", max(0.5, delay - (now - since).total_seconds())
+        left = _left(queued_cond, _backoff(backoff.initial_seconds, backoff.max_seconds, timeouts), now)
+        if left > 0:
+            return _Placed("hold", max(0.5, left), ())
     # 3. A request no node can hold: report at once, create nothing.
-    if observed.node_allocatable is not None and not cur_pods:
-        found = misfits(per_pod_requests(job), observed.node_allocatable)
-        if found:
-            msg = unschedulable_message(found)
-            wanted.append(_cond(C.QUEUED, True, UNSCHEDULABLE, msg, gen))
-            wanted.append(_cond(C.RUNNING, False, UNSCHEDULABLE, msg, gen))
-            return "hold", UNSCHEDULABLE_RECHECK_SECONDS
+    found = misfits(per_pod_requests(job), observed.node_allocatable) if observed.node_allocatable is not None and not cur_pods else None
+    if found:
+        return hold(C.QUEUED, UNSCHEDULABLE, unschedulable_message(found), UNSCHEDULABLE_RECHECK_SECONDS)
     # 4. An explicitly requested gang backend this cluster does not serve: say so, create nothing
     #    (Volcano's PodGroup could not be applied; Kueue's gated pods would wait forever).
-    why = unavailable(backend, observed.served) if observed.served is not None and not cur_pods else None
-    if why:
-        wanted.append(_cond(C.QUEUED, True, GANG_BACKEND_UNAVAILABLE, why, gen))
-        wanted.append(_cond(C.RUNNING, False, GANG_BACKEND_UNAVAILABLE, why, gen))
-        return "hold", GANG_RECHECK_SECONDS
-    # 5. Placement of the current attempt. Workers that exited 0 before rank 0 are done, not
-    # pending: the job is ending, and it never shows Queued again (rank 0's exit decides).
+    why = unavailable(start.backend, observed.served) if observed.served is not None and not cur_pods else None
+    return hold(C.QUEUED, GANG_BACKEND_UNAVAILABLE, why, GANG_RECHECK_SECONDS) if why else None
+
+
+def _left(cond: Condition, delay: float, now: dt.datetime) -> float:
+    """Seconds of ``delay`` left since ``cond`` last moved (0 when its time is unknown)."""
+    since = parse_time(cond.last_transition_time)
+    return 0.0 if since is None else delay - (now - since).total_seconds()
+
+
+def _stuck(p: PodFacts, observed: Observed, now: dt.datetime) -> str:
+    end = parse_time(p.deletion_timestamp)
+    if end is None or now <= end:
+        return p.name
+    node = (observed.nodes or {}).get(p.node_name or "")
+    where = f" on NotReady node {p.node_name}" if node is not None and not node.ready else ""
+    return (f"{p.name} (Terminating past its grace period{where}; an admin may taint the node "
+            "node.kubernetes.io/out-of-service or force-delete the pod)")
+
+
+def _gang(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Start) -> _Placed:
+    """Placement of the current attempt. Workers that exited 0 before rank 0 are done, not
+    pending: the job is ending, and it never shows Queued again (rank 0's exit decides)."""
+    spec, gen, attempt, cur_pods, n = job.spec, job.metadata.generation, start.attempt, start.cur_pods, job.spec.nodes
     running = [p for p in cur_pods if p.phase == "Running"]
     finished = [p for p in cur_pods if p.phase == "Succeeded"]
     if running and len(running) + len(finished) == n and len(cur_pods) == n:
@@ -547,17 +525,13 @@ def _place(  # noqa: PLR0913
             reason, msg = C.WORKERS_FINISHING, f"{len(finished)} of {n} worker pods finished, waiting for rank 0 (attempt {attempt})"
         else:
             reason, msg = C.ALL_PODS_RUNNING, f"all {n} worker pods are running (attempt {attempt})"
-        wanted += [
-            _cond(C.QUEUED, False, reason, msg, gen),
-            _cond(C.RUNNING, True, reason, msg, gen),
-        ]
-        if restarting:
-            wanted.append(_cond(C.RESTARTING, False, reason, msg, gen))
+        wanted = (_cond(C.QUEUED, False, reason, msg, gen), _cond(C.RUNNING, True, reason, msg, gen))
+        if C.is_true(job.status.conditions, C.RESTARTING):
+            wanted += (_cond(C.RESTARTING, False, reason, msg, gen),)
         hang = spec.failure_policy.hang_timeout_seconds
         # A missing heartbeat wakes nobody: look again at least this often while running.
-        return "run", float(min(hang / 4, 60)) if hang else 60.0
-    pod_dicts = [_pod_view(p) for p in cur_pods]
-    placement = backend_for(backend).placement(observed.gang_object, pod_dicts) if cur_pods else Placement.PENDING
+        return _Placed("run", float(min(hang / 4, 60)) if hang else 60.0, wanted)
+    placement = backend_for(start.backend).placement(observed.gang_object, [_pod_view(p) for p in cur_pods]) if cur_pods else Placement.PENDING
     if placement == Placement.WAITING_FOR_QUOTA:
         reason, what = C.WAITING_FOR_QUOTA, "waiting for queue quota"
     elif not cur_pods or placement == Placement.PENDING:
@@ -566,20 +540,18 @@ def _place(  # noqa: PLR0913
         reason, what = C.POD_PENDING, "gang placed, waiting for containers to start"
     # Each reason says what is awaited, so the Events of a start (GangPending -> PodPending ->
     # AllPodsRunning) read as distinct steps in `kubectl describe`.
-    msg = f"{what}: {len(running)}/{n} worker pods running (attempt {attempt}, gang backend {backend.value})"
+    msg = f"{what}: {len(running)}/{n} worker pods running (attempt {attempt}, gang backend {start.backend.value})"
     unsched = [c.message for p in cur_pods for c in p.conditions if c.type == "PodScheduled" and c.status == "False" and c.message]
     if unsched:
         msg += f"; scheduler: {unsched[0]}"
-    # 6. The operator's own all-or-nothing timeout (not while a queue holds the gang: gated pods hold nothing).
+    # The operator's own all-or-nothing timeout (not while a queue holds the gang: gated pods hold nothing).
     timeout = spec.scheduling.gang.timeout_seconds or DEFAULT_SCHEDULING_TIMEOUT
     created = [parse_time(p.created) for p in cur_pods if p.created]
     if created and placement != Placement.WAITING_FOR_QUOTA and (now - min(created)).total_seconds() >= timeout:
         msg = f"the gang was not fully running within {timeout}s ({len(running)}/{n} running); all pods deleted, retrying after backoff"
-        wanted += [_cond(C.QUEUED, True, C.SCHEDULING_TIMEOUT, msg, gen), _cond(C.RUNNING, False, C.SCHEDULING_TIMEOUT, msg, gen)]
-        events.append(Event("Warning", C.SCHEDULING_TIMEOUT, msg))
-        return "timeout", POLL_SECONDS
-    wanted += [_cond(C.QUEUED, True, reason, msg, gen), _cond(C.RUNNING, False, reason, msg, gen)]
-    return "run", POLL_SECONDS
+        return _Placed("timeout", POLL_SECONDS, (_cond(C.QUEUED, True, C.SCHEDULING_TIMEOUT, msg, gen), _cond(C.RUNNING, False, C.SCHEDULING_TIMEOUT, msg, gen)),
+                       (Event("Warning", C.SCHEDULING_TIMEOUT, msg),))
+    return _Placed("run", POLL_SECONDS, (_cond(C.QUEUED, True, reason, msg, gen), _cond(C.RUNNING, False, reason, msg, gen)))
 
 
 def _pod_view(p: PodFacts) -> dict[str, Any]:
@@ -622,24 +594,16 @@ def _health(conditions: list[Condition], job: TrainingJob, observed: Observed, a
         wanted.append(_cond(C.CHECKPOINT_FAILING, True, C.CHECKPOINT_STORAGE_ERROR, msg, gen))
     elif C.find_condition(conditions, C.CHECKPOINT_FAILING) is not None and rep is not None:
         wanted.append(_cond(C.CHECKPOINT_FAILING, False, CHECKPOINT_HEALTHY, "", gen))
-    return _merge(conditions, wanted, now) if wanted else conditions
+    return merged(conditions, wanted, now, C.JOB_TYPES) if wanted else conditions
 
 
 def _transition_events(before: list[Condition], after: list[Condition], already: set[str]) -> list[Event]:
-    """One event per condition that became True (or changed reason while True)."""
-    out = []
-    old = {c.type: c for c in before}
-    for c in after:
-        if c.status != ConditionStatus.TRUE or c.type == C.RESTARTING:  # restarts emit their own event
-            continue
-        o = old.get(c.type)
-        if o is not None and o.status == ConditionStatus.TRUE and o.reason == c.reason:
-            continue
-        if c.reason in already:
-            continue
-        warn = c.type in (C.FAILED, C.STALLED, C.CHECKPOINT_FAILING) or c.reason in (UNSCHEDULABLE, C.SCHEDULING_TIMEOUT, FOREIGN_CHILD, *REFUSAL_REASONS)
-        out.append(Event("Warning" if warn else "Normal", c.reason, f"{c.type}: {c.message}" if c.message else c.type))
-    return out
+    """One event per condition that became True (or changed reason while True); restarts emit their own."""
+    warnings = (UNSCHEDULABLE, C.SCHEDULING_TIMEOUT, FOREIGN_CHILD, *REFUSAL_REASONS)
+    return [Event("Warning" if c.type in (C.FAILED, C.STALLED, C.CHECKPOINT_FAILING) or c.reason in warnings else "Normal",
+                  c.reason, f"{c.type}: {c.message}" if c.message else c.type)
+            for c, _ in changed(before, after)
+            if c.status == ConditionStatus.TRUE and c.type != C.RESTARTING and c.reason not in already]
 
 
 def compute_status(job: TrainingJob, observed: Observed, now: dt.datetime) -> TrainingJobStatus:
