@@ -12,7 +12,7 @@ from llmops import API_VERSION
 from llmops.api.finetune import FinetuneJob, parse_finetune_job
 from llmops.api.training import TrainingJob, parse_training_job
 from llmops.builders.training import pod_name
-from llmops.failures import ContainerFacts, PodConditionFacts, PodFacts
+from llmops.observe.pods import ContainerFacts, PodConditionFacts, PodFacts
 
 EXAMPLE_UID = "00000000-0000-4000-8000-000000000001"
 

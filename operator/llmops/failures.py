@@ -44,10 +44,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmops.api import conditions as C
-from llmops.api import labels as L
 from llmops.api.conditions import parse_time
 from llmops.api.runtime_env import ExitCode
 from llmops.api.training import LastFailure
+from llmops.observe.pods import ContainerFacts, NodeFacts, PodFacts
 
 # --- reasons this module adds to the vocabulary in llmops.api.conditions ------------------------
 # Writer: this classifier (via the status computer); readers: users, alerts, tests.
@@ -73,102 +73,6 @@ class Action(str, enum.Enum):
     RESTART_GANG = "RestartGang"  # tear the attempt down and start the next one (counted)
     RESTART_NOT_COUNTED = "RestartNotCounted"  # same, not counted against maxRestarts
     FAIL_NOW = "FailNow"  # give up: restarting cannot help
-
-
-# --- facts -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ContainerFacts:
-    """One container's current (or last) state."""
-
-    name: str
-    state: str | None = None  # "waiting", "running", "terminated"
-    reason: str | None = None  # waiting/terminated reason (OOMKilled, Error, ErrImagePull, ...)
-    message: str | None = None
-    exit_code: int | None = None
-    signal: int | None = None
-
-    @classmethod
-    def from_status(cls, cs: Mapping[str, Any]) -> ContainerFacts:
-        st = cs.get("state") or {}
-        for kind in ("terminated", "waiting", "running"):
-            if kind in st and st[kind] is not None:
-                s = st[kind] or {}
-                return cls(cs.get("name", ""), kind, s.get("reason"), s.get("message"), s.get("exitCode"), s.get("signal"))
-        return cls(cs.get("name", ""))
-
-
-@dataclass(frozen=True)
-class PodConditionFacts:
-    type: str
-    status: str
-    reason: str | None = None
-    message: str | None = None
-
-
-@dataclass(frozen=True)
-class PodFacts:
-    """What the operator knows about one worker pod."""
-
-    name: str
-    rank: int
-    attempt: int
-    phase: str = "Pending"  # Pending, Running, Succeeded, Failed, Unknown
-    reason: str | None = None  # status.reason (Evicted, ...)
-    message: str | None = None
-    containers: tuple[ContainerFacts, ...] = ()
-    conditions: tuple[PodConditionFacts, ...] = ()
-    node_name: str | None = None
-    created: str | None = None  # metadata.creationTimestamp
-    deletion_timestamp: str | None = None  # set = terminating; the time the grace period ends
-    uid: str | None = None
-
-    @classmethod
-    def from_pod(cls, pod: Mapping[str, Any]) -> PodFacts:
-        """Facts from a pod object as the API server returns it."""
-        meta = pod.get("metadata") or {}
-        spec = pod.get("spec") or {}
-        status = pod.get("status") or {}
-        lab = meta.get("labels") or {}
-        return cls(
-            name=meta.get("name", ""),
-            rank=int(lab.get(L.NODE_RANK, "0")),
-            attempt=int(lab.get(L.ATTEMPT, "0")),
-            phase=status.get("phase") or "Pending",
-            reason=status.get("reason"),
-            message=status.get("message"),
-            containers=tuple(ContainerFacts.from_status(c) for c in status.get("containerStatuses") or []),
-            conditions=tuple(
-                PodConditionFacts(c.get("type", ""), c.get("status", ""), c.get("reason"), c.get("message"))
-                for c in status.get("conditions") or []
-            ),
-            node_name=spec.get("nodeName"),
-            created=meta.get("creationTimestamp"),
-            deletion_timestamp=meta.get("deletionTimestamp"),
-            uid=meta.get("uid"),
-        )
-
-    @property
-    def terminal(self) -> bool:
-        return self.phase in ("Succeeded", "Failed")
-
-    def condition(self, type_: str) -> PodConditionFacts | None:
-        return next((c for c in self.conditions if c.type == type_), None)
-
-    def terminated(self) -> ContainerFacts | None:
-        """The first container that terminated non-zero, else the first terminated one."""
-        done = [c for c in self.containers if c.state == "terminated"]
-        bad = [c for c in done if c.exit_code not in (0, None)]
-        return (bad or done or [None])[0]
-
-
-@dataclass(frozen=True)
-class NodeFacts:
-    """A node's readiness as the Ready condition says."""
-
-    ready: bool
-    since: str | None = None  # lastTransitionTime of Ready
 
 
 @dataclass(frozen=True)

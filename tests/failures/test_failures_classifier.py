@@ -18,11 +18,9 @@ from llmops.failures import (
     WORKER_FAILED,
     Action,
     ClassifyInput,
-    ContainerFacts,
-    NodeFacts,
-    PodFacts,
     classify,
 )
+from llmops.observe.pods import ContainerFacts, NodeFacts, PodFacts
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 NOW = T0 + dt.timedelta(minutes=10)

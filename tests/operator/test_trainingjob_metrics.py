@@ -113,7 +113,7 @@ def test_reconcile_records_job_metrics() -> None:
     assert s[("llmops_checkpoint_age_seconds", (("job", "t"), ("namespace", "ml")))] == 30
 
     # A worker OOMKilled: one restart by that cause; the job counts under Restarting.
-    from llmops.failures import ContainerFacts
+    from llmops.observe.pods import ContainerFacts
 
     oom = dataclasses.replace(pods[1], containers=(ContainerFacts("trainer", "terminated", exit_code=137, reason="OOMKilled"),), phase="Failed")
     job = reconcile_once(ctx, job, (pods[0], oom), rep, 140)

@@ -19,7 +19,7 @@ import random
 import pytest
 from cr_factories import make_training_job
 from llmops.api import conditions as C
-from llmops.failures import ContainerFacts, NodeFacts, PodConditionFacts, PodFacts
+from llmops.observe.pods import ContainerFacts, NodeFacts, PodConditionFacts, PodFacts
 from llmops.plan import Observed, plan
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -27,13 +27,14 @@ from llmops.failures import (
     CHILD_REJECTED,
     GANG_BACKEND_UNAVAILABLE,
     HANG,
+    POD_SECURITY_VIOLATION,
     SERVICE_ACCOUNT_MISSING,
     WAITING_FOR_TERMINATING_PODS,
-    NodeFacts,
     classify_refusal,
 )
+from llmops.observe.pods import NodeFacts
 from llmops.plan import Observed, compute_status, plan
-from llmops.plan.training import GANG_RECHECK_SECONDS, MAX_SCHEDULING_TIMEOUTS, POD_SECURITY_VIOLATION, UNSCHEDULABLE
+from llmops.plan.training import GANG_RECHECK_SECONDS, MAX_SCHEDULING_TIMEOUTS, UNSCHEDULABLE
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

@@ -53,12 +53,12 @@ from typing import Any
 from llmops.api import conditions as C
 from llmops.api.conditions import Condition, ConditionStatus, parse_time, rfc3339
 from llmops.api.finetune import FinetuneJob, FinetuneJobStatus, OutputMode, ServedStatus
-from llmops.api.labels import PROGRESS_ANNOTATION
-from llmops.api.progress import FinetuneReport, ProgressReport
+from llmops.api.progress import FinetuneReport
 from llmops.api.runtime_env import parse_termination_message
 from llmops.api.training import TrainingJobStatus
 from llmops.builders.finetune import adapter_name, build_finetune_children, build_inference_service, training_job_name
 from llmops.failures import REFUSAL_REASONS, Refusal
+from llmops.observe.leases import progress_report
 from llmops.plan.conditions import Event, changed, ordered
 from llmops.plan.conditions import cond as _cond  # one name per planner: tests/plan/conftest.py checks each one's reasons
 
@@ -112,18 +112,8 @@ class Observed:
 
 def finetune_report(lease: Mapping[str, Any] | None, owner_uid: str | None) -> FinetuneReport | None:
     """The ``finetune`` section of a progress Lease controlled by ``owner_uid`` (pure)."""
-    if not lease or not owner_uid:
-        return None
-    meta = lease.get("metadata") or {}
-    if not any(r.get("controller") and r.get("uid") == owner_uid for r in meta.get("ownerReferences") or []):
-        return None
-    raw = (meta.get("annotations") or {}).get(PROGRESS_ANNOTATION)
-    if not raw:
-        return None
-    try:
-        return ProgressReport.model_validate_json(raw).finetune
-    except ValueError:
-        return None
+    report = progress_report(lease, owner_uid) if owner_uid else None
+    return report.finetune if report is not None else None
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,6 @@ from typing import Any
 from llmops.api import conditions as C
 from llmops.api.common import GangBackend
 from llmops.api.conditions import Condition, ConditionStatus, parse_time, rfc3339
-from llmops.api.labels import PROGRESS_ANNOTATION
 from llmops.api.progress import ProgressReport
 from llmops.api.training import (
     CheckpointStatus,
@@ -55,18 +54,17 @@ from llmops.builders.training import BuildInputs, build_training_children, gang_
 from llmops.failures import (
     GANG_BACKEND_UNAVAILABLE,
     NODE_LOST_GRACE_SECONDS,
-    POD_SECURITY_VIOLATION,  # noqa: F401 - re-exported: the reason's old home
     REFUSAL_REASONS,
     STARTUP_GRACE_SECONDS,
     WAITING_FOR_TERMINATING_PODS,
     Action,
     ClassifyInput,
-    NodeFacts,
-    PodFacts,
     Refusal,
     Verdict,
     classify,
 )
+from llmops.observe.leases import progress_report
+from llmops.observe.pods import NodeFacts, PodFacts, node_facts
 from llmops.plan.conditions import Event, changed, merged
 from llmops.plan.conditions import cond as _cond  # one name per planner: tests/plan/conftest.py checks each one's reasons
 from llmops.scheduling import Placement, backend_for, choose, misfits, unavailable, unschedulable_message
@@ -125,29 +123,12 @@ class Observed:
         ``nodes`` None means node facts are unknown (e.g. no RBAC to list nodes): the node-lost
         and fits rules are then off. A progress annotation that does not parse is ignored (a
         pod can write only that Lease, and a bad report must not break the reconcile)."""
-        node_facts = None
-        alloc = None
-        if nodes is not None:
-            node_facts, alloc = {}, {}
-            for n in nodes:
-                name = (n.get("metadata") or {}).get("name", "")
-                st = n.get("status") or {}
-                ready = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), None)
-                node_facts[name] = NodeFacts(ready is not None and ready.get("status") == "True", (ready or {}).get("lastTransitionTime"))
-                alloc[name] = {k: str(v) for k, v in (st.get("allocatable") or {}).items()}
-        report = None
-        renew = None
-        if lease is not None:
-            renew = (lease.get("spec") or {}).get("renewTime")
-            raw = ((lease.get("metadata") or {}).get("annotations") or {}).get(PROGRESS_ANNOTATION)
-            if raw:
-                try:
-                    report = ProgressReport.model_validate_json(raw)
-                except ValueError:
-                    report = None
+        node_map, alloc = node_facts(nodes) if nodes is not None else (None, None)
+        report = progress_report(lease)
+        renew = ((lease or {}).get("spec") or {}).get("renewTime")
         return cls(
             pods=tuple(PodFacts.from_pod(p) for p in pods),
-            nodes=node_facts,
+            nodes=node_map,
             node_allocatable=alloc,
             progress=report,
             lease_renew_time=renew,

@@ -1,0 +1,1 @@
+"""Observed facts: plain data parsed from API objects (pods, nodes, progress Leases), no client."""
