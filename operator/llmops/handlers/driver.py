@@ -112,8 +112,7 @@ class Driver:
         try:
             model = k.parse(body)
         except ApiValidationError as exc:
-            report_invalid(ctx, k.kind, body, exc, now)
-            return None
+            return None if report_invalid(ctx, k.kind, body, exc, now) else 0.0
         kinds = k.child_kinds(ctx, model)
         owned = list_owned(ctx.kube, body, kinds)
         before = dict(self._memory.get(_owner(body), {}))

@@ -2,7 +2,7 @@
 
 The CRD's schema and CEL rules catch almost everything at admission; what is left (a rule the
 schema cannot express, or a CR stored before a stricter operator was installed) is reported
-as a condition with reason InvalidSpec naming the fields, one Event per generation, and
+as a condition with reason InvalidSpec naming the fields, one Event per transition, and
 nothing is created. Jobs get ``Failed=True`` (and count as Failed in ``llmops_jobs``: a fixed
 spec starts them); an InferenceService gets ``Ready=False``.
 """
@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-from llmops import API_VERSION
 from llmops.api import conditions as C
 from llmops.api.common import ApiValidationError
 from llmops.controller import Context
-from llmops.kube.events import emit
+from llmops.handlers.writeback import write_back
+from llmops.plan.conditions import Event
 
 JOB_KINDS = ("TrainingJob", "FinetuneJob")
 
 
-def report_invalid(ctx: Context, kind: str, body: dict, exc: ApiValidationError, now: dt.datetime) -> None:
+def report_invalid(ctx: Context, kind: str, body: dict, exc: ApiValidationError, now: dt.datetime) -> bool:
+    """Report; False when the object moved under us (the caller re-reads)."""
     meta = body["metadata"]
     prev = body.get("status") or {}
     message = "; ".join(f"{path}: {msg}" for path, msg in exc.errors)[:1024]
@@ -34,6 +35,4 @@ def report_invalid(ctx: Context, kind: str, body: dict, exc: ApiValidationError,
     state, reason = (C.job_state if job else C.service_state)(conds)
     status = {**prev, "conditions": [c.wire() for c in conds], "observedGeneration": meta.get("generation"),
               "state": state, "stateReason": reason}
-    if status != prev:
-        emit(ctx.kube, body, "Warning", C.INVALID_SPEC, message, f"gen{meta.get('generation')}", now)
-        ctx.kube.replace_status(API_VERSION, kind, meta["namespace"], meta["name"], status)
+    return status == prev or write_back(ctx.kube, body, status, [Event("Warning", C.INVALID_SPEC, message)], now)
