@@ -118,7 +118,7 @@ class Driver:
         before = dict(self._memory.get(_owner(body), {}))
         observed = k.observe(ctx, model, owned, ApplyMemory(before))
         plan = k.plan(model, observed, now)
-        if self._apply(ctx, body, plan, owned, kinds, now) != {key: _identity(m) for key, m in before.items()}:
+        if self._apply(ctx, body, plan, owned, kinds, now):
             return 0.0  # the plan was made on facts this pass proved stale: plan again at once
         k.record(ctx, model, body, plan, observed)
         if not write_back(ctx.kube, body, plan.status.wire(), plan.events, now):
@@ -127,9 +127,12 @@ class Driver:
         return Backoff(refusal.reason) if refusal is not None and not refusal.permanent else plan.requeue_after
 
     def _apply(self, ctx: Context, body: dict[str, Any], plan: PlanLike, owned: dict[ChildKey, dict[str, Any]],
-               kinds: tuple[tuple[str, str], ...], now: dt.datetime) -> dict[ChildKey, str | None]:
-        """Apply, prune and create; remember what was met; return the new memory's identities
-        (an object just created counts as new)."""
+               kinds: tuple[tuple[str, str], ...], now: dt.datetime) -> bool:
+        """Apply, prune and create, and remember what was met; True when this pass learned
+        something the plan did not know (a child met otherwise than remembered, an object created).
+        What is remembered of children the plan no longer wants is dropped; a permanent refusal
+        so dropped does not count as news: the plan has acted on it (the job failed, which a
+        re-plan without it must not undo), and the next reconcile's status shows it gone."""
         memory = self._memory.setdefault(_owner(body), {})
         sync = sync_children(ctx.kube, body, plan.desired, owned, kinds)
         met: dict[ChildKey, Met | None] = dict.fromkeys(sync.applied)
@@ -141,15 +144,17 @@ class Driver:
             else:
                 met[sync.refused_key] = sync.refused
         created = [self._create(ctx, body, obj, met, now) for obj in plan.creates]
-        for key, m in met.items():
-            if m is None:
-                memory.pop(key, None)
-            else:
-                memory[key] = m
+        learned = any(created) or any(_identity(memory.get(key)) != _identity(m) for key, m in met.items())
+        wanted = {(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in (*plan.desired, *plan.creates)}
+        for key in [k for k in memory if k not in wanted]:
+            gone = memory.pop(key)
+            learned = learned or not (isinstance(gone, Refusal) and gone.permanent)
+        memory.update({key: m for key, m in met.items() if m is not None})
+        for key in [k for k, m in met.items() if m is None]:
+            memory.pop(key, None)
         if not memory:
             self._memory.pop(_owner(body), None)
-        identities = {key: _identity(m) for key, m in memory.items()}
-        return {**identities, ("created", "", ""): "yes"} if any(created) else identities
+        return learned
 
     @staticmethod
     def _create(ctx: Context, owner: dict[str, Any], obj: dict[str, Any], met: dict[ChildKey, Met | None], now: dt.datetime) -> bool:
