@@ -14,29 +14,18 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
 from pydantic.alias_generators import to_camel
 
-from llmops.api.common import (
-    GROUP_VERSION,
-    Checkpoint,
-    DNSLabel,
-    FailurePolicy,
-    ImageRef,
-    Network,
-    ObjectMeta,
-    PodTemplate,
-    Resources,
-    RunPolicy,
-    Scheduling,
-    SpecModel,
-    StatusModel,
-    StorageUri,
-    Time,
-    cel,
-    immutable_while_running,
-    keyed,
-    parse_resource,
-)
+from llmops.api.cel import cel, immutable_while_running
+from llmops.api.checkpoint import Checkpoint
 from llmops.api.conditions import RUNNING, Condition, job_state
+from llmops.api.parse import parse_resource
+from llmops.api.policy import FailurePolicy, RunPolicy
+from llmops.api.resources import Network, Resources
+from llmops.api.scalars import DNSLabel, ImageRef, StorageUri, Time
+from llmops.api.scheduling import Scheduling
+from llmops.api.schema import keyed
+from llmops.api.template import PodTemplate
 from llmops.api.training import CheckpointStatus, Progress, Restarts
+from llmops.api.wire import GROUP_VERSION, ObjectMeta, SpecModel, StatusModel
 
 KIND = "FinetuneJob"
 PLURAL = "finetunejobs"
@@ -259,7 +248,7 @@ IMMUTABLE_WHILE_RUNNING = ("baseModel", "dataset", "method", "hyperparameters", 
 
 
 def immutable_while_running_rules() -> list[dict[str, str]]:
-    """Root-level CEL transition rules for IMMUTABLE_WHILE_RUNNING (see common)."""
+    """Root-level CEL transition rules for IMMUTABLE_WHILE_RUNNING (see llmops.api.cel)."""
     return immutable_while_running(IMMUTABLE_WHILE_RUNNING, RUNNING)
 
 

@@ -15,27 +15,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
 from pydantic.alias_generators import to_camel
 
-from llmops.api.common import (
-    GROUP_VERSION,
-    MAX_MAP,
-    DNSLabel,
-    DNSSubdomain,
-    ImageRef,
-    LabelKey,
-    ObjectMeta,
-    PodTemplate,
-    Quantity,
-    Resources,
-    SpecModel,
-    StatusModel,
-    StorageUri,
-    Time,
-    cel,
-    keyed,
-    parse_resource,
-)
+from llmops.api.cel import cel
 from llmops.api.conditions import Condition, service_state
 from llmops.api.finetune import Revision, Sha256
+from llmops.api.parse import parse_resource
+from llmops.api.resources import Resources
+from llmops.api.scalars import MAX_MAP, DNSLabel, DNSSubdomain, ImageRef, LabelKey, Quantity, StorageUri, Time
+from llmops.api.schema import keyed
+from llmops.api.template import PodTemplate
+from llmops.api.wire import GROUP_VERSION, ObjectMeta, SpecModel, StatusModel
 
 KIND = "InferenceService"
 PLURAL = "inferenceservices"

@@ -14,28 +14,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
 from pydantic.alias_generators import to_camel
 
-from llmops.api.common import (
-    GROUP_VERSION,
-    Arg,
-    Checkpoint,
-    FailurePolicy,
-    GangBackend,
-    ImageRef,
-    Network,
-    ObjectMeta,
-    PodTemplate,
-    Resources,
-    RunPolicy,
-    Scheduling,
-    SpecModel,
-    StatusModel,
-    Time,
-    cel,
-    immutable_while_running,
-    keyed,
-    parse_resource,
-)
+from llmops.api.cel import cel, immutable_while_running
+from llmops.api.checkpoint import Checkpoint
 from llmops.api.conditions import RUNNING, Condition, job_state
+from llmops.api.parse import parse_resource
+from llmops.api.policy import FailurePolicy, RunPolicy
+from llmops.api.resources import Network, Resources
+from llmops.api.scalars import Arg, ImageRef, Time
+from llmops.api.scheduling import GangBackend, Scheduling
+from llmops.api.schema import keyed
+from llmops.api.template import PodTemplate
+from llmops.api.wire import GROUP_VERSION, ObjectMeta, SpecModel, StatusModel
 
 KIND = "TrainingJob"
 PLURAL = "trainingjobs"
@@ -78,7 +67,7 @@ IMMUTABLE_WHILE_RUNNING = ("image", "command", "args", "launcher", "deepspeed", 
 
 
 def immutable_while_running_rules() -> list[dict[str, str]]:
-    """Root-level CEL transition rules for IMMUTABLE_WHILE_RUNNING (see common)."""
+    """Root-level CEL transition rules for IMMUTABLE_WHILE_RUNNING (see llmops.api.cel)."""
     return immutable_while_running(IMMUTABLE_WHILE_RUNNING, RUNNING)
 
 
@@ -241,6 +230,6 @@ class TrainingJob(BaseModel):
 def parse_training_job(body: dict[str, Any]) -> TrainingJob:
     """Parse a TrainingJob body (dict from the API server or YAML).
 
-    Raises llmops.api.common.ApiValidationError whose ``errors`` name each field path.
+    Raises llmops.api.errors.ApiValidationError whose ``errors`` name each field path.
     """
     return parse_resource(TrainingJob, body, KIND, NAME_MAX, NAME_MAX_WHY)

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmops.api import labels as L
-from llmops.api.common import GROUP_VERSION
 from llmops.api.inference import KIND, AutoscalingEngine, EngineQuantization, InferenceService, LoraMode, Signal
+from llmops.api.wire import GROUP_VERSION
 from llmops.builders import ownership
 from llmops.builders.names import bounded_name
 

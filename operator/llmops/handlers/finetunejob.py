@@ -15,7 +15,7 @@ import logging
 
 from llmops import API_VERSION
 from llmops.api import conditions as C
-from llmops.api.common import ApiValidationError
+from llmops.api.errors import ApiValidationError
 from llmops.api.finetune import FinetuneJob, FinetuneJobStatus, parse_finetune_job
 from llmops.api.inference import KIND as ISVC_KIND
 from llmops.builders import finetune as B

@@ -17,7 +17,7 @@ import logging
 import os
 
 from llmops import API_VERSION
-from llmops.api.common import ApiValidationError
+from llmops.api.errors import ApiValidationError
 from llmops.api.inference import AutoscalingEngine, InferenceService, ScaleDecision, parse_inference_service
 from llmops.builders import inference as B
 from llmops.controller import Context

@@ -13,7 +13,7 @@ import datetime as dt
 
 from llmops import API_VERSION
 from llmops.api import conditions as C
-from llmops.api.common import ApiValidationError
+from llmops.api.errors import ApiValidationError
 from llmops.controller import Context
 from llmops.kube.events import emit
 

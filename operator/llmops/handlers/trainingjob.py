@@ -11,7 +11,7 @@ import logging
 
 from llmops import API_VERSION
 from llmops.api import conditions as C
-from llmops.api.common import ApiValidationError
+from llmops.api.errors import ApiValidationError
 from llmops.api.training import TrainingJob, parse_training_job
 from llmops.builders.training import CHILD_KINDS, GANG_KINDS, gang_name
 from llmops.controller import Context

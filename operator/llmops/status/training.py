@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmops.api import conditions as C
-from llmops.api.common import GangBackend
 from llmops.api.conditions import Condition, ConditionStatus, parse_time, rfc3339
 from llmops.api.labels import PROGRESS_ANNOTATION
 from llmops.api.progress import ProgressReport
+from llmops.api.scheduling import GangBackend
 from llmops.api.training import (
     CheckpointStatus,
     GangStatus,
