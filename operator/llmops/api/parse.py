@@ -4,12 +4,14 @@ error collected into one :class:`~llmops.api.errors.ApiValidationError`."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from llmops.api.errors import ApiValidationError, errors_from
 from llmops.api.scalars import OBJECT_NAME_PATTERN
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def check_object_name(name: str, max_length: int, why: str) -> list[tuple[str, str]]:
@@ -22,16 +24,15 @@ def check_object_name(name: str, max_length: int, why: str) -> list[tuple[str, s
     return errs
 
 
-def parse_resource(model: type[BaseModel], body: dict[str, Any], kind: str, name_max: int, why: str) -> Any:
+def parse_resource(model: type[M], body: dict[str, Any], kind: str, name_max: int, why: str) -> M:
     """Validate a whole custom resource body against its model, collecting every error
     (name rules and model errors) into one ApiValidationError naming each field."""
     name = str(((body or {}).get("metadata") or {}).get("name") or "")
     errs = check_object_name(name, name_max, why)
-    obj = None
     try:
         obj = model.model_validate(body)
     except ValidationError as exc:
-        errs += errors_from(exc)
+        raise ApiValidationError(kind, name, errs + errors_from(exc)) from None
     if errs:
         raise ApiValidationError(kind, name, errs)
     return obj

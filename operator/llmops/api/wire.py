@@ -9,15 +9,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 from pydantic.alias_generators import to_camel
 
-import llmops
-
 # one constant per fact: these are llmops/__init__.py's, under the names the API models use
-API_GROUP, VERSION, GROUP_VERSION = llmops.GROUP, llmops.VERSION, llmops.API_VERSION
+from llmops import API_VERSION as GROUP_VERSION
+from llmops import GROUP as API_GROUP
+from llmops import VERSION
+
+__all__ = ["API_GROUP", "GROUP_VERSION", "VERSION", "ObjectMeta", "SpecModel", "StatusModel", "derived"]
+
+T = TypeVar("T")
 
 
 class SpecModel(BaseModel):
@@ -39,6 +44,21 @@ class StatusModel(BaseModel):
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def derived(*, alias: str, description: str, json_schema_extra: dict[str, Any]) -> Callable[[Callable[[Any], T]], T]:
+    """A read-only status field computed from the others (pydantic's ``computed_field`` over a
+    property): serialized under ``alias`` and described in the schema like a stored field.
+
+    One helper instead of ``@computed_field`` stacked on ``@property`` in each model: mypy
+    cannot type a decorator over a property, so this builds the property itself and tells the
+    type checker what reading the attribute gives (the getter's return type)."""
+
+    def wrap(getter: Callable[[Any], T]) -> T:
+        field = computed_field(alias=alias, description=description, json_schema_extra=json_schema_extra)
+        return cast(T, field(property(getter)))
+
+    return wrap
 
 
 class ObjectMeta(BaseModel):
