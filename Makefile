@@ -43,10 +43,12 @@ install: $(STAMP) $(VLLM_STAMP)
 demo: $(STAMP)
 	$(BIN)/llmops demo
 
-# ruff (rules in pyproject.toml) and the import-linter layer contracts; make test runs it first.
+# ruff (rules in pyproject.toml), the import-linter layer contracts and mypy (strict on the
+# API, the builders and the planner; [tool.mypy] in pyproject.toml); make test runs it first.
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests e2e bench
 	$(BIN)/lint-imports --config pyproject.toml
+	$(BIN)/mypy --config-file pyproject.toml
 
 test: lint $(VLLM_STAMP)
 	$(PYTEST) -m "not slow and not gpu and not realcluster" -q
@@ -58,4 +60,4 @@ crds: $(STAMP)
 	$(BIN)/llmops crds
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache

@@ -1,5 +1,8 @@
 """llmops-operator: the controller package (never imports torch, deepspeed or vllm)."""
 
-GROUP = "llmops.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from typing import Final
+
+#: apiVersion of the three kinds, spelled as one literal so that type checkers see the value the
+#: models' ``apiVersion`` field (a ``Literal``) accepts; the group and version derive from it.
+API_VERSION: Final = "llmops.dev/v1alpha1"
+GROUP, VERSION = API_VERSION.split("/")

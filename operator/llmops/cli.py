@@ -1,7 +1,9 @@
 """`llmops` command line: a thin dispatcher; each subcommand lives with its capability.
 
-Each module in SUBCOMMANDS exposes ``register(subparsers)`` which adds its parser(s) and
-sets ``func`` (a callable taking the parsed args and returning an exit code).
+Each module in COMMANDS exposes ``register(subparsers)`` which adds its parser(s) and sets
+``func`` (a callable taking the parsed args and returning an exit code). Only the module of
+the command being run is imported (``--help`` and an unknown command import them all), so
+``llmops operator`` loads no sandbox code and needs none of the sandbox extra's packages.
 """
 
 from __future__ import annotations
@@ -10,26 +12,32 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = [
-    "llmops.operator_cli",
-    "llmops.crdgen.cli",  # crds [--check] [--out DIR]
-    "llmops.validate",  # validate -f CR.yaml
-    "llmops.sandbox.cli",  # sandbox, node
-    "llmops.render",  # render -f CR.yaml [--attempt N] [--backend B]
-    "llmops.demo",  # demo: the main job on the sandbox
-]
+#: command -> the module that registers it
+COMMANDS = {
+    "operator": "llmops.operator_cli",
+    "crds": "llmops.crdgen.cli",  # crds [--check] [--out DIR]
+    "validate": "llmops.validate",  # validate -f CR.yaml
+    "sandbox": "llmops.sandbox.cli",  # sandbox, node: the sandbox extra
+    "node": "llmops.sandbox.cli",
+    "render": "llmops.render",  # render -f CR.yaml [--attempt N] [--backend B]
+    "demo": "llmops.demo",  # demo: the main job on the sandbox (the sandbox extra)
+}
+SUBCOMMANDS = list(dict.fromkeys(COMMANDS.values()))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmops", description=__doc__.splitlines()[0])
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with ``command``'s subcommands, or all of them when it is None or unknown."""
+    parser = argparse.ArgumentParser(prog="llmops", description=(__doc__ or "").splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in SUBCOMMANDS:
+    for module in [COMMANDS[command]] if command in COMMANDS else SUBCOMMANDS:
         importlib.import_module(module).register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)  # `llmops` has no options of its own but -h
+    args = build_parser(command).parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +54,11 @@ def _true(tj: dict, type_: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from llmops.sandbox import missing_extra
+
+    if problem := missing_extra():
+        print(f"llmops demo: {problem}", file=sys.stderr)
+        return 2
     from llmops.kube.client import Kube, load_api_client
     from llmops.sandbox.run import Sandbox
 

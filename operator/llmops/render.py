@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from llmops.api import finetune, inference, training
-from llmops.api.common import ApiValidationError, GangBackend
+from llmops.api.errors import ApiValidationError
+from llmops.api.scheduling import GangBackend
 from llmops.builders import finetune as finetune_builders
 from llmops.builders import inference as inference_builders
 from llmops.builders.training import BuildInputs, build_training_children

@@ -20,10 +20,11 @@ from typing import Any
 
 import yaml
 
-from llmops.api.common import API_GROUP, GROUP_VERSION, ApiValidationError
+from llmops.api.errors import ApiValidationError
 from llmops.api.finetune import parse_finetune_job
 from llmops.api.inference import parse_inference_service
 from llmops.api.training import parse_training_job
+from llmops.api.wire import API_GROUP, GROUP_VERSION
 from llmops.crdgen.crds import schema_for
 from llmops.kubeschema import apply_defaults, prune, unknown_fields, validate
 

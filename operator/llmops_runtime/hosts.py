@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from llmops.api.runtime_env import SANDBOX_HOSTS_FILE as HOSTS_FILE_ENV
+from llmops_runtime.localenv import SANDBOX_HOSTS_FILE as HOSTS_FILE_ENV
 
 
 def parse_hosts(lines: Iterable[str]) -> dict[str, str]:

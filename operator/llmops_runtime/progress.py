@@ -34,10 +34,12 @@ from llmops.api import labels
 from llmops.api import runtime_env as E
 from llmops.api.progress import CommittedCheckpoint, FinetuneReport, ProgressReport
 
+from llmops_runtime import localenv as L
+
 log = logging.getLogger("llmops_runtime.progress")
 
 #: Local sink for reports when no Lease is configured (not an operator contract variable).
-PROGRESS_FILE_ENV = E.PROGRESS_FILE
+PROGRESS_FILE_ENV = L.PROGRESS_FILE
 
 
 def rfc3339(moment: dt.datetime) -> str:

@@ -66,6 +66,7 @@ from llmops.api.runtime_env import ExitCode
 from pydantic import BaseModel, Field
 
 from llmops_runtime import data as rdata
+from llmops_runtime import localenv as L
 from llmops_runtime import progress as rprogress
 from llmops_runtime import rng as rrng
 
@@ -74,7 +75,7 @@ log = logging.getLogger("llmops_runtime.session")
 #: Test-only switch: comma-separated parts of the state NOT to save/restore ("loader", "rng").
 #: It exists to prove that the exactness tests fail without those parts; the ``LLMOPS_``
 #: prefix is reserved, so a user's TrainingJob cannot set it.
-OMIT_STATE_ENV = E.TEST_OMIT_STATE
+OMIT_STATE_ENV = L.TEST_OMIT_STATE
 _OMITTABLE = frozenset({"loader", "rng"})
 
 
@@ -114,7 +115,7 @@ class SessionConfig(BaseModel):
             resume_from=env.get(E.RESUME_FROM) or None,
             continue_other_runs=env.get(E.RESUME_POLICY) == "Continue",
             total_steps=num(E.TOTAL_STEPS, int, None) or None,
-            progress_interval=num(E.PROGRESS_INTERVAL_SECONDS, float, 5.0),
+            progress_interval=num(L.PROGRESS_INTERVAL_SECONDS, float, 5.0),
             omit=omit,
         )
 

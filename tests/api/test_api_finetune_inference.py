@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from llmops.api.common import ApiValidationError
+from llmops.api.errors import ApiValidationError
 from llmops.api.finetune import parse_finetune_job
 from llmops.api.inference import InferenceServiceSpec, parse_inference_service
 

@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 import pytest
-from llmops.api.common import ApiValidationError
+from llmops.api.errors import ApiValidationError
 from llmops.api.training import NAME_MAX, TrainingJobSpec, parse_training_job
 
 

@@ -131,7 +131,7 @@ PARSE = {"TrainingJob": "parse_training_job", "FinetuneJob": "parse_finetune_job
 def test_typed_model_agrees_with_schema(body: dict[str, Any], needle: str) -> None:
     """The operator's parser rejects everything admission rejects (no drift between the two)."""
     from llmops.api import finetune, inference, training
-    from llmops.api.common import ApiValidationError
+    from llmops.api.errors import ApiValidationError
 
     module = {"TrainingJob": training, "FinetuneJob": finetune, "InferenceService": inference}[body["kind"]]
     with pytest.raises(ApiValidationError):

@@ -8,7 +8,7 @@ import pathlib
 
 import yaml
 from cr_factories import example_job
-from llmops.api.common import GangBackend
+from llmops.api.scheduling import GangBackend
 from llmops.api.training import parse_training_job
 from llmops.builders import BuildInputs, build_training_children
 from llmops.kube.client import Kube

@@ -9,7 +9,7 @@ import pytest
 from cr_factories import EXAMPLE_UID, example_job, make_training_job
 from llmops.api import labels as L
 from llmops.api import runtime_env as E
-from llmops.api.common import GangBackend
+from llmops.api.scheduling import GangBackend
 from llmops.builders import BuildInputs, bounded_name, build_training_children
 from llmops.builders.training import CHILD_KINDS, GANG_KINDS, pod_name
 

@@ -9,7 +9,8 @@ import enum
 from typing import Annotated, Any, Literal
 
 import pytest
-from llmops.api.common import Quantity, cel
+from llmops.api.cel import cel
+from llmops.api.scalars import Quantity
 from llmops.crdgen.schema import SchemaConversionError, strip_defaults, to_structural
 from llmops.kubeschema import check_structural, compile_rules
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints

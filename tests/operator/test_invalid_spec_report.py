@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from llmops.api.common import ApiValidationError
+from llmops.api.errors import ApiValidationError
 from llmops.controller import Context
 from llmops.handlers.invalid import report_invalid
 from llmops.kube.client import Kube, load_api_client

@@ -4,7 +4,7 @@ placement read from gang-object status and pods, and the per-node "fits" check w
 from __future__ import annotations
 
 import pytest
-from llmops.api.common import GangBackend
+from llmops.api.scheduling import GangBackend
 from llmops.scheduling import Gang, Placement, backend_for, choose, misfits, unschedulable_message
 
 NATIVE = "scheduling.k8s.io/v1alpha2/podgroups"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
@@ -112,7 +112,7 @@ class Condition(BaseModel):
     last_transition_time: Annotated[str, StringConstraints(max_length=64)] | None = Field(default=None, description="RFC 3339 time status last flipped.")
     observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation the condition was computed for.")
 
-    def wire(self) -> dict:
+    def wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 

@@ -9,36 +9,25 @@ TrainingJob's resource, scheduling, checkpoint, failure and pod-template section
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
-from llmops.api.common import (
-    GROUP_VERSION,
-    Checkpoint,
-    DNSLabel,
-    FailurePolicy,
-    ImageRef,
-    Network,
-    ObjectMeta,
-    PodTemplate,
-    Resources,
-    RunPolicy,
-    Scheduling,
-    SpecModel,
-    StatusModel,
-    StorageUri,
-    Time,
-    cel,
-    immutable_while_running,
-    keyed,
-    parse_resource,
-)
+from llmops.api.cel import cel, immutable_while_running
+from llmops.api.checkpoint import Checkpoint
 from llmops.api.conditions import RUNNING, Condition, job_state
+from llmops.api.parse import parse_resource
+from llmops.api.policy import FailurePolicy, RunPolicy
+from llmops.api.resources import Network, Resources
+from llmops.api.scalars import DNSLabel, ImageRef, StorageUri, Time
+from llmops.api.scheduling import Scheduling
+from llmops.api.schema import keyed
+from llmops.api.template import PodTemplate
 from llmops.api.training import CheckpointStatus, Progress, Restarts
+from llmops.api.wire import GROUP_VERSION, ObjectMeta, SpecModel, StatusModel, derived
 
-KIND = "FinetuneJob"
+KIND: Final = "FinetuneJob"
 PLURAL = "finetunejobs"
 SHORT_NAME = "ftj"
 #: The child TrainingJob is named "<name>-train" (6 characters) and must itself fit
@@ -259,7 +248,7 @@ IMMUTABLE_WHILE_RUNNING = ("baseModel", "dataset", "method", "hyperparameters", 
 
 
 def immutable_while_running_rules() -> list[dict[str, str]]:
-    """Root-level CEL transition rules for IMMUTABLE_WHILE_RUNNING (see common)."""
+    """Root-level CEL transition rules for IMMUTABLE_WHILE_RUNNING (see llmops.api.cel)."""
     return immutable_while_running(IMMUTABLE_WHILE_RUNNING, RUNNING)
 
 
@@ -318,13 +307,11 @@ class FinetuneJobStatus(StatusModel):
     start_time: Time | None = Field(default=None, description="RFC 3339 start time.")
     completion_time: Time | None = Field(default=None, description="RFC 3339 completion time.")
 
-    @computed_field(alias="state", json_schema_extra={"maxLength": 32}, description="One word for the job: Queued, Running, Restarting, Suspended, Succeeded or Failed (summarizes the conditions).")  # type: ignore[prop-decorator]
-    @property
+    @derived(alias="state", description="One word for the job: Queued, Running, Restarting, Suspended, Succeeded or Failed (summarizes the conditions).", json_schema_extra={"maxLength": 32})
     def state(self) -> str:
         return job_state(self.conditions)[0]
 
-    @computed_field(alias="stateReason", json_schema_extra={"maxLength": 1024}, description="The reason of the condition that gives the state.")  # type: ignore[prop-decorator]
-    @property
+    @derived(alias="stateReason", description="The reason of the condition that gives the state.", json_schema_extra={"maxLength": 1024})
     def state_reason(self) -> str | None:
         return job_state(self.conditions)[1] or None
 

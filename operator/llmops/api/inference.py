@@ -10,34 +10,22 @@ reads and writes ``spec.replicas``. Scale-to-zero is opt-in only.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
-from llmops.api.common import (
-    GROUP_VERSION,
-    MAX_MAP,
-    DNSLabel,
-    DNSSubdomain,
-    ImageRef,
-    LabelKey,
-    ObjectMeta,
-    PodTemplate,
-    Quantity,
-    Resources,
-    SpecModel,
-    StatusModel,
-    StorageUri,
-    Time,
-    cel,
-    keyed,
-    parse_resource,
-)
+from llmops.api.cel import cel
 from llmops.api.conditions import Condition, service_state
 from llmops.api.finetune import Revision, Sha256
+from llmops.api.parse import parse_resource
+from llmops.api.resources import Resources
+from llmops.api.scalars import MAX_MAP, DNSLabel, DNSSubdomain, ImageRef, LabelKey, Quantity, StorageUri, Time
+from llmops.api.schema import keyed
+from llmops.api.template import PodTemplate
+from llmops.api.wire import GROUP_VERSION, ObjectMeta, SpecModel, StatusModel, derived
 
-KIND = "InferenceService"
+KIND: Final = "InferenceService"
 PLURAL = "inferenceservices"
 SHORT_NAME = "lsvc"
 #: Children: Deployment/Service "<name>", PVC "<name>-model-cache" (12), PDB "<name>-pdb",
@@ -376,13 +364,11 @@ class InferenceServiceStatus(StatusModel):
     model: ResolvedModel | None = Field(default=None, description="Resolved model.")
     adapters: list[AdapterStatus] = Field(default_factory=list, max_length=64, json_schema_extra=keyed("name"), description="Per-adapter readiness: spec.adapters, then adapters FinetuneJobs publish into this service (at most 64 listed).")
 
-    @computed_field(alias="state", json_schema_extra={"maxLength": 32}, description="One word for the service: Loading, Ready, Degraded, ScaledToZero or Failed (summarizes the conditions).")  # type: ignore[prop-decorator]
-    @property
+    @derived(alias="state", description="One word for the service: Loading, Ready, Degraded, ScaledToZero or Failed (summarizes the conditions).", json_schema_extra={"maxLength": 32})
     def state(self) -> str:
         return service_state(self.conditions)[0]
 
-    @computed_field(alias="stateReason", json_schema_extra={"maxLength": 1024}, description="The reason of the condition that gives the state.")  # type: ignore[prop-decorator]
-    @property
+    @derived(alias="stateReason", description="The reason of the condition that gives the state.", json_schema_extra={"maxLength": 1024})
     def state_reason(self) -> str | None:
         return service_state(self.conditions)[1] or None
 

@@ -4,6 +4,9 @@ The operator's builders write these variables into worker pods; ``llmops_runtime
 them. Nothing else may spell these names. Users may not set any reserved name in their own
 ``env`` (rejected at admission), because a user value would silently break rendezvous or
 resume.
+
+Names the runtime reads that the operator never sets (the sandbox agent's, test and local
+knobs) live with their reader in ``llmops_runtime.localenv``.
 """
 
 from __future__ import annotations
@@ -75,24 +78,10 @@ class ExitCode(enum.IntEnum):
 # --- checkpoint stores (read by llmops_runtime.checkpoint.open_store) ------------------------
 PVC_ROOT = "LLMOPS_PVC_ROOT"  # where pvc://claim/path URIs are mounted (default /mnt/pvc/<claim>)
 
-# --- sandbox node agent -> pods (written by llmops.sandbox.node; unset on a real cluster) -----
-SANDBOX_HOSTS_FILE = "LLMOPS_SANDBOX_HOSTS_FILE"  # hosts(5) file of headless-Service pod names -> pod IPs; resolve through llmops.sandbox.node.hosts.resolve
-SANDBOX_ROOT = "LLMOPS_SANDBOX_ROOT"  # per-pod root: absolute path P inside a sandbox pod means $LLMOPS_SANDBOX_ROOT/P
-SANDBOX_MOUNTS = "LLMOPS_SANDBOX_MOUNTS"  # JSON {mountPath: local directory} of this container's volumeMounts
-SANDBOX_MOUNT_PREFIX = "LLMOPS_MOUNT_"  # + sanitized mountPath (/data/ckpt -> LLMOPS_MOUNT_DATA_CKPT): local directory
-SANDBOX_POD_IP = "POD_IP"  # the pod's loopback address (also status.podIP)
-
-# --- llmops_runtime local knobs (read by llmops_runtime.session/progress; never set by the operator) ---
-PROGRESS_FILE = "LLMOPS_PROGRESS_FILE"  # without a progress Lease: JSON-lines file for reports (else stderr)
-PROGRESS_INTERVAL_SECONDS = "LLMOPS_PROGRESS_INTERVAL_SECONDS"  # min seconds between progress publications (default 5)
-TEST_OMIT_STATE = "LLMOPS_TEST_OMIT_STATE"  # tests only: "loader,rng" parts NOT checkpointed, to prove exactness tests can fail
-
 # --- model fetch init step (written by llmops_runtime.serve.fetch, read by the InferenceService status) ---
 # The fetcher ends with a one-line termination message "<Reason>: <detail>" (to
-# $LLMOPS_TERMINATION_LOG, default /dev/termination-log); the reason is a condition reason.
-TERMINATION_LOG = "LLMOPS_TERMINATION_LOG"  # where in-pod tools write their termination message
-HF_SNAPSHOT_ROOT = "LLMOPS_HF_SNAPSHOT_ROOT"  # local HF hub cache holding pre-staged hf:// snapshots
-FETCH_MAX_BYTES_PER_SECOND = "LLMOPS_FETCH_MAX_BYTES_PER_SECOND"  # optional bandwidth cap of the fetcher (0 = none)
+# /dev/termination-log, or llmops_runtime.localenv.TERMINATION_LOG); the reason is a condition
+# reason the InferenceService status reads back from the init container.
 FETCH_OK_REASON = "ModelVerified"  # success; detail carries "digest=sha256:<hex> bytes=N seconds=S cache=hit|miss"
 
 
@@ -126,7 +115,5 @@ def parse_termination_message(text: str) -> tuple[str, str, dict[str, str]]:
     fields = dict(tok.split("=", 1) for tok in detail.split() if tok.split("=", 1)[0].isidentifier() and "=" in tok)
     return head, detail, fields
 
-# --- finetune runtime (written by the FinetuneJob builder, read by llmops_runtime.finetune) ---
+# --- finetune runtime (written by the TrainingJob builder from the FinetuneJob's annotation, read by llmops_runtime.finetune) ---
 FINETUNE_SPEC = "LLMOPS_FINETUNE_SPEC"  # the FinetuneJob spec as JSON (camelCase)
-FINETUNE_MODEL_CACHE = "LLMOPS_FINETUNE_MODEL_CACHE"  # where the base model is staged and verified
-FINETUNE_RESULTS_FILE = "LLMOPS_FINETUNE_RESULTS_FILE"  # evaluation results JSON, rewritten after each eval

@@ -9,35 +9,24 @@ writes (conditions first, then facts; no phase).
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
-from llmops.api.common import (
-    GROUP_VERSION,
-    Arg,
-    Checkpoint,
-    FailurePolicy,
-    GangBackend,
-    ImageRef,
-    Network,
-    ObjectMeta,
-    PodTemplate,
-    Resources,
-    RunPolicy,
-    Scheduling,
-    SpecModel,
-    StatusModel,
-    Time,
-    cel,
-    immutable_while_running,
-    keyed,
-    parse_resource,
-)
+from llmops.api.cel import cel, immutable_while_running
+from llmops.api.checkpoint import Checkpoint
 from llmops.api.conditions import RUNNING, Condition, job_state
+from llmops.api.parse import parse_resource
+from llmops.api.policy import FailurePolicy, RunPolicy
+from llmops.api.resources import Network, Resources
+from llmops.api.scalars import Arg, ImageRef, Time
+from llmops.api.scheduling import GangBackend, Scheduling
+from llmops.api.schema import keyed
+from llmops.api.template import PodTemplate
+from llmops.api.wire import GROUP_VERSION, ObjectMeta, SpecModel, StatusModel, derived
 
-KIND = "TrainingJob"
+KIND: Final = "TrainingJob"
 PLURAL = "trainingjobs"
 SHORT_NAME = "tj"
 MAX_NODES = 1024
@@ -78,7 +67,7 @@ IMMUTABLE_WHILE_RUNNING = ("image", "command", "args", "launcher", "deepspeed", 
 
 
 def immutable_while_running_rules() -> list[dict[str, str]]:
-    """Root-level CEL transition rules for IMMUTABLE_WHILE_RUNNING (see common)."""
+    """Root-level CEL transition rules for IMMUTABLE_WHILE_RUNNING (see llmops.api.cel)."""
     return immutable_while_running(IMMUTABLE_WHILE_RUNNING, RUNNING)
 
 
@@ -215,13 +204,11 @@ class TrainingJobStatus(StatusModel):
     completion_time: Time | None = Field(default=None, description="RFC 3339 time the job succeeded or failed.")
     last_failure: LastFailure | None = Field(default=None, description="The last attempt's failure (for the rules that fail a job when the same failure repeats).")
 
-    @computed_field(alias="state", json_schema_extra={"maxLength": 32}, description="One word for the job: Queued, Running, Restarting, Suspended, Succeeded or Failed (summarizes the conditions).")  # type: ignore[prop-decorator]
-    @property
+    @derived(alias="state", description="One word for the job: Queued, Running, Restarting, Suspended, Succeeded or Failed (summarizes the conditions).", json_schema_extra={"maxLength": 32})
     def state(self) -> str:
         return job_state(self.conditions)[0]
 
-    @computed_field(alias="stateReason", json_schema_extra={"maxLength": 1024}, description="The reason of the condition that gives the state.")  # type: ignore[prop-decorator]
-    @property
+    @derived(alias="stateReason", description="The reason of the condition that gives the state.", json_schema_extra={"maxLength": 1024})
     def state_reason(self) -> str | None:
         return job_state(self.conditions)[1] or None
 
@@ -241,6 +228,6 @@ class TrainingJob(BaseModel):
 def parse_training_job(body: dict[str, Any]) -> TrainingJob:
     """Parse a TrainingJob body (dict from the API server or YAML).
 
-    Raises llmops.api.common.ApiValidationError whose ``errors`` name each field path.
+    Raises llmops.api.errors.ApiValidationError whose ``errors`` name each field path.
     """
     return parse_resource(TrainingJob, body, KIND, NAME_MAX, NAME_MAX_WHY)

@@ -44,8 +44,8 @@ from typing import Any
 from llmops.api import inference as I
 from llmops.api import labels as L
 from llmops.api import training as T
-from llmops.api.common import GROUP_VERSION
 from llmops.api.finetune import KIND, FinetuneJob
+from llmops.api.wire import GROUP_VERSION
 from llmops.builders import ownership
 from llmops.builders.names import bounded_name
 from llmops.builders.training import PVC_ROOT

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmops.api import labels as L
-from llmops.api.common import GROUP_VERSION
 from llmops.api.inference import KIND, AutoscalingEngine, EngineQuantization, InferenceService, LoraMode, Signal
+from llmops.api.wire import GROUP_VERSION
 from llmops.builders import ownership
 from llmops.builders.names import bounded_name
 
@@ -242,7 +242,7 @@ def startup_budget_seconds(inputs: BuildInputs) -> int:
         return STARTUP_FLOOR_SECONDS
     # Doubling steps above the floor: a drifting load measurement changes the pod template
     # (and so rolls the Deployment) only when it crosses a power of two.
-    return STARTUP_FLOOR_SECONDS * 2 ** math.ceil(math.log2(need / STARTUP_FLOOR_SECONDS))
+    return STARTUP_FLOOR_SECONDS << math.ceil(math.log2(need / STARTUP_FLOOR_SECONDS))  # x 2**n, n >= 1
 
 
 def per_pod_resources(svc: InferenceService) -> dict[str, str]:

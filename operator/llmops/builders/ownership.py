@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmops.api import labels as L
-from llmops.api.common import GROUP_VERSION, ObjectMeta
+from llmops.api.wire import GROUP_VERSION, ObjectMeta
 
 
 def owner_reference(kind: str, meta: ObjectMeta) -> dict[str, Any]:

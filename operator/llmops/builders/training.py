@@ -27,7 +27,7 @@ from typing import Any
 
 from llmops.api import labels as L
 from llmops.api import runtime_env as E
-from llmops.api.common import GangBackend
+from llmops.api.scheduling import GangBackend
 from llmops.api.training import KIND, TrainingJob
 from llmops.builders import ownership
 from llmops.builders.names import bounded_name

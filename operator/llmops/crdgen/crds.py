@@ -15,8 +15,9 @@ import yaml
 from pydantic import BaseModel
 
 from llmops.api import finetune, inference, training
-from llmops.api.common import API_GROUP, OBJECT_NAME_PATTERN, VERSION
 from llmops.api.conditions import PUBLISHED, READY
+from llmops.api.scalars import OBJECT_NAME_PATTERN
+from llmops.api.wire import API_GROUP, VERSION
 from llmops.crdgen.schema import strip_defaults, to_structural
 
 CATEGORY = "llmops"

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llmops import API_VERSION
-from llmops.api.common import ApiValidationError
+from llmops.api.errors import ApiValidationError
 from llmops.controller import Context
 from llmops.failures import Refusal
 from llmops.handlers.invalid import report_invalid

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 
 from llmops.api import conditions as C
-from llmops.api.common import ApiValidationError
+from llmops.api.errors import ApiValidationError
 from llmops.controller import Context
 from llmops.handlers.writeback import write_back
 from llmops.plan.conditions import Event

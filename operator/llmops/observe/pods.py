@@ -92,7 +92,7 @@ class PodFacts:
         """The first container that terminated non-zero, else the first terminated one."""
         done = [c for c in self.containers if c.state == "terminated"]
         bad = [c for c in done if c.exit_code not in (0, None)]
-        return (bad or done or [None])[0]
+        return next(iter(bad or done), None)
 
 
 @dataclass(frozen=True)

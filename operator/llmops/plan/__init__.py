@@ -1,5 +1,7 @@
-"""Pure status computers: (custom resource, observed facts, now) -> status (and the plan)."""
+"""The planners: (custom resource, observed facts, now) -> the whole status, the children and
+the Events, pure; one module per kind, with the shared condition helpers in ``conditions``."""
 
-from llmops.plan.training import Event, Observed, Plan, compute_status, plan
+from llmops.plan.conditions import Event
+from llmops.plan.training import Observed, Plan, compute_status, plan
 
 __all__ = ["Event", "Observed", "Plan", "compute_status", "plan"]

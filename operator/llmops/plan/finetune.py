@@ -241,7 +241,8 @@ def _children(job: FinetuneJob, observed: Observed, status: FinetuneJobStatus, d
               now: dt.datetime) -> tuple[list[dict[str, Any]], float | None]:
     """The child TrainingJob, until the TTL after the end (a finished job never starts again)."""
     ttl = job.spec.run_policy.ttl_seconds_after_finished
-    expires = parse_time(status.completion_time) + dt.timedelta(seconds=ttl) if done and ttl is not None and status.completion_time else None
+    completed = parse_time(status.completion_time)
+    expires = completed + dt.timedelta(seconds=ttl) if done and ttl is not None and completed is not None else None
     if expires is not None and now >= expires:
         return [], requeue  # the child goes; this CR and its status stay
     if observed.training_job is None and (_finished(job.status.conditions) or done):

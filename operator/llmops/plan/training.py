@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmops.api import conditions as C
-from llmops.api.common import GangBackend
 from llmops.api.conditions import Condition, ConditionStatus, parse_time, rfc3339
 from llmops.api.progress import ProgressReport
+from llmops.api.scheduling import GangBackend
 from llmops.api.training import (
     CheckpointStatus,
     GangStatus,
@@ -412,8 +412,9 @@ def _children(job: TrainingJob, observed: Observed, now: dt.datetime, status: Tr
     ttl, requeue = job.spec.run_policy.ttl_seconds_after_finished, phase.requeue
     inputs = BuildInputs(attempt=status.attempt, backend=status.gang.backend if status.gang else GangBackend.NONE,
                          resume_from=status.resumed_from_checkpoint, include_workers=phase.workers and not done)
-    if done and ttl is not None and status.completion_time is not None:
-        expires = parse_time(status.completion_time) + dt.timedelta(seconds=ttl)
+    completed = parse_time(status.completion_time)
+    if done and ttl is not None and completed is not None:
+        expires = completed + dt.timedelta(seconds=ttl)
         if now >= expires:
             return [], requeue  # children only; the Git-owned CR stays
         return build_training_children(job, dataclasses.replace(inputs, include_workers=False)), (expires - now).total_seconds()
@@ -506,7 +507,7 @@ def _gang(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Start)
             reason, msg = C.WORKERS_FINISHING, f"{len(finished)} of {n} worker pods finished, waiting for rank 0 (attempt {attempt})"
         else:
             reason, msg = C.ALL_PODS_RUNNING, f"all {n} worker pods are running (attempt {attempt})"
-        wanted = (_cond(C.QUEUED, False, reason, msg, gen), _cond(C.RUNNING, True, reason, msg, gen))
+        wanted: tuple[Condition, ...] = (_cond(C.QUEUED, False, reason, msg, gen), _cond(C.RUNNING, True, reason, msg, gen))
         if C.is_true(job.status.conditions, C.RESTARTING):
             wanted += (_cond(C.RESTARTING, False, reason, msg, gen),)
         hang = spec.failure_policy.hang_timeout_seconds
@@ -527,7 +528,7 @@ def _gang(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Start)
         msg += f"; scheduler: {unsched[0]}"
     # The operator's own all-or-nothing timeout (not while a queue holds the gang: gated pods hold nothing).
     timeout = spec.scheduling.gang.timeout_seconds or DEFAULT_SCHEDULING_TIMEOUT
-    created = [parse_time(p.created) for p in cur_pods if p.created]
+    created = [t for p in cur_pods if (t := parse_time(p.created)) is not None]
     if created and placement != Placement.WAITING_FOR_QUOTA and (now - min(created)).total_seconds() >= timeout:
         msg = f"the gang was not fully running within {timeout}s ({len(running)}/{n} running); all pods deleted, retrying after backoff"
         return _Placed("timeout", POLL_SECONDS, (_cond(C.QUEUED, True, C.SCHEDULING_TIMEOUT, msg, gen), _cond(C.RUNNING, False, C.SCHEDULING_TIMEOUT, msg, gen)),
@@ -558,8 +559,7 @@ def _health(conditions: list[Condition], job: TrainingJob, observed: Observed, a
     hang = job.spec.failure_policy.hang_timeout_seconds
     threshold = hang / 2 if hang else DEFAULT_STALL_SECONDS
     beat = _heartbeat(observed, attempt)
-    stalled = running and beat is not None and (now - beat).total_seconds() >= threshold
-    if stalled:
+    if running and beat is not None and (now - beat).total_seconds() >= threshold:
         age = int((now - beat).total_seconds())
         step = observed.progress.step if observed.progress else 0
         wanted.append(_cond(C.STALLED, True, HEARTBEAT_STALE, f"no heartbeat from rank 0 for {age}s at step {step}", gen))
@@ -567,11 +567,11 @@ def _health(conditions: list[Condition], job: TrainingJob, observed: Observed, a
         wanted.append(_cond(C.STALLED, False, HEARTBEAT_FRESH, "", gen))
     rep = observed.progress
     if rep is not None and rep.checkpoint_failing_since:
-        last = rep.checkpoint.time if rep.checkpoint else None
+        ck = rep.checkpoint
         msg = f"checkpoint saves failing since {rep.checkpoint_failing_since}: {rep.checkpoint_error or 'storage error'}"
-        if last:
-            age = parse_time(last)
-            msg += f"; last good checkpoint {rep.checkpoint.id} at {last}" + (f" ({int((now - age).total_seconds())}s old)" if age else "")
+        if ck is not None and ck.time:
+            at = parse_time(ck.time)
+            msg += f"; last good checkpoint {ck.id} at {ck.time}" + (f" ({int((now - at).total_seconds())}s old)" if at else "")
         wanted.append(_cond(C.CHECKPOINT_FAILING, True, C.CHECKPOINT_STORAGE_ERROR, msg, gen))
     elif C.find_condition(conditions, C.CHECKPOINT_FAILING) is not None and rep is not None:
         wanted.append(_cond(C.CHECKPOINT_FAILING, False, CHECKPOINT_HEALTHY, "", gen))

@@ -59,6 +59,11 @@ def _wait_for_signal() -> None:
 
 
 def run_sandbox(args: argparse.Namespace) -> int:
+    from llmops.sandbox import missing_extra
+
+    if problem := missing_extra(s3=not args.no_s3):
+        print(f"llmops sandbox: {problem}", file=sys.stderr)
+        return 2
     from llmops.sandbox.run import Sandbox, operator_available
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -27,8 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from llmops.api.common import GangBackend
 from llmops.api.quantity import format_quantity, parse_quantity
+from llmops.api.scheduling import GangBackend
 
 # --- vocabulary: API groups and keys the backends write (who reads them: the named scheduler) --
 NATIVE_API = "scheduling.k8s.io/v1alpha2"  # Kubernetes >= 1.36 PodGroup (GenericWorkload gate)

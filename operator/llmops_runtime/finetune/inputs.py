@@ -37,6 +37,7 @@ from llmops.api.finetune import DatasetFormat, FinetuneJobSpec, MethodType, Quan
 from pydantic import ValidationError
 from torch.utils.data import Dataset
 
+from llmops_runtime import localenv as L
 from llmops_runtime.serve import fetch as F
 
 from . import errors as X
@@ -44,7 +45,7 @@ from . import errors as X
 #: The FinetuneJob spec as JSON (camelCase, as in the CR), set by the operator on the worker.
 SPEC_ENV = E.FINETUNE_SPEC
 #: Local directory where the base model is staged and verified (default /tmp/llmops-models).
-MODEL_CACHE_ENV = E.FINETUNE_MODEL_CACHE
+MODEL_CACHE_ENV = L.FINETUNE_MODEL_CACHE
 DEFAULT_MODEL_CACHE = "/tmp/llmops-models"
 
 

@@ -67,6 +67,7 @@ from llmops.api.progress import FinetuneReport
 
 from llmops_runtime import data as rdata
 from llmops_runtime import ddp as rddp
+from llmops_runtime import localenv as L
 from llmops_runtime.rng import seed_all
 from llmops_runtime.serve import manifest as M
 from llmops_runtime.session import Session
@@ -74,7 +75,7 @@ from llmops_runtime.session import Session
 from . import errors as X
 from . import inputs as I
 
-RESULTS_FILE_ENV = E.FINETUNE_RESULTS_FILE
+RESULTS_FILE_ENV = L.FINETUNE_RESULTS_FILE
 RESULTS_NAME = "results.json"
 CARD_NAME = "README.md"
 REPORT_TIMEOUT_SECONDS = 60.0  # how long rank 0 retries delivering the output report before failing the attempt

@@ -63,6 +63,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
 from typing import Any
 
+from llmops_runtime.localenv import POD_IP
+
 from .fetch import FetchError, FetchRequest, fetch, pod_path
 
 RETRY_SECONDS = 30.0  # a failed load of the same request is not retried sooner
@@ -328,7 +330,7 @@ def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m llmops_runtime.serve.adapters", description="LoRA adapter agent (server pod sidecar).")
-    pod_ip = os.environ.get("POD_IP")
+    pod_ip = os.environ.get(POD_IP)
     ap.add_argument("--host", default=pod_ip or "0.0.0.0")
     ap.add_argument("--port", type=int, default=8001)
     ap.add_argument("--cache-dir", required=True, help="the model cache mount (adapters land in DIR/<key>, linked as the requested path)")
@@ -342,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    url = a.server_url or f"http://{os.environ.get('POD_IP') or '127.0.0.1'}:{a.server_port}"
+    url = a.server_url or f"http://{os.environ.get(POD_IP) or '127.0.0.1'}:{a.server_port}"
     agent = Agent(a.cache_dir, url, a.max_adapters, a.ready_grace_seconds)
     server = ThreadingHTTPServer((a.host, a.port), make_handler(agent))
     server.daemon_threads = True

@@ -55,6 +55,8 @@ from urllib.parse import urlparse
 from llmops.api import runtime_env as E
 from llmops.api.runtime_env import FetchExit
 
+from llmops_runtime import localenv as L
+
 from . import manifest as M
 
 MARKER = ".llmops-complete.json"
@@ -113,7 +115,7 @@ class FetchResult:
 def pod_path(p: str | Path) -> Path:
     """Inside a sandbox pod an absolute path P means $LLMOPS_SANDBOX_ROOT/P; elsewhere P. A path
     already under the pod root stays as it is (a path handed on by another container)."""
-    root = os.environ.get(E.SANDBOX_ROOT)
+    root = os.environ.get(L.SANDBOX_ROOT)
     p = Path(p)
     return Path(root) / str(p).lstrip("/") if root and p.is_absolute() and not p.is_relative_to(root) else p
 
@@ -249,8 +251,8 @@ class HFSource(LocalSource):
 
 def hf_root() -> str:
     env = os.environ
-    if env.get(E.HF_SNAPSHOT_ROOT):
-        return env[E.HF_SNAPSHOT_ROOT]
+    if env.get(L.HF_SNAPSHOT_ROOT):
+        return env[L.HF_SNAPSHOT_ROOT]
     if env.get("HF_HUB_CACHE"):
         return env["HF_HUB_CACHE"]
     if env.get("HF_HOME"):
@@ -575,7 +577,7 @@ def _download_verify_commit(
 
 
 def write_termination_message(line: str) -> None:
-    path = pod_path(os.environ.get(E.TERMINATION_LOG) or DEFAULT_TERMINATION_LOG)
+    path = pod_path(os.environ.get(L.TERMINATION_LOG) or DEFAULT_TERMINATION_LOG)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(line[:4000] + "\n")  # kubelet keeps at most 4096 bytes
@@ -593,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (.bin/.pt/...): they run code when loaded")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--chunk-mib", type=int, default=8)
-    ap.add_argument("--max-bytes-per-second", type=float, default=float(os.environ.get(E.FETCH_MAX_BYTES_PER_SECOND) or 0))
+    ap.add_argument("--max-bytes-per-second", type=float, default=float(os.environ.get(L.FETCH_MAX_BYTES_PER_SECOND) or 0))
     ap.add_argument("--link", help="also make DEST/LINK a symlink to the model directory (a stable path for the server)")
     return ap
 

@@ -59,6 +59,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from llmops_runtime.localenv import POD_IP
+
 from .fetch import PICKLE_SUFFIXES, pod_path
 
 LOAD_SECONDS = "LLMOPS_STANDIN_LOAD_SECONDS"
@@ -81,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model")
     ap.add_argument("--served-model-name", nargs="+")
     # In a sandbox pod POD_IP is the pod's loopback address; bind there unless told otherwise.
-    ap.add_argument("--host", default=os.environ.get("POD_IP") or "0.0.0.0")
+    ap.add_argument("--host", default=os.environ.get(POD_IP) or "0.0.0.0")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
     ap.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)

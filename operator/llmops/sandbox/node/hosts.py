@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-HOSTS_FILE_ENV = "LLMOPS_SANDBOX_HOSTS_FILE"
+from llmops_runtime.localenv import SANDBOX_HOSTS_FILE as HOSTS_FILE_ENV
+
 CLUSTER_DOMAIN = "cluster.local"
 
 

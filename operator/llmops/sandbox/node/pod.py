@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from llmops_runtime.localenv import POD_IP
+
 from llmops.api import labels as L
 from llmops.api import runtime_env as E
 from llmops.sandbox.node import probes, spec, volumes
@@ -288,7 +290,7 @@ class PodRunner:
         h = self.host
         try:
             image = image_runtime(h.runtimes, c.spec.get("image", "")) or ImageRuntime()
-            base = {**image.env(h.base_env), "POD_IP": self.pod_ip, "HOSTNAME": (self.pod.get("spec") or {}).get("hostname") or self.name}
+            base = {**image.env(h.base_env), POD_IP: self.pod_ip, "HOSTNAME": (self.pod.get("spec") or {}).get("hostname") or self.name}
             base.update(volumes.mount(self.dirs, c.spec))
             c.env = spec.container_env(self.pod, c.spec, self.pod_ip, h.lookup, base)
             if E.MASTER_PORT in c.env:

@@ -43,8 +43,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmops_runtime.localenv import SANDBOX_ROOT
+
 from llmops.builders.inference import DEFAULT_SERVER_IMAGE
 from llmops.sandbox.node.spec import expand
+from llmops.sandbox.node.volumes import MOUNTS_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 VLLM_VENV_ENV = "LLMOPS_VLLM_VENV"  # overrides where the vLLM venv is (default REPO_ROOT/.venv-vllm)
@@ -100,7 +103,7 @@ class ImageRuntime:
 
 def rooted(arg: str, env: Mapping[str, str]) -> str:
     """``arg`` under the pod root when it is a path under one of the container's mounts."""
-    root, mounts = env.get("LLMOPS_SANDBOX_ROOT"), json.loads(env.get("LLMOPS_SANDBOX_MOUNTS") or "{}")
+    root, mounts = env.get(SANDBOX_ROOT), json.loads(env.get(MOUNTS_ENV) or "{}")
     if root and any(arg == m or arg.startswith(m.rstrip("/") + "/") for m in mounts):
         return root.rstrip("/") + arg
     return arg

@@ -14,6 +14,9 @@ from typing import Any
 
 from llmops.api.quantity import parse_quantity
 
+#: + sanitized mountPath (/data/ckpt -> LLMOPS_MOUNT_DATA_CKPT): the local directory of one volumeMount (sandbox only)
+MOUNT_ENV_PREFIX = "LLMOPS_MOUNT_"
+
 Pod = dict[str, Any]
 
 def container_requests(container: Mapping[str, Any]) -> dict[str, Decimal]:
@@ -171,4 +174,4 @@ def command_line(container: Mapping[str, Any], env: Mapping[str, str]) -> list[s
 
 def mount_env_name(mount_path: str) -> str:
     """`/data/ckpt-1` -> `LLMOPS_MOUNT_DATA_CKPT_1` (the per-mount variable the agent exports)."""
-    return "LLMOPS_MOUNT_" + (re.sub(r"[^A-Za-z0-9]+", "_", mount_path).strip("_").upper() or "ROOT")
+    return MOUNT_ENV_PREFIX + (re.sub(r"[^A-Za-z0-9]+", "_", mount_path).strip("_").upper() or "ROOT")

@@ -27,7 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmops_runtime.localenv import SANDBOX_ROOT
+
 from llmops.sandbox.node.spec import ConfigError, Lookup, Pod, field_ref, mount_env_name
+
+#: JSON {mountPath: local directory} of a container's volumeMounts (sandbox only; read by ``runtimes.rooted``)
+MOUNTS_ENV = "LLMOPS_SANDBOX_MOUNTS"
 
 SHM = Path("/dev/shm")
 
@@ -147,8 +152,8 @@ def mount(dirs: PodDirs, container: Mapping[str, Any]) -> dict[str, str]:
             link.symlink_to(source, target_is_directory=True)
         env[mount_env_name(vm["mountPath"])] = str(source)
         mounts[vm["mountPath"]] = str(source)
-    env["LLMOPS_SANDBOX_ROOT"] = str(dirs.root)
-    env["LLMOPS_SANDBOX_MOUNTS"] = json.dumps(mounts, sort_keys=True)
+    env[SANDBOX_ROOT] = str(dirs.root)
+    env[MOUNTS_ENV] = json.dumps(mounts, sort_keys=True)
     return env
 
 
