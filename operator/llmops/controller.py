@@ -23,6 +23,7 @@ import kopf
 from llmops import GROUP, VERSION
 from llmops.api import labels
 from llmops.failures import NODE_LOST_GRACE_SECONDS, STARTUP_GRACE_SECONDS
+from llmops.kube.cache import CachedKube
 from llmops.kube.client import Kube, load_api_client
 from llmops.kube.peering import PeeringGuard, ensure_peering
 from llmops.kube.workqueue import Backoff, WorkQueue, run_workers
@@ -65,6 +66,21 @@ CHILD_WATCHES = [
     (GROUP, VERSION, "trainingjobs"),  # FinetuneJob children
 ]
 
+#: Kinds read from watch caches: (apiVersion, kind, label filter). Whole kinds where a reconcile
+#: must know a name is free (foreign children); only the operator's own pods (the bulk).
+CACHED_KINDS: list[tuple[str, str, str | None]] = [
+    ("v1", "Pod", f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE}"),
+    *((av, kind, None) for av, kind in (
+        ("v1", "Node"), ("v1", "Service"), ("v1", "ServiceAccount"), ("v1", "PersistentVolumeClaim"),
+        ("coordination.k8s.io/v1", "Lease"), ("rbac.authorization.k8s.io/v1", "Role"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("apps/v1", "Deployment"),
+        ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"), ("scheduling.k8s.io/v1alpha2", "PodGroup"),
+        ("scheduling.volcano.sh/v1beta1", "PodGroup"), ("scheduling.x-k8s.io/v1alpha1", "PodGroup"),
+        (f"{GROUP}/{VERSION}", "TrainingJob"), (f"{GROUP}/{VERSION}", "FinetuneJob"), (f"{GROUP}/{VERSION}", "InferenceService"),
+    )),
+]
+
 #: Kinds the operator may need to know are served: every gang backend's marker (for `auto`
 #: and to say GangBackendUnavailable before any pod), and the Prometheus Operator's PodMonitor.
 DISCOVERED = [
@@ -87,10 +103,15 @@ class Controller:
         identity: str | None = None,
         startup_grace_seconds: float = STARTUP_GRACE_SECONDS,
         node_lost_grace_seconds: float = NODE_LOST_GRACE_SECONDS,
+        cache: bool = True,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.api_client = load_api_client(kubeconfig)
-        self.kube = Kube(self.api_client)
+        plain = Kube(self.api_client)
+        # Reads from watch caches (kube.cache) when the operator watches the whole cluster; an
+        # operator limited to namespaces may not list cluster-wide and reads from the API server.
+        self.cache = CachedKube(plain, CACHED_KINDS) if cache and not namespaces else None
+        self.kube: Kube = self.cache or plain
         self.metrics = metrics or Metrics()
         self.queue = WorkQueue()
         self.namespaces = namespaces or []
@@ -140,13 +161,15 @@ class Controller:
             kind = reg.kind
 
             @kopf.on.event(GROUP, VERSION, reg.plural, registry=registry, id=f"enqueue-{kind}")
-            def on_owner(name: str, namespace: str, _kind: str = kind, **_: object) -> None:
+            def on_owner(name: str, namespace: str, body: kopf.Body, type: str | None, _kind: str = kind, **_: object) -> None:
+                self._seen(body, type)
                 self.enqueue((_kind, namespace, name))
 
         for group, version, plural in CHILD_WATCHES:
             @kopf.on.event(group, version, plural, registry=registry, id=f"wake-owner-{plural}",
                            labels={labels.MANAGED_BY: labels.MANAGED_BY_VALUE})
-            def on_child(meta: dict, namespace: str, **_: object) -> None:
+            def on_child(meta: dict, namespace: str, body: kopf.Body, type: str | None, **_: object) -> None:
+                self._seen(body, type)
                 child_labels = meta.get("labels") or {}
                 owner_kind = child_labels.get(labels.PART_OF)
                 owner = child_labels.get(labels.OWNER_NAME)
@@ -173,6 +196,12 @@ class Controller:
                 settings.peering.priority = self.priority
             else:
                 settings.peering.standalone = True
+
+    def _seen(self, body: kopf.Body, event_type: str | None) -> None:
+        """The object that triggers a reconcile goes into the cache first, so that reconcile
+        reads it at least as new as the event (the cache's own watch may lag a moment)."""
+        if self.cache is not None:
+            self.cache.observe(dict(body), deleted=event_type == "DELETED")
 
     # --- running ---------------------------------------------------------------------------
     def _discover(self) -> None:
@@ -218,6 +247,10 @@ class Controller:
         guard = PeeringGuard(self.kube if self.peering_name else None, self.peering_name,
                              self.identity, self.priority,
                              namespace=self.namespaces[0] if self.namespaces else None)
+        if self.cache is not None:
+            self.cache.start()
+            if not self.cache.wait_synced(60.0):  # reads fall back to the API server until then
+                logger.warning("watch caches not synced within 60 s; reading from the API server meanwhile")
         run_workers(self.queue, self._reconcile_key, self.stop_flag, workers=self.workers,
                     is_active=guard.active)
         asyncio.run(kopf.operator(
@@ -233,6 +266,8 @@ class Controller:
             ready_flag=self.ready_flag,
         ))
         self.stop_flag.set()  # stop the workers too
+        if self.cache is not None:
+            self.cache.stop()
 
     def start(self, timeout: float = 30.0) -> Controller:
         """Run in a background thread (tests, the sandbox); returns once Kopf is ready."""

@@ -122,6 +122,7 @@ class Driver:
             return 0.0  # the plan was made on facts this pass proved stale: plan again at once
         k.record(ctx, model, body, plan, observed)
         if not write_back(ctx.kube, body, plan.status.wire(), plan.events, now):
+            ctx.kube.refresh(API_VERSION, k.kind, namespace, name)
             return 0.0  # the object moved under us: re-read at once
         refusal = ApplyMemory(before).refusal()
         return Backoff(refusal.reason) if refusal is not None and not refusal.permanent else plan.requeue_after

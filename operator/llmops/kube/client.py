@@ -289,6 +289,9 @@ class Kube:
         path = self.path(api_version, kind, namespace, name) + "/status"
         return self._request("PATCH", path, body=ops, content_type="application/json-patch+json")
 
+    def refresh(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:
+        """Make the next read of this object current (reads are always current here; see kube.cache)."""
+
     def create(self, obj: dict) -> dict:
         meta = obj["metadata"]
         return self._request("POST", self.path(obj["apiVersion"], obj["kind"], meta.get("namespace")), body=obj)

@@ -1,0 +1,256 @@
+"""Watch-backed reads: one list+watch per kind (an informer), and a ``Kube`` that answers reads
+from them and writes through to the API server.
+
+Why: a reconcile reads the owner, its children of several kinds, the Nodes, Leases. Listing
+each per reconcile costs the API server O(jobs x kinds) requests a minute and grows with the
+fleet. An informer lists once, then follows the watch stream; reads are local.
+
+Correctness rules, because a cache can lag:
+
+* **Read your writes.** Every object a write returns (create, apply, status write) goes into
+  the cache at once, unless the cache already holds a newer resourceVersion. A reconcile
+  right after its own write never plans from the state before it.
+* **Absence is trusted only where the informer sees everything.** Kinds cached with a label
+  filter (pods: only the operator's) answer ``get`` for a name they lack from the API server;
+  kinds cached whole answer absence themselves (what foreign-name detection relies on).
+* **Not synced yet, not served, or a query the cache cannot answer** (another namespace, a
+  selector the informer's filter does not imply): the read goes to the API server.
+* **A deletion the watch has not reported** keeps the cached copy: a pod that may still run
+  counts as running (the plan never starts a second pod for a rank on a stale "gone").
+* After a watch error or a 410 (history compacted) the informer lists again; a kind that is
+  not served (an absent gang scheduler) is looked for again after the discovery TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from llmops.kube.client import DISCOVERY_TTL_SECONDS, ApiError, Kube, NotServedError, api_error
+
+logger = logging.getLogger(__name__)
+
+WATCH_TIMEOUT_SECONDS = 240  # the server ends each watch after this; the informer resumes from its resourceVersion
+
+
+def _rv(obj: dict[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:  # opaque on some servers: always take the newer write
+        return 0
+
+
+def _labels_match(labels: dict[str, str], selector: str | None) -> bool | None:
+    """Whether ``labels`` satisfy an equality selector ("k=v,k2=v2"); None for any other syntax."""
+    if not selector:
+        return True
+    for term in selector.split(","):
+        key, sep, value = term.partition("=")
+        if not sep or key.endswith("!") or value.startswith("="):
+            return None
+        if labels.get(key.strip()) != value.strip():
+            return False
+    return True
+
+
+@dataclass
+class Informer:
+    """The objects of one kind (cluster-wide, or only those matching ``label_filter``)."""
+
+    kube: Kube
+    api_version: str
+    kind: str
+    label_filter: str | None = None
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (namespace, name) -> object
+    synced: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    resource_version: str = ""
+
+    # --- reads ----------------------------------------------------------------------------
+    def answers(self, selector: str | None) -> bool:
+        """Whether a list with ``selector`` can be answered here: synced, and the informer's
+        filter is implied by the selector (a filtered informer lacks the other objects)."""
+        if not self.synced.is_set():
+            return False
+        if not self.label_filter:
+            return True
+        wanted = set((selector or "").split(","))
+        return all(term in wanted for term in self.label_filter.split(","))
+
+    def list(self, namespace: str | None, selector: str | None) -> list[dict[str, Any]] | None:
+        with self.lock:
+            items = [o for (ns, _), o in self.objects.items() if namespace is None or ns == namespace]
+        out = []
+        for o in items:
+            match = _labels_match((o.get("metadata") or {}).get("labels") or {}, selector)
+            if match is None:
+                return None  # a selector this cache cannot evaluate
+            if match:
+                out.append(o)
+        return sorted(out, key=lambda o: o["metadata"]["name"])
+
+    def get(self, namespace: str | None, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            return self.objects.get((namespace or "", name))
+
+    # --- writes from the stream and from our own writes -------------------------------------
+    def observe(self, obj: dict[str, Any], deleted: bool = False) -> None:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name", ""))
+        obj.setdefault("apiVersion", self.api_version)
+        obj.setdefault("kind", self.kind)
+        with self.lock:
+            held = self.objects.get(key)
+            if held is not None and _rv(held) > _rv(obj) > 0:
+                return  # an older copy (our write's answer arrived after a newer event)
+            if deleted:
+                if held is None or (meta.get("uid") in (None, (held.get("metadata") or {}).get("uid"))):
+                    self.objects.pop(key, None)
+            else:
+                self.objects[key] = obj
+
+    # --- the list + watch loop --------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self._relist()
+                while not stop.is_set() and self._watch():
+                    pass
+            except NotServedError:
+                self.synced.clear()
+                stop.wait(DISCOVERY_TTL_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - reads fall back to the API meanwhile
+                if stop.is_set():
+                    return
+                logger.warning("cache of %s %s: %s; listing again", self.api_version, self.kind, exc)
+                self.synced.clear()
+                stop.wait(1.0)
+
+    def _relist(self) -> None:
+        path = self.kube.path(self.api_version, self.kind, None)
+        query = [("labelSelector", self.label_filter)] if self.label_filter else []
+        listing = self.kube._request("GET", path, query=query)
+        fresh = {}
+        for o in listing.get("items", []):
+            o.setdefault("apiVersion", self.api_version)
+            o.setdefault("kind", self.kind)
+            fresh[((o["metadata"].get("namespace") or ""), o["metadata"]["name"])] = o
+        with self.lock:
+            self.objects = fresh
+        self.resource_version = (listing.get("metadata") or {}).get("resourceVersion", "")
+        self.synced.set()
+
+    def _watch(self) -> bool:
+        """Follow the stream until the server ends it (True: resume) or history is gone (False: relist)."""
+        query: list[tuple[str, Any]] = [("watch", "true"), ("allowWatchBookmarks", "true"),
+                                        ("resourceVersion", self.resource_version), ("timeoutSeconds", WATCH_TIMEOUT_SECONDS)]
+        if self.label_filter:
+            query.append(("labelSelector", self.label_filter))
+        for event in self._events(query):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    return False
+                raise ApiError(int(obj.get("code") or 0), str(obj.get("reason")), str(obj.get("message")))
+            rv = (obj.get("metadata") or {}).get("resourceVersion")
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                self.observe(obj, deleted=kind == "DELETED")
+            if rv:
+                self.resource_version = rv
+        return True
+
+    def _events(self, query: list[tuple[str, Any]]) -> Iterator[dict[str, Any]]:
+        path = self.kube.path(self.api_version, self.kind, None)
+        try:
+            response = self.kube.api.call_api(path, "GET", query_params=query, header_params={"Accept": "application/json"},
+                                              auth_settings=["BearerToken"], _preload_content=False,
+                                              _request_timeout=(10, WATCH_TIMEOUT_SECONDS + 30))
+        except ApiException as exc:
+            raise api_error(exc) from None
+        try:
+            for line in iter_resp_lines(response):
+                if line:
+                    yield json.loads(line)
+        finally:
+            response.release_conn()
+
+
+class CachedKube(Kube):
+    """``Kube`` whose reads of cached kinds come from informers (see the module doc)."""
+
+    def __init__(self, kube: Kube, kinds: Iterable[tuple[str, str, str | None]]) -> None:
+        super().__init__(kube.api, kube.field_manager)
+        self.informers = {(av, k): Informer(self, av, k, f) for av, k, f in kinds}
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        for inf in self.informers.values():
+            threading.Thread(target=inf.run, args=(self._stop,), name=f"informer-{inf.kind}", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait_synced(self, timeout: float) -> bool:
+        """True once every served kind listed once (kinds that are not served never sync)."""
+        return all(inf.synced.wait(timeout) for inf in self.informers.values() if self._served(inf))
+
+    def _served(self, inf: Informer) -> bool:
+        try:
+            self._discover(inf.api_version, inf.kind)
+            return True
+        except NotServedError:
+            return False
+
+    # --- reads ------------------------------------------------------------------------------
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict | None:
+        inf = self.informers.get((api_version, kind))
+        if inf is not None and inf.synced.is_set():
+            found = inf.get(namespace, name)
+            if found is not None or not inf.label_filter:
+                return found
+        return super().get(api_version, kind, namespace, name)
+
+    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None) -> list[dict]:
+        inf = self.informers.get((api_version, kind))
+        if inf is not None and inf.answers(label_selector):
+            found = inf.list(namespace, label_selector)
+            if found is not None:
+                return found
+        return super().list(api_version, kind, namespace, label_selector)
+
+    # --- writes: through, and their answers into the cache --------------------------------------
+    def _remember(self, obj: Any) -> Any:
+        if isinstance(obj, dict) and obj.get("kind") and obj.get("metadata"):
+            inf = self.informers.get((obj.get("apiVersion", ""), obj["kind"]))
+            if inf is not None:
+                inf.observe(obj)
+        return obj
+
+    def apply(self, obj: dict) -> dict:
+        return self._remember(super().apply(obj))
+
+    def create(self, obj: dict) -> dict:
+        return self._remember(super().create(obj))
+
+    def replace_status(self, api_version: str, kind: str, namespace: str, name: str, status: dict,
+                       resource_version: str | None = None) -> dict:
+        return self._remember(super().replace_status(api_version, kind, namespace, name, status, resource_version))
+
+    def refresh(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:
+        """Read one object from the API server into the cache (after a 409: ours was stale)."""
+        found = super().get(api_version, kind, namespace, name)
+        if found is not None:
+            self._remember(found)
+
+    def observe(self, obj: dict[str, Any], deleted: bool = False) -> None:
+        """An object seen elsewhere (the event that triggered a reconcile): the cache is at least as new."""
+        inf = self.informers.get((obj.get("apiVersion", ""), obj.get("kind", "")))
+        if inf is not None:
+            inf.observe(obj, deleted)

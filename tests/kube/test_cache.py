@@ -1,0 +1,101 @@
+"""Watch-backed reads (llmops.kube.cache): the pure rules, and the informers against the
+emulated and the real API server (list once, then follow the watch; read your writes; absence
+answered locally only for kinds cached whole)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llmops.kube.cache import CachedKube, Informer, _labels_match
+from llmops.kube.client import Kube, load_api_client
+from llmops.sandbox.testing import eventually
+
+
+def obj(name: str, rv: str, uid: str = "u1", ns: str = "ns", **labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": rv, "uid": uid, "labels": labels}}
+
+
+def test_equality_selectors_are_evaluated_and_others_are_not() -> None:
+    assert _labels_match({"a": "1", "b": "2"}, "a=1,b=2") is True
+    assert _labels_match({"a": "1"}, "a=1,b=2") is False
+    assert _labels_match({"a": "1"}, None) is True
+    assert _labels_match({"a": "1"}, "a!=1") is None  # the API server evaluates it
+    assert _labels_match({"a": "1"}, "a in (1)") is None
+
+
+def test_an_older_copy_never_replaces_a_newer_one() -> None:
+    inf = Informer(kube=None, api_version="v1", kind="ConfigMap")  # type: ignore[arg-type]
+    inf.observe(obj("a", "10"))
+    inf.observe(obj("a", "7"))  # our write's answer, arriving after a newer watch event
+    assert inf.get("ns", "a")["metadata"]["resourceVersion"] == "10"
+    inf.observe(obj("a", "11"))
+    assert inf.get("ns", "a")["metadata"]["resourceVersion"] == "11"
+
+
+def test_a_deletion_of_another_object_with_the_name_keeps_the_successor() -> None:
+    inf = Informer(kube=None, api_version="v1", kind="ConfigMap")  # type: ignore[arg-type]
+    inf.observe(obj("a", "10", uid="new"))
+    inf.observe(obj("a", "9", uid="old"), deleted=True)
+    assert inf.get("ns", "a") is not None
+    inf.observe(obj("a", "12", uid="new"), deleted=True)
+    assert inf.get("ns", "a") is None
+
+
+def test_a_filtered_cache_answers_only_lists_that_imply_its_filter() -> None:
+    inf = Informer(kube=None, api_version="v1", kind="Pod", label_filter="m=op")  # type: ignore[arg-type]
+    assert not inf.answers("m=op")  # not synced yet
+    inf.synced.set()
+    assert inf.answers("m=op,job=x") and not inf.answers("job=x") and not inf.answers(None)
+
+
+class Counting(CachedKube):
+    """Counts the requests that reach the API server (watch streams go around ``_request``)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.requests: list[tuple[str, str]] = []
+
+    def _request(self, method: str, path: str, **kw: Any) -> Any:
+        self.requests.append((method, path))
+        return super()._request(method, path, **kw)
+
+
+@pytest.fixture
+def cached(kubeconfig: Path) -> Any:
+    kube = Counting(Kube(load_api_client(str(kubeconfig))), [("v1", "ConfigMap", None), ("v1", "Pod", "m=op")])
+    kube.start()
+    assert kube.wait_synced(30)
+    yield kube
+    kube.stop()
+
+
+def test_reads_come_from_the_watch_and_writes_are_read_back_at_once(cached: Counting, fresh_namespace: str, kubeconfig: Path) -> None:
+    ns = fresh_namespace
+    other = Kube(load_api_client(str(kubeconfig)))  # someone else's writes reach us by the watch
+    other.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "theirs", "namespace": ns}, "data": {"a": "1"}})
+    eventually(lambda: cached.get("v1", "ConfigMap", ns, "theirs"), timeout=30)
+    cached.requests.clear()
+    assert cached.get("v1", "ConfigMap", ns, "absent") is None  # cached whole: absence is known
+    names = [c["metadata"]["name"] for c in cached.list("v1", "ConfigMap", ns)]
+    assert "theirs" in names and "absent" not in names
+    assert cached.requests == []
+
+    made = cached.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mine", "namespace": ns}, "data": {"b": "2"}})
+    assert cached.get("v1", "ConfigMap", ns, "mine")["metadata"]["uid"] == made["metadata"]["uid"]  # before any watch event
+
+    other.delete("v1", "ConfigMap", ns, "theirs")
+    eventually(lambda: cached.get("v1", "ConfigMap", ns, "theirs") is None, timeout=30)
+
+
+def test_a_filtered_kind_asks_the_server_for_what_it_does_not_hold(cached: Counting, fresh_namespace: str) -> None:
+    ns = fresh_namespace
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unlabelled", "namespace": ns},
+           "spec": {"containers": [{"name": "c", "image": "x"}]}}
+    Kube(cached.api).create(pod)
+    cached.requests.clear()
+    assert cached.get("v1", "Pod", ns, "unlabelled") is not None  # not ours to hold: read from the server
+    assert [m for m, _ in cached.requests] == ["GET"]
+    assert cached.list("v1", "Pod", ns, "m=op") == []
