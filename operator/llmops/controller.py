@@ -162,14 +162,15 @@ class Controller:
 
             @kopf.on.event(GROUP, VERSION, reg.plural, registry=registry, id=f"enqueue-{kind}")
             def on_owner(name: str, namespace: str, body: kopf.Body, type: str | None, _kind: str = kind, **_: object) -> None:
-                self._seen(body, type)
-                self.enqueue((_kind, namespace, name))
+                if self._seen(body, type):
+                    self.enqueue((_kind, namespace, name))
 
         for group, version, plural in CHILD_WATCHES:
             @kopf.on.event(group, version, plural, registry=registry, id=f"wake-owner-{plural}",
                            labels={labels.MANAGED_BY: labels.MANAGED_BY_VALUE})
             def on_child(meta: dict, namespace: str, body: kopf.Body, type: str | None, **_: object) -> None:
-                self._seen(body, type)
+                if not self._seen(body, type):
+                    return
                 child_labels = meta.get("labels") or {}
                 owner_kind = child_labels.get(labels.PART_OF)
                 owner = child_labels.get(labels.OWNER_NAME)
@@ -197,11 +198,18 @@ class Controller:
             else:
                 settings.peering.standalone = True
 
-    def _seen(self, body: kopf.Body, event_type: str | None) -> None:
-        """The object that triggers a reconcile goes into the cache first, so that reconcile
-        reads it at least as new as the event (the cache's own watch may lag a moment)."""
-        if self.cache is not None:
-            self.cache.observe(dict(body), deleted=event_type == "DELETED")
+    def _seen(self, body: kopf.Body, event_type: str | None) -> bool:
+        """Whether an event is news. The object goes into the cache first, so the reconcile it
+        triggers reads it at least as new as the event (the cache's own watch may lag a
+        moment). The event of an object exactly as our own last write left it is no news (our
+        status write, a child we created): no reconcile for it. Kopf's first listing
+        (``event_type`` None) always is."""
+        if self.cache is None:
+            return True
+        obj = dict(body)
+        news = event_type is None or not self.cache.own_write(obj)
+        self.cache.observe(obj, deleted=event_type == "DELETED")
+        return news
 
     # --- running ---------------------------------------------------------------------------
     def _discover(self) -> None:

@@ -189,6 +189,7 @@ class CachedKube(Kube):
         super().__init__(kube.api, kube.field_manager)
         self.informers = {(av, k): Informer(self, av, k, f) for av, k, f in kinds}
         self._stop = threading.Event()
+        self._written: dict[tuple[str, str, str, str], str] = {}  # (apiVersion, kind, namespace, name) -> rv of our last write
 
     def start(self) -> None:
         for inf in self.informers.values():
@@ -231,7 +232,14 @@ class CachedKube(Kube):
             inf = self.informers.get((obj.get("apiVersion", ""), obj["kind"]))
             if inf is not None:
                 inf.observe(obj)
+                with inf.lock:
+                    self._written[_ident(obj)] = obj["metadata"].get("resourceVersion", "")
         return obj
+
+    def own_write(self, obj: dict[str, Any]) -> bool:
+        """Whether ``obj`` is exactly what our last write of it returned (its event brings nothing new)."""
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        return bool(rv) and self._written.get(_ident(obj)) == rv
 
     def apply(self, obj: dict) -> dict:
         return self._remember(super().apply(obj))
@@ -254,3 +262,10 @@ class CachedKube(Kube):
         inf = self.informers.get((obj.get("apiVersion", ""), obj.get("kind", "")))
         if inf is not None:
             inf.observe(obj, deleted)
+            if deleted:
+                self._written.pop(_ident(obj), None)
+
+
+def _ident(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+    meta = obj.get("metadata") or {}
+    return obj.get("apiVersion", ""), obj.get("kind", ""), meta.get("namespace") or "", meta.get("name", "")
