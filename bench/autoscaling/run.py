@@ -145,6 +145,8 @@ def verdict(rows: list[Row], bound: Bound) -> list[str]:
 
 
 def _fmt_bound(x: float) -> str:
+    if math.isnan(x):
+        return "n/a"
     return f"{x:.3f}" if math.isfinite(x) else "unreach"
 
 
@@ -180,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n== [{half}] variant {v} ({len(reqs)} requests, {reqs[-1].arrival / 60:.1f} min), cold start {cold:g} s")
                 print(f"  {'policy':<12}{'attainment':>11}{'GPU-hours':>11}{'peak':>6}{'ups':>6}{'bound@att':>11}{'GPU-h/bound':>13}")
                 for r in rows:
-                    lb = bound.gpu_hours(r.attainment)
+                    # the fixed fleets start with more than minReplicas warm: the bound (from
+                    # minReplicas) does not apply to them
+                    lb = bound.gpu_hours(r.attainment) if not r.name.startswith("fixed") else math.nan
                     ratio = f"{r.gpu_hours / lb:.3f}" if lb > 0 and math.isfinite(lb) else "-"
                     print(f"  {r.name:<12}{r.attainment:>11.4f}{r.gpu_hours:>11.3f}{r.peak:>6}{r.scale_ups:>6}{_fmt_bound(lb):>11}{ratio:>13}")
                 curve = "  ".join(f"{x:.2f}:{_fmt_bound(bound.gpu_hours(x))}" for x in (0.5, 0.8, 0.9, 0.95, 0.99))
