@@ -38,11 +38,25 @@ Relaxation, step by step (each step can only lower the optimum):
    requests with the least work first. Over ``c`` a DP with the start cost
    ``L * max(0, c - c_prev)`` gives the exact minimum. The bound is the largest value over a
    grid of lambda, and over several bucket lengths (each gives a valid bound).
+5. Peaks and the FIFO router (a second, usually tighter, relaxation; the bound is the larger
+   of the two). Let ``M_k`` be the most replicas ready at once in bucket k (``M_k >= c_k``).
+   The router admits in arrival order, so if request j meets the SLO every earlier request
+   was admitted by ``T = a_j + slo``; at most ``slots * M_k`` of them still run at T (T in
+   the bucket), so for every earlier arrival u of the bucket the fleet did at least the
+   work of requests u..j less their ``slots * M_k`` largest in ``[a_u, T]``, and it can do
+   at most ``slots * M_k * (T - a_u)``. Requests failing that for some u cannot meet the SLO
+   at peak M: ``caps[k][M]`` counts the rest. Starts: bucket k has an instant with
+   N <= c_k (a low) and one with N >= M_k (a high), in some order; along those instants N
+   rises by at least (a high) - (the lowest low since the last rise counted), summed. The
+   DP takes the cheapest order in every bucket, so the count holds whatever the order.
 
-What the relaxation forgives (why the bound is below what any policy can reach): requests
+What the relaxations forgive (why the bound is below what any policy can reach): requests
 that must share a replica's 8 slots and KV cache are a fluid; a replica can be ready for
-part of a bucket; the SLO's slack lets work near a bucket edge go unaccounted; and draining
-costs nothing.
+part of a bucket; a replica needed for a burst is charged its load but only the ready time
+the mean level implies; the SLO's slack lets work near a bucket edge go unaccounted; a
+backlog carried over from the previous bucket is not counted; and draining costs nothing.
+So a ratio to the bound above 1.25 is a miss against the target, but not proof that a
+policy with 1.25 exists.
 """
 
 from __future__ import annotations
@@ -54,7 +68,7 @@ import numpy as np
 
 from bench.autoscaling.sim import FleetModel, Request
 
-__all__ = ["Bound", "bucket_works", "lower_bound", "relaxed_minimum"]
+__all__ = ["Bound", "bucket_works", "fifo_caps", "lower_bound", "relaxed_minimum", "relaxed_minimum_peaks"]
 
 DEFAULT_BUCKETS = (10.0, 30.0, 60.0)
 _HUGE_LAMBDA = 1e9  # seconds per request: far above any schedule's cost, so it finds the most servable
@@ -64,13 +78,17 @@ def _overlap(st: float, s: float, lo: float, hi: float) -> float:
     return max(0.0, min(st + s, hi) - max(st, lo))
 
 
-def bucket_works(reqs: list[Request], model: FleetModel, slo: float, end: float, bucket: float) -> tuple[list[float], list[list[float]]]:
+def bucket_works(reqs: list[Request], model: FleetModel, slo: float, end: float, bucket: float,
+                 members: list[list[int]] | None = None) -> tuple[list[float], list[list[float]]]:
     """Bucket lengths, and per bucket the guaranteed work (slot-seconds) of the requests kept
-    there (step 3 of the module docstring)."""
+    there (step 3 of the module docstring). ``members``, if given, receives per bucket the
+    indices (in ``reqs``) of those requests."""
     n = max(1, math.ceil(end / bucket - 1e-9)) if end > 0 else 1
     lengths = [min(bucket, end - k * bucket) if end > 0 else 0.0 for k in range(n)]
     works: list[list[float]] = [[] for _ in range(n)]
-    for r in reqs:
+    if members is not None:
+        members[:] = [[] for _ in range(n)]
+    for idx, r in enumerate(reqs):
         s = model.service(r)
         best_k, best_g = min(n - 1, int(r.arrival // bucket)), 0.0
         k = best_k
@@ -81,7 +99,45 @@ def bucket_works(reqs: list[Request], model: FleetModel, slo: float, end: float,
                 best_k, best_g = k, g
             k += 1
         works[best_k].append(best_g)
+        if members is not None:
+            members[best_k].append(idx)
     return lengths, works
+
+
+def fifo_caps(reqs: list[Request], model: FleetModel, slo: float, lengths: list[float], bucket: float,
+              members: list[list[int]], C: int) -> list[np.ndarray]:
+    """Per bucket, ``U[M]``: at most this many of its requests meet the SLO while at most M
+    replicas are ready in the bucket (step 5). The router is FIFO: if request j is admitted by
+    ``T = a_j + slo``, so is every earlier one; at most ``slots * M`` of them still run at T
+    (if T is in the bucket), so for every earlier arrival u in the bucket the fleet did at
+    least ``sum(s_u..s_j) - (the slots * M largest of them)`` slot-seconds in ``[a_u, T]``,
+    which is at most ``slots * M * (T - a_u)``. Requests for which that fails cannot meet the
+    SLO at peak M; requests whose T falls past the bucket are not capped."""
+    slots = model.max_num_seqs
+    n = len(lengths)
+    arrivals: list[list[int]] = [[] for _ in range(n)]
+    for i, r in enumerate(reqs):
+        arrivals[min(n - 1, int(r.arrival // bucket))].append(i)
+    ok = np.ones((C + 1, len(reqs)), dtype=bool)
+    for k, idx in enumerate(arrivals):
+        if not idx:
+            continue
+        hi = k * bucket + lengths[k]
+        a = np.array([reqs[i].arrival for i in idx])
+        sv = np.array([model.service(reqs[i]) for i in idx])
+        m = len(idx)
+        S = np.cumsum(sv)
+        S_prev = S - sv
+        # T[j, q]: the q largest service times among the first j + 1 arrivals of the bucket
+        tri = np.where(np.tri(m, dtype=bool), sv[None, :], 0.0)
+        top = np.concatenate((np.zeros((m, 1)), np.cumsum(-np.sort(-tri, axis=1), axis=1)), axis=1)
+        capped = a + slo <= hi
+        for M in range(C + 1):
+            q = min(slots * M, m)
+            R = np.maximum.accumulate(slots * M * a - S_prev)
+            fits = top[:, q] + slots * M * (a + slo) - S >= R - 1e-9
+            ok[M, idx] = fits | ~capped
+    return [ok[:, mem].sum(axis=1) if mem else np.zeros(C + 1, dtype=np.int64) for mem in members]
 
 
 def relaxed_minimum(lengths: list[float], works: list[list[float]], lams: np.ndarray, L: float, n0: int,
@@ -127,6 +183,70 @@ def relaxed_minimum(lengths: list[float], works: list[list[float]], lams: np.nda
     return V.min(axis=1)
 
 
+def _level_costs(Bk: float, w: list[float], U: np.ndarray | None, lams: np.ndarray, C: int, slots: int, min_replicas: int) -> np.ndarray:
+    """f[l, c, M] = min over x in [lo_c, hi_c] of x - lam * min(count(x), U[M]): the bucket's
+    ready time less lambda per request served, at mean level c and peak M (step 4)."""
+    cs = np.arange(C + 1)
+    P = np.concatenate(([0.0], np.cumsum(np.sort(np.asarray(w, dtype=float))))) / slots
+    lo = np.maximum(np.maximum(cs - 1, 0), min_replicas) * Bk
+    hi = cs * Bk
+    cnt_lo = np.searchsorted(P, lo + 1e-9, side="right") - 1
+    j_hi = np.searchsorted(P, hi + 1e-9, side="right") - 1
+    Ucap = np.full(C + 1, len(P) - 1) if U is None else U
+    vals = P[None, :] - lams[:, None] * np.arange(len(P))[None, :]
+    f = lo[None, :, None] - lams[:, None, None] * np.minimum(cnt_lo[:, None], Ucap[None, :])[None, :, :]
+    for c in range(C + 1):
+        a, b = cnt_lo[c] + 1, j_hi[c]
+        if b >= a:
+            run = np.minimum.accumulate(vals[:, a : b + 1], axis=1)  # best breakpoint up to j
+            top = np.minimum(b, Ucap)  # the last breakpoint each M's cap allows
+            ok = top >= a
+            if ok.any():
+                f[:, c, ok] = np.minimum(f[:, c, ok], run[:, top[ok] - a])
+    return f
+
+
+def relaxed_minimum_peaks(lengths: list[float], works: list[list[float]], caps: list[np.ndarray], lams: np.ndarray, L: float,
+                          n0: int, max_replicas: int, slots: int, min_replicas: int) -> np.ndarray:
+    """The relaxation with each bucket's peak M as well as its mean level c (step 5): served
+    requests are capped by ``caps[k][M]``, and starts are counted along the instants where N
+    is at most c_k (a low) or at least M_k (a high), in whichever order inside each bucket
+    costs least: a high above the lowest low since the last counted rise counts that rise.
+    State: that lowest low (or none). Exact for this relaxation; vectorised over lambda."""
+    C = max_replicas
+    cs = np.arange(C + 1)
+    big = 1e18
+    nl = len(lams)
+    V = np.full((nl, C + 2), big)  # index C + 1: no low pending
+    V[:, n0] = 0.0
+    t = 0.0
+    for Bk, w, U in zip(lengths, works, caps, strict=True):
+        t += Bk
+        f = _level_costs(Bk, w, U, lams, C, slots, min_replicas)
+        allowed = (cs[None, :] >= cs[:, None]) & (cs[:, None] >= min_replicas)  # (c, M): peak >= mean's ceiling
+        if t <= L + 1e-9:
+            allowed &= (cs[:, None] <= n0) & (cs[None, :] <= n0)
+        f = np.where(allowed[None], f, big)
+        Vm, Vnone = V[:, : C + 1], V[:, C + 1 :]
+        # high first, then low: a high M above the pending low m counts M - m; ends with low c
+        # W[M] = min over m of V(m) + L (M - m)^+ (none pending: no rise)
+        below = np.minimum.accumulate(Vm - L * cs[None, :], axis=1) + L * cs[None, :]  # m <= M
+        above = np.minimum.accumulate(Vm[:, ::-1], axis=1)[:, ::-1]  # m >= M
+        W = np.minimum(np.minimum(below, above), Vnone)
+        to_c = (f + W[:, None, :]).min(axis=2)
+        # low first, then high: the pending low becomes min(m, c); a high M above it counts the
+        # rise and leaves none pending
+        ge = np.minimum(np.minimum.accumulate(Vm[:, ::-1], axis=1)[:, ::-1], Vnone)  # m >= c (or none): low = c
+        lt = np.full_like(Vm, big)
+        lt[:, 1:] = np.minimum.accumulate(Vm - L * cs[None, :], axis=1)[:, :-1]  # m < c: min V(m) - L m
+        rise_from_c = np.where(cs[None, :] > cs[:, None], L * (cs[None, :] - cs[:, None]), big)  # (c, M), M > c
+        via_ge = ge[:, :, None] + rise_from_c[None]
+        via_lt = lt[:, :, None] + L * cs[None, None, :]
+        to_none = (f + np.minimum(via_ge, via_lt)).min(axis=(1, 2))
+        V = np.minimum(np.concatenate((to_c, to_none[:, None]), axis=1), big)
+    return V.min(axis=1)
+
+
 @dataclass(frozen=True)
 class Bound:
     """The dual values for a grid of lambda, per bucket length; ``gpu_hours(a)`` is the bound
@@ -148,7 +268,7 @@ class Bound:
 
 
 def lower_bound(reqs: list[Request], model: FleetModel, slo: float, n0: int, max_replicas: int, min_replicas: int = 0,
-                buckets: tuple[float, ...] = DEFAULT_BUCKETS, lams: np.ndarray | None = None) -> Bound:
+                buckets: tuple[float, ...] = DEFAULT_BUCKETS, lams: np.ndarray | None = None, peaks: bool = True) -> Bound:
     """The bound's dual for this trace and fleet: call ``.gpu_hours(a)`` for attainment ``a``."""
     end = reqs[-1].arrival if reqs else 0.0
     L = model.cold_start
@@ -156,11 +276,22 @@ def lower_bound(reqs: list[Request], model: FleetModel, slo: float, n0: int, max
         lams = np.concatenate(([0.0], np.geomspace(1e-3, 20.0 * (L + max(buckets)), 96)))
     inner = []
     servable = len(reqs)
+    all_lams = np.concatenate((lams, [_HUGE_LAMBDA]))
     for b in buckets:
-        lengths, works = bucket_works(reqs, model, slo, end, b)
-        all_lams = np.concatenate((lams, [_HUGE_LAMBDA]))
+        members: list[list[int]] = []
+        lengths, works = bucket_works(reqs, model, slo, end, b, members)
         v = relaxed_minimum(lengths, works, all_lams, L, n0, max_replicas, model.max_num_seqs, min_replicas)
-        inner.append(v[:-1])
-        # at a huge lambda the minimum is -lambda * (most servable) + a cost far below lambda
-        servable = min(servable, math.floor(-v[-1] / _HUGE_LAMBDA + 0.5))
+        results = [v]
+        if peaks:
+            # levels above the most any bucket can use add nothing: cut the DP to those
+            caps = fifo_caps(reqs, model, slo, lengths, b, members, max_replicas)
+            need = max(int(np.searchsorted(u, u[-1])) for u in caps)
+            need = max(need, max(math.ceil(sum(w) / model.max_num_seqs / Bk) if Bk > 0 else 0 for w, Bk in zip(works, lengths, strict=True)))
+            C = min(max_replicas, max(need, n0, min_replicas) + 1)
+            caps = [u[: C + 1] for u in caps]
+            results.append(relaxed_minimum_peaks(lengths, works, caps, all_lams, L, n0, C, model.max_num_seqs, min_replicas))
+        for v in results:
+            inner.append(v[:-1])
+            # at a huge lambda the minimum is -lambda * (most servable) + a cost far below lambda
+            servable = min(servable, math.floor(-v[-1] / _HUGE_LAMBDA + 0.5))
     return Bound(len(reqs), lams, inner, servable)

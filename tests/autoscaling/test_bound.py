@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.autoscaling.bound import lower_bound, relaxed_minimum  # noqa: E402
+from bench.autoscaling.bound import lower_bound, relaxed_minimum, relaxed_minimum_peaks  # noqa: E402
 from bench.autoscaling.policies import AibrixApaLike, HpaLike, KpaLike, Oracle, Ours, Static, oracle_needs  # noqa: E402
 from bench.autoscaling.run import our_behaviour  # noqa: E402
 from bench.autoscaling.sim import FleetModel, Request, simulate  # noqa: E402
@@ -62,6 +62,56 @@ def test_dp_equals_brute_force_on_tiny_relaxations(seed: int) -> None:
             assert g >= 1e17
         else:
             assert g == pytest.approx(want, abs=1e-6)
+
+
+def brute_peaks(lengths, works, caps, lam, L, n0, cmax, slots, cmin):  # noqa: ANN001, ANN201
+    """The peak relaxation by enumeration: levels (c, M), the order of low and high in each
+    bucket, served subsets; starts counted by the documented rule."""
+    INF = float("inf")
+    pairs = [(c, M) for c in range(cmax + 1) for M in range(c, cmax + 1) if c >= cmin]
+    best = INF
+    for seq in itertools.product(pairs, repeat=len(lengths)):
+        for orders in itertools.product((0, 1), repeat=len(lengths)):
+            total, m, t, ok = 0.0, float(n0), 0.0, True
+            for B, w, U, (c, M), order in zip(lengths, works, caps, seq, orders, strict=True):
+                t += B
+                if t <= L + 1e-9 and n0 < M:
+                    ok = False
+                    break
+                lo, hi = max(c - 1, 0, cmin) * B, c * B
+                f = INF
+                for r in range(min(len(w), U[M]) + 1):
+                    for sub in itertools.combinations(w, r):
+                        need = sum(sub) / slots
+                        if need <= hi + 1e-9:
+                            f = min(f, max(lo, need) - lam * r)
+                gain = 0.0
+                if order == 0:  # low, then high
+                    m = min(m, c)
+                    if m < M:
+                        gain, m = M - m, INF
+                else:  # high, then low
+                    if m < M:
+                        gain, m = M - m, INF
+                    m = min(m, c)
+                total += f + L * gain
+            if ok:
+                best = min(best, total)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_peak_dp_equals_brute_force_on_tiny_relaxations(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    lengths = [10.0, 10.0, 8.0]
+    works = [list(rng.uniform(0.5, 12.0, size=rng.integers(0, 4))) for _ in lengths]
+    caps = [np.minimum(len(w), np.sort(rng.integers(0, len(w) + 1, size=3))) for w in works]
+    L, n0, cmax, slots, cmin = 12.0, 1, 2, 2, int(rng.integers(0, 2))
+    lams = np.array([0.0, 0.5, 2.0, 8.0, 30.0])
+    got = relaxed_minimum_peaks(lengths, works, caps, lams, L, n0, cmax, slots, cmin)
+    for lam, g in zip(lams, got, strict=True):
+        want = brute_peaks(lengths, works, caps, lam, L, n0, cmax, slots, cmin)
+        assert g == pytest.approx(want, abs=1e-6)
 
 
 def bursty(seconds: float, period: float, burst: float, rate: float, seed: int) -> list[Request]:
