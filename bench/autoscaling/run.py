@@ -52,8 +52,8 @@ ONLINE = ("hpa-keda", "kpa", "aibrix-apa", "fixed")
 # Our settings, chosen by `python -m bench.autoscaling.tune` on the tune half only (see
 # docs/autoscaling.md, "Where every setting comes from").
 TUNED = {
-    "target": 2.0,
-    "scale_up_stabilization_load_time_fraction": 0.1,
+    "target": 4.0,
+    "scale_up_stabilization_load_time_fraction": 0.0,
     "scale_down_hold_load_time_multiple": 3.0,
     "scale_down_min_hold_seconds": 300.0,
 }

@@ -7,6 +7,7 @@ for a recurring shortage), missing metrics, determinism and input validation."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -32,6 +33,8 @@ def inputs(now: float, ready: int, *samples: FleetSample, loading: tuple[float, 
 
 
 B = Behaviour(min_replicas=1, max_replicas=20, target=2.0)
+# the load-time-scaled scale-up stabilisation (off by default) at a tenth of L
+B_SCALED = dataclasses.replace(B, scale_up_stabilization_load_time_fraction=0.1)
 
 
 @pytest.mark.parametrize(
@@ -204,7 +207,7 @@ def _run_burst(load: float, burst_starts: list[float], burst_len: float, until: 
         loading = [s for s in loading if t - s < load]
         waiting = 10.0 if any(s <= t < s + burst_len for s in burst_starts) else 0.0
         hist = [*hist, fleet(t, ready, waiting, 8 if waiting else 2)][-64:]
-        d, st = decide(AutoscaleInputs(t, tuple(hist), ready, tuple(loading), load, load), B, st)
+        d, st = decide(AutoscaleInputs(t, tuple(hist), ready, tuple(loading), load, load), B_SCALED, st)
         if d.desired > ready + len(loading):
             ups.append((t, d.desired))
             loading += [t] * (d.desired - ready - len(loading))
