@@ -279,7 +279,8 @@ def _rate_bound(samples: list[FleetSample], now: float, b: Behaviour, up: int, k
     seen over a window in which the queue never emptied (a saturated replica's rate; before
     one was seen, the current rate, which understates it and so errs towards more replicas).
     The bound is arrivals / r, at least one more than now while the queue is over target (the
-    backlog must drain). Without the data: no bound.
+    backlog must drain). Completions known but none in the window: one more than now. Without
+    the data: no bound.
     """
     latest = samples[-1]
     ready = len(latest.replicas)
@@ -292,7 +293,10 @@ def _rate_bound(samples: list[FleetSample], now: float, b: Behaviour, up: int, k
     dt = latest.time - first.time
     served = (latest.completed - first.completed) / dt if dt > 0 else 0.0  # type: ignore[operator]
     if served <= 0:
-        return up, known_rate
+        # Ready replicas that have completed nothing yet (just loaded, e.g. after a scale from
+        # zero in front of a held backlog) give no rate: a backlog is no rate either, so add
+        # at most one replica until completions say how fast the fleet drains it.
+        return min(up, ready + 1), known_rate
     # replicas that were serving over the window (the count may have changed inside it)
     per_replica = served / (sum(len(s.replicas) for s in win[1:]) / (len(win) - 1) or 1)
     if first.waiting > 0 and latest.waiting > 0:  # queue never seen empty at the ends: saturated
