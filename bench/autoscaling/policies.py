@@ -44,7 +44,7 @@ class Ours:
     """The operator's policy at the operator's cadence. It learns the load time as the
     operator does: ``load_guess`` (the operator's default before any load is measured) until
     a replica it started becomes ready, then the measured loads (last, and the nearest-rank
-    p95 with the previous p95 counted as one sample, as ``llmops.status.inference`` keeps it).
+    p95 with the previous p95 counted as one sample, as ``llmops.plan.inference`` keeps it).
     The replicas present at t = 0 count as unmeasured (a restarted operator, or a fresh
     deployment whose first pods' readiness was not observed): the guess matters until the
     first scale-up lands."""
