@@ -1,21 +1,24 @@
-"""Replay the Azure code trace through our policy and the baselines, per cold-start time.
+"""Replay a request trace through our policy, the baselines users run, and a lower bound.
 
-    python -m bench.autoscaling [--variants base,rate4,time4] [--cold-starts 60,300,1800]
-                                [--slo 2] [--limit-seconds N] [--trace PATH]
+    python -m bench.autoscaling [--trace PATH] [--halves tune,test] [--variants base,rate4,time4,long6]
+                                [--cold-starts 60,300,1800] [--slo 2] [--limit-seconds N] [--seed 1]
 
-Variants: ``base`` is the trace as recorded; ``rateK`` superimposes K copies, copy i shifted
-by i/K of the trace length (wrapping), so the rate is K times higher with the same burst
-shapes; ``timeK`` compresses time K-fold and loops the compressed trace K times (same
-length, K times the rate, K times sharper bursts). Every policy starts with the same warm
-fleet: the oracle's plan at t=0. Attainment = share of requests whose queueing delay is at
-most the SLO. Deterministic: no randomness anywhere.
+The trace (any CSV with the Azure trace's columns) is split in two halves by time: our
+settings were chosen on ``tune`` (``python -m bench.autoscaling.tune``) and are reported on
+``test``; both are printed, each labelled. Variants per half are described in ``trace.py``
+(``longH`` is an H-hour seeded synthesis). Every policy starts from what a deployment has:
+``minReplicas`` (1) ready replica; none but ``oracle-heur`` sees a future arrival. Ours
+learns its load time (see ``policies.Ours``) and runs three times, with its first guess at
+1/3, 1 and 3 times the true cold start. ``bound`` is a lower bound on the GPU-hours of any
+schedule reaching a given attainment (``bound.py``); every row shows its GPU-hours over the
+bound at that row's attainment. Attainment = share of requests whose queueing delay is at
+most the SLO. Deterministic.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -27,57 +30,47 @@ if __package__ in (None, ""):  # python bench/autoscaling/run.py
 
 from llmops.autoscaling.policy import Behaviour, SignalKind  # noqa: E402
 
-from bench.autoscaling.policies import HpaLike, KpaLike, Oracle, Ours, Static, oracle_needs  # noqa: E402
+from bench.autoscaling.bound import Bound, lower_bound  # noqa: E402
+from bench.autoscaling.policies import AibrixApaLike, HpaLike, KpaLike, Oracle, Ours, Static, oracle_needs  # noqa: E402
 from bench.autoscaling.sim import FleetModel, Request, SimResult, simulate  # noqa: E402
+from bench.autoscaling.trace import load_trace, split_halves, variant  # noqa: E402
+
+__all__ = ["DEFAULT_TRACE", "TUNED", "fixed_at", "load_trace", "main", "our_behaviour", "run_cell", "variant"]
 
 # The trace lives in shared/ beside the repository (LLMOPS_SHARED overrides).
 _SHARED = Path(os.environ.get("LLMOPS_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
 DEFAULT_TRACE = _SHARED / "data" / "azure-llm-inference-2023-code.csv"
-TARGET_WAITING = 2.0  # the queue target every queue-signal policy uses (waiting per replica)
+MIN_REPLICAS = 1  # what every policy starts from, ready at t = 0
 MAX_REPLICAS = 64
+KEDA_WAITING_THRESHOLD = 5.0  # production-stack Helm default trigger: vllm:num_requests_waiting > 5
 BUCKET = 30.0
 RHO = 0.8
-ORACLE_RHOS = tuple(round(0.95 - 0.05 * i, 2) for i in range(16))  # 0.95 .. 0.2
+FIXED_PAST_ATTAINMENT = 0.95  # the fixed fleet: the smallest that met this on the tune half
+GUESSES = ((1 / 3, "ours-L/3"), (1.0, "ours"), (3.0, "ours-3L"))
+ONLINE = ("hpa-keda", "kpa", "aibrix-apa", "fixed")
+
+# Our settings, chosen by `python -m bench.autoscaling.tune` on the tune half only (see
+# docs/autoscaling.md, "Where every setting comes from").
+TUNED = {
+    "target": 4.0,
+    "scale_up_stabilization_load_time_fraction": 0.0,
+    "scale_down_hold_load_time_multiple": 3.0,
+    "scale_down_min_hold_seconds": 300.0,
+}
 
 
-def load_trace(path: Path) -> list[Request]:
-    out: list[Request] = []
-    t0 = None
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            ts = row["TIMESTAMP"].strip()
-            head, _, frac = ts.partition(".")
-            t = dt.datetime.fromisoformat(head).timestamp() + float("0." + (frac or "0"))
-            t0 = t if t0 is None else t0
-            out.append(Request(t - t0, int(row["ContextTokens"]), int(row["GeneratedTokens"])))
-    return out
-
-
-def variant(reqs: list[Request], name: str) -> list[Request]:
-    if name == "base":
-        return list(reqs)
-    span = reqs[-1].arrival + 1e-3
-    if name.startswith("rate"):
-        k = int(name[4:])
-        out = [Request((r.arrival + i * span / k) % span, r.prompt, r.output) for i in range(k) for r in reqs]
-    elif name.startswith("time"):
-        k = int(name[4:])
-        seg = span / k
-        out = [Request(i * seg + r.arrival / k, r.prompt, r.output) for i in range(k) for r in reqs]
-    else:
-        raise ValueError(f"unknown variant {name!r}")
-    return sorted(out, key=lambda r: r.arrival)
-
-
-def our_behaviour(initial: int) -> Behaviour:
-    # The knobs a user would set in spec.autoscaling; defaults elsewhere.
+def our_behaviour(zero: bool = False, **overrides: float) -> Behaviour:
+    """The knobs a user would set in spec.autoscaling (and the operator defaults tuned here)."""
+    s = {**TUNED, **overrides}
     return Behaviour(
-        min_replicas=1,
+        min_replicas=0 if zero else MIN_REPLICAS,
         max_replicas=MAX_REPLICAS,
         signal=SignalKind.QUEUE,
-        target=TARGET_WAITING,
-        scale_down_hold_load_time_multiple=3.0,
-        scale_down_min_hold_seconds=300.0,
+        target=s["target"],
+        scale_up_stabilization_load_time_fraction=s["scale_up_stabilization_load_time_fraction"],
+        scale_down_hold_load_time_multiple=s["scale_down_hold_load_time_multiple"],
+        scale_down_min_hold_seconds=s["scale_down_min_hold_seconds"],
+        scale_to_zero_enabled=zero,
     )
 
 
@@ -90,102 +83,114 @@ class Row:
     scale_ups: int
 
 
-def run_one(reqs: list[Request], cold: float, slo: float) -> list[Row]:
-    model = FleetModel(cold_start=cold)
-    needs = oracle_needs(reqs, model, BUCKET, RHO)
-    oracle = Oracle(needs, BUCKET, cold + BUCKET, 1)
-    initial = max(1, oracle.want(0.0))
-    peak = max([1, *needs])
-    ctls = [
-        Ours(our_behaviour(initial), load_seconds=cold),
-        HpaLike(TARGET_WAITING, 1, MAX_REPLICAS),
-        KpaLike(0.7 * model.max_num_seqs, 1, MAX_REPLICAS),
-        Static(peak),
-        oracle,
-    ]
-    rows = []
-    for c in ctls:
-        res: SimResult = simulate(reqs, model, c, peak if isinstance(c, Static) else initial)
-        rows.append(Row(c.name, res.attainment(slo), res.gpu_hours, res.max_replicas, res.scale_ups))
-    # The oracle at our attainment: the cheapest oracle headroom (rho) that reaches it, the
-    # same warm start; if none does, the best one found.
-    best: Row | None = None
-    for rho in ORACLE_RHOS:
-        o = Oracle(oracle_needs(reqs, model, BUCKET, rho), BUCKET, cold + BUCKET, 1)
-        res = simulate(reqs, model, o, initial)
-        row = Row("oracle@ours", res.attainment(slo), res.gpu_hours, res.max_replicas, res.scale_ups)
-        if row.attainment >= rows[0].attainment - 1e-9:
-            if best is None or best.attainment < rows[0].attainment - 1e-9 or row.gpu_hours < best.gpu_hours:
-                best = row
-        elif best is None or (best.attainment < rows[0].attainment - 1e-9 and row.attainment > best.attainment):
-            best = row
-    assert best is not None
-    rows.append(best)
-    rows.append(fixed_at(reqs, model, rows[0].attainment, slo, peak))
-    return rows
+def _row(res: SimResult, slo: float, name: str | None = None) -> Row:
+    return Row(name or res.name, res.attainment(slo), res.gpu_hours, res.max_replicas, res.scale_ups)
+
+
+def fixed_size(reqs: list[Request], model: FleetModel, attainment: float, slo: float, cap: int = MAX_REPLICAS) -> int:
+    """The smallest fixed fleet reaching ``attainment`` on ``reqs`` (``cap`` if none does);
+    bisection (attainment grows with the fleet)."""
+    lo, hi = 1, cap
+    if simulate(reqs, model, Static(cap), cap).attainment(slo) < attainment - 1e-9:
+        return cap
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if simulate(reqs, model, Static(mid), mid).attainment(slo) >= attainment - 1e-9:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def fixed_at(reqs: list[Request], model: FleetModel, attainment: float, slo: float, peak: int) -> Row:
-    """The smallest fixed fleet, chosen in hindsight, that reaches ``attainment`` (else the
-    peak fleet): a reference for what capacity that is always warm costs on this trace."""
-    row = None
-    for n in range(1, max(peak, 1) + 1):
-        res = simulate(reqs, model, Static(n, name="fixed@ours"), n)
-        row = Row("fixed@ours", res.attainment(slo), res.gpu_hours, res.max_replicas, res.scale_ups)
-        if row.attainment >= attainment - 1e-9:
-            break
-    assert row is not None
-    return row
+    """The smallest fixed fleet, chosen in hindsight, that reaches ``attainment`` (else
+    ``peak``): a reference for what always-warm capacity costs on this trace."""
+    n = fixed_size(reqs, model, attainment, slo, max(peak, 1))
+    return _row(simulate(reqs, model, Static(n, name="fixed@ours"), n), slo)
 
 
-def verdict(rows: list[Row]) -> list[str]:
+def run_cell(reqs: list[Request], cold: float, slo: float, fixed_n: int, zero: bool = False) -> tuple[list[Row], Bound]:
+    model = FleetModel(cold_start=cold)
+    ctls: list = [Ours(our_behaviour(), load_guess=f * cold, name=name) for f, name in GUESSES]
+    if zero:
+        ctls.append(Ours(our_behaviour(zero=True), load_guess=cold, name="ours-zero"))
+    ctls += [
+        HpaLike(KEDA_WAITING_THRESHOLD, MIN_REPLICAS, MAX_REPLICAS),
+        KpaLike(0.7 * model.max_num_seqs, MIN_REPLICAS, MAX_REPLICAS),
+        AibrixApaLike(0.5, MIN_REPLICAS, MAX_REPLICAS),
+        Static(fixed_n, name="fixed"),
+        Oracle(oracle_needs(reqs, model, BUCKET, RHO), BUCKET, cold + BUCKET, MIN_REPLICAS),
+    ]
+    rows = [_row(simulate(reqs, model, c, fixed_n if isinstance(c, Static) else MIN_REPLICAS), slo) for c in ctls]
+    ours = next(r for r in rows if r.name == "ours")
+    rows.append(fixed_at(reqs, model, ours.attainment, slo, MAX_REPLICAS))
+    bound = lower_bound(reqs, model, slo, MIN_REPLICAS, MAX_REPLICAS, MIN_REPLICAS)
+    return rows, bound
+
+
+def verdict(rows: list[Row], bound: Bound) -> list[str]:
     by = {r.name: r for r in rows}
     ours = by["ours"]
     lines = []
-    for b in ("hpa", "kpa"):  # the online baselines: targets
+    for b in ONLINE:
         o = by[b]
-        ok = ours.attainment >= o.attainment - 1e-9 and ours.gpu_hours <= o.gpu_hours + 1e-9
-        lines.append(f"  vs {b:<12} attainment {ours.attainment - o.attainment:+.4f}  GPU-h ratio {ours.gpu_hours / max(o.gpu_hours, 1e-9):.3f}  {'MET' if ok else 'MISSED'}")
-    o = by["static-peak"]  # knows the peak in advance: a reference, not a target
-    lines.append(f"  vs {'static-peak':<12} attainment {ours.attainment - o.attainment:+.4f}  GPU-h ratio {ours.gpu_hours / max(o.gpu_hours, 1e-9):.3f}  (reference)")
-    o = by["oracle@ours"]
-    reached = o.attainment >= ours.attainment - 1e-9
-    ratio = ours.gpu_hours / max(o.gpu_hours, 1e-9)
-    ok = reached and ratio <= 1.25
-    note = "" if reached else " (no oracle headroom reached our attainment: ratio vs its best)"
-    lines.append(f"  vs {'oracle@ours':<12} attainment {ours.attainment - o.attainment:+.4f}  GPU-h ratio {ratio:.3f}  {'MET' if ok else 'MISSED'} (target <= 1.25){note}")
-    f = by["fixed@ours"]  # chosen in hindsight: a reference, not a target
-    lines.append(f"  {'fixed@ours':<15} attainment {f.attainment - ours.attainment:+.4f} vs ours  GPU-h ratio to oracle@ours {f.gpu_hours / max(o.gpu_hours, 1e-9):.3f}  (reference)")
+        att = ours.attainment >= o.attainment - 1e-9
+        gpu = ours.gpu_hours <= o.gpu_hours + 1e-9
+        lines.append(f"  vs {b:<11} attainment {ours.attainment - o.attainment:+.4f}  GPU-h ratio {ours.gpu_hours / max(o.gpu_hours, 1e-9):.3f}  "
+                     f"{'MET' if att and gpu else 'MISSED'}{'' if att else ' (attainment)'}{'' if gpu else ' (GPU-h)'}")
+    lb = bound.gpu_hours(ours.attainment)
+    ratio = ours.gpu_hours / lb if lb > 0 and math.isfinite(lb) else math.inf
+    lines.append(f"  vs {'bound':<11} at our attainment {lb:.3f} GPU-h  ratio {ratio:.3f}  {'MET' if ratio <= 1.25 else 'MISSED'} (target <= 1.25)")
     return lines
+
+
+def _fmt_bound(x: float) -> str:
+    if math.isnan(x):
+        return "n/a"
+    return f"{x:.3f}" if math.isfinite(x) else "unreach"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.autoscaling", description=__doc__.split("\n")[0])
     p.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
-    p.add_argument("--variants", default="base,rate4,time4")
+    p.add_argument("--halves", default="tune,test", help="which halves to report (tune: where settings were chosen)")
+    p.add_argument("--variants", default="base,rate4,time4,long6")
     p.add_argument("--cold-starts", default="60,300,1800")
     p.add_argument("--slo", type=float, default=2.0, help="queueing-delay SLO, seconds")
+    p.add_argument("--seed", type=int, default=1, help="seed of the long-run synthesis")
     p.add_argument("--limit-seconds", type=float, default=None, help="replay only the first N seconds of each variant")
     a = p.parse_args(argv)
-    trace = load_trace(a.trace)
+    halves = split_halves(load_trace(a.trace))
     colds = [float(x) for x in a.cold_starts.split(",")]
     fm = FleetModel()
     print(f"fleet: prefill {fm.prefill_tok_s:.0f} tok/s, decode {fm.decode_tok_s:.0f} tok/s/seq, max_num_seqs {fm.max_num_seqs}, "
-          f"KV {fm.kv_tokens} tokens; SLO: queueing delay <= {a.slo:g} s; queue target {TARGET_WAITING:g} waiting/replica")
+          f"KV {fm.kv_tokens} tokens; SLO: queueing delay <= {a.slo:g} s; start: {MIN_REPLICAS} ready replica; ours: {TUNED}")
+    print(f"split: tune = first half ({len(halves['tune'])} requests), test = second half ({len(halves['test'])} requests); "
+          "settings were chosen on tune only")
+
+    def cut(reqs: list[Request]) -> list[Request]:
+        return [r for r in reqs if r.arrival <= a.limit_seconds] if a.limit_seconds is not None else reqs
+
     for v in a.variants.split(","):
-        reqs = variant(trace, v)
-        if a.limit_seconds is not None:
-            reqs = [r for r in reqs if r.arrival <= a.limit_seconds]
-        for cold in colds:
-            rows = run_one(reqs, cold, a.slo)
-            print(f"\n== variant {v} ({len(reqs)} requests, {reqs[-1].arrival / 60:.1f} min), cold start {cold:g} s")
-            print(f"  {'policy':<12}{'attainment':>11}{'GPU-hours':>11}{'peak':>6}{'ups':>6}{'att/ours':>10}{'GPU-h ours/x':>14}")
-            ours = rows[0]
-            for r in rows:
-                print(f"  {r.name:<12}{r.attainment:>11.4f}{r.gpu_hours:>11.3f}{r.peak:>6}{r.scale_ups:>6}"
-                      f"{ours.attainment / max(r.attainment, 1e-9):>10.3f}{ours.gpu_hours / max(r.gpu_hours, 1e-9):>14.3f}")
-            for line in verdict(rows):
-                print(line)
+        tune_reqs = cut(variant(halves["tune"], v, seed=a.seed))
+        # the fixed fleet a user would size from the past: the tune half of the same variant
+        fixed_n = fixed_size(tune_reqs, FleetModel(), FIXED_PAST_ATTAINMENT, a.slo)
+        for half in a.halves.split(","):
+            reqs = tune_reqs if half == "tune" else cut(variant(halves[half], v, seed=a.seed))
+            for cold in colds:
+                rows, bound = run_cell(reqs, cold, a.slo, fixed_n, zero=v.startswith("long"))
+                print(f"\n== [{half}] variant {v} ({len(reqs)} requests, {reqs[-1].arrival / 60:.1f} min), cold start {cold:g} s")
+                print(f"  {'policy':<12}{'attainment':>11}{'GPU-hours':>11}{'peak':>6}{'ups':>6}{'bound@att':>11}{'GPU-h/bound':>13}")
+                for r in rows:
+                    # the fixed fleets start with more than minReplicas warm: the bound (from
+                    # minReplicas) does not apply to them
+                    lb = bound.gpu_hours(r.attainment) if not r.name.startswith("fixed") else math.nan
+                    ratio = f"{r.gpu_hours / lb:.3f}" if lb > 0 and math.isfinite(lb) else "-"
+                    print(f"  {r.name:<12}{r.attainment:>11.4f}{r.gpu_hours:>11.3f}{r.peak:>6}{r.scale_ups:>6}{_fmt_bound(lb):>11}{ratio:>13}")
+                curve = "  ".join(f"{x:.2f}:{_fmt_bound(bound.gpu_hours(x))}" for x in (0.5, 0.8, 0.9, 0.95, 0.99))
+                print(f"  bound (attainment:GPU-h)  {curve}")
+                for line in verdict(rows, bound):
+                    print(line)
     return 0
 
 

@@ -14,7 +14,9 @@ Model (stated, so the figures can be judged):
   GPU time until then. Loading replicas are removed first (newest first).
 - Every ``sync`` seconds a controller sees one scrape of the ready replicas (the router's
   queue is split evenly over them as ``vllm:num_requests_waiting``; at zero replicas it is
-  reported as held requests) and returns the desired replica count.
+  reported as held requests) and returns the desired replica count. A controller with an
+  ``observe_ready(started, ready_at)`` method is told when a replica it started is ready
+  (the operator measures load times from pod start and ready timestamps).
 GPU-hours are counted from t=0 to the last arrival; requests still queued then are served
 (controllers keep running) so that every request gets a delay.
 """
@@ -159,7 +161,10 @@ def simulate(requests: list[Request], model: FleetModel, ctl: Controller, initia
             if rep.draining and rep.running == 0 and not rep.gone:
                 remove(rep, now)
         elif kind == "ready":
-            pass
+            rep = reps[payload]  # type: ignore[index]
+            hook = getattr(ctl, "observe_ready", None)
+            if hook is not None and not rep.gone and not rep.draining:
+                hook(rep.started, now)  # the operator reads a pod's start and ready times
         elif kind == "tick":
             ready = ready_list(now)
             waiting = len(queue) - qh

@@ -7,6 +7,7 @@ for a recurring shortage), missing metrics, determinism and input validation."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -32,6 +33,8 @@ def inputs(now: float, ready: int, *samples: FleetSample, loading: tuple[float, 
 
 
 B = Behaviour(min_replicas=1, max_replicas=20, target=2.0)
+# the load-time-scaled scale-up stabilisation (off by default) at a tenth of L
+B_SCALED = dataclasses.replace(B, scale_up_stabilization_load_time_fraction=0.1)
 
 
 @pytest.mark.parametrize(
@@ -204,7 +207,7 @@ def _run_burst(load: float, burst_starts: list[float], burst_len: float, until: 
         loading = [s for s in loading if t - s < load]
         waiting = 10.0 if any(s <= t < s + burst_len for s in burst_starts) else 0.0
         hist = [*hist, fleet(t, ready, waiting, 8 if waiting else 2)][-64:]
-        d, st = decide(AutoscaleInputs(t, tuple(hist), ready, tuple(loading), load, load), B, st)
+        d, st = decide(AutoscaleInputs(t, tuple(hist), ready, tuple(loading), load, load), B_SCALED, st)
         if d.desired > ready + len(loading):
             ups.append((t, d.desired))
             loading += [t] * (d.desired - ready - len(loading))
@@ -263,3 +266,18 @@ def test_deterministic() -> None:
 def test_behaviour_validation(kw) -> None:
     with pytest.raises(ValueError):
         Behaviour(**kw)
+
+
+def test_backlog_after_scale_from_zero_is_no_rate() -> None:
+    """A replica just loaded after a scale from zero faces 1000 held requests; it has completed
+    nothing yet, so the backlog must not size the fleet (it did: straight to maxReplicas)."""
+    b = Behaviour(min_replicas=0, max_replicas=64, target=4.0, scale_to_zero_enabled=True)
+    hist = tuple(FleetSample(float(t), (), unrouted_waiting=900.0 + t, completed=50.0) for t in range(0, 60, 10))
+    hist += (FleetSample(60.0, (ReplicaSignal(waiting=1000.0, running=8.0),), completed=50.0),)
+    st = PolicyState(first_seen_at=0.0, last_scale_up_at=-1800.0)
+    d, st = decide(AutoscaleInputs(60.0, hist, 1, (), 1800.0, 1800.0), b, st)
+    assert d.desired == 2, d
+    # once completions show the rate (5 per second, the queue shrinking), it sizes by that
+    hist += (FleetSample(70.0, (ReplicaSignal(waiting=955.0, running=8.0),), completed=100.0),)
+    d, _ = decide(AutoscaleInputs(70.0, hist, 1, (), 1800.0, 1800.0), b, st)
+    assert d.desired <= 2, d
