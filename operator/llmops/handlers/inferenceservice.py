@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from llmops import API_VERSION
+from llmops.api import labels
 from llmops.api.inference import AutoscalingEngine, InferenceService, parse_inference_service
 from llmops.builders import inference as B
 from llmops.controller import Context
@@ -54,7 +55,9 @@ class InferenceServiceKind:
     def observe(self, ctx: Context, svc: InferenceService, owned: dict[ChildKey, dict[str, Any]], memory: ApplyMemory) -> P.Observed:
         ns, name = svc.metadata.namespace or "default", svc.metadata.name
         deployment = next((o for (_, k, n), o in owned.items() if k == "Deployment" and n == B.deployment_name(name)), None)
-        pods = [P.PodView.from_pod(p) for p in ctx.kube.list("v1", "Pod", ns, B.selector_string(svc))]
+        # the server pods carry the owner labels too: with managed-by the pod cache answers
+        selector = f"{B.selector_string(svc)},{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE}"
+        pods = [P.PodView.from_pod(p) for p in ctx.kube.list("v1", "Pod", ns, selector)]
         desired, decision = autoscaler.desired_replicas(svc, deployment, pods, ctx.clock())
         wanted = P.wanted_adapters(svc, _finetune_jobs(ctx, ns))
         return P.Observed(deployment=deployment, pods=tuple(pods), desired_replicas=desired, decision=decision,
