@@ -51,7 +51,8 @@ def free_port() -> int:
 
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     chunk = a.chunk_mib << 20
     scratch = Path(tempfile.mkdtemp(prefix="model-fetch-", dir=a.dir))
     proc, endpoint = start_moto()
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": endpoint})
+    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL_S3": endpoint})
     try:
         client = boto3.client("s3", endpoint_url=endpoint, config=Config(max_pool_connections=64))
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 hit = F.fetch(F.FetchRequest(uri=uri, dest=cache))
                 assert hit.cache_hit
                 hit_t.append(hit.seconds)
-                pinned = F.fetch(F.FetchRequest(uri=uri, dest=scratch / f"pin-{rep}", manifest_sha256=r.digest, manifest=str(r.path / "llmops-manifest.json")))
+                pinned = F.fetch(F.FetchRequest(uri=uri, dest=scratch / f"pin-{rep}", manifest_sha256=r.digest,
+                                                manifest=str(r.path / "llmops-manifest.json")))
                 pin = F.fetch(F.FetchRequest(uri=uri, dest=scratch / f"pin-{rep}", manifest_sha256=r.digest))
                 assert pin.cache_hit and not pinned.cache_hit
                 pin_t.append(pin.seconds)

@@ -48,7 +48,8 @@ class JobBuilder:
         self._spec("resources").update(kw)
         return self
 
-    def rdma(self, hca: str = "rdma/hca", count: int = 1, networks: tuple[str, ...] = ("ib-net",), ib_hca: str | None = "mlx5", ifname: str | None = "eth0") -> JobBuilder:
+    def rdma(self, hca: str = "rdma/hca", count: int = 1, networks: tuple[str, ...] = ("ib-net",), ib_hca: str | None = "mlx5",
+             ifname: str | None = "eth0") -> JobBuilder:
         r: dict[str, Any] = {"resources": [{"name": hca, "count": count}], "networks": list(networks)}
         if ib_hca:
             r["ncclIbHca"] = ib_hca

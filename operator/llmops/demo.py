@@ -1,7 +1,8 @@
 """`llmops demo`: the main job on the embedded sandbox, start to finish, in one command.
 
 Starts `llmops sandbox` (emulated API server, 2 process node agents, S3 on 127.0.0.1, the
-operator; with ``--control-plane`` the same on a real kube-apiserver/scheduler/controller manager), applies the tiny sample TrainingJob with kubectl, prints its status as it trains
+operator; with ``--control-plane`` the same on a real kube-apiserver/scheduler/controller
+manager), applies the tiny sample TrainingJob with kubectl, prints its status as it trains
 with step checkpoints, kills one worker mid-run, and shows the gang restart and resume from
 the last committed step until the job succeeds. Exit code 0 only if all of that happened.
 """

@@ -123,9 +123,11 @@ def _fail_fast(pods: Sequence[PodFacts], now: dt.datetime, grace: float) -> Verd
     for p in pods:
         for c in p.containers:
             if c.state == "terminated" and c.exit_code == ExitCode.CONFIG_ERROR:
-                return Verdict(Action.FAIL_NOW, C.CONFIG_ERROR, f"pod {p.name} exited {c.exit_code} (configuration error): {c.message or ''}".rstrip(": "), pods=(p.name,))
+                msg = f"pod {p.name} exited {c.exit_code} (configuration error): {c.message or ''}".rstrip(": ")
+                return Verdict(Action.FAIL_NOW, C.CONFIG_ERROR, msg, pods=(p.name,))
             if c.state == "terminated" and c.exit_code == ExitCode.CHECKPOINT_UNRECOVERABLE:
-                return Verdict(Action.FAIL_NOW, C.CHECKPOINT_UNRECOVERABLE, f"pod {p.name} exited {c.exit_code}: no usable checkpoint and storage failing past maxAgeSeconds", pods=(p.name,))
+                msg = f"pod {p.name} exited {c.exit_code}: no usable checkpoint and storage failing past maxAgeSeconds"
+                return Verdict(Action.FAIL_NOW, C.CHECKPOINT_UNRECOVERABLE, msg, pods=(p.name,))
             if c.state == "terminated" and c.reason in ("ContainerCannotRun", "StartError"):
                 # The command could not even start (not found, not executable): a restart
                 # runs the same image and command again.
@@ -133,7 +135,8 @@ def _fail_fast(pods: Sequence[PodFacts], now: dt.datetime, grace: float) -> Verd
             if c.state != "waiting":
                 continue
             if c.reason == "InvalidImageName":
-                return Verdict(Action.FAIL_NOW, C.IMAGE_PULL_FAILED, f"pod {p.name}: invalid image name: {c.message or ''}".rstrip(": "), pods=(p.name,))
+                msg = f"pod {p.name}: invalid image name: {c.message or ''}".rstrip(": ")
+                return Verdict(Action.FAIL_NOW, C.IMAGE_PULL_FAILED, msg, pods=(p.name,))
             if c.reason in _PULL_REASONS or c.reason in ("CreateContainerConfigError", "CreateContainerError", "ContainerCannotRun"):
                 reason = C.IMAGE_PULL_FAILED if c.reason in _PULL_REASONS else (
                     CREDENTIALS_UNAVAILABLE if "secret" in (c.message or "").lower() else C.CONFIG_ERROR
@@ -152,22 +155,27 @@ def _infrastructure(pods: Sequence[PodFacts], nodes: Mapping[str, NodeFacts] | N
         dt_cond = p.condition("DisruptionTarget")
         if dt_cond is not None and dt_cond.status == "True":
             reason = _DISRUPTION_REASONS.get(dt_cond.reason or "", C.EVICTED)
-            return Verdict(Action.RESTART_NOT_COUNTED, reason, f"pod {p.name}: {dt_cond.reason or 'disrupted'}: {dt_cond.message or ''}".rstrip(": "), pods=(p.name,))
+            msg = f"pod {p.name}: {dt_cond.reason or 'disrupted'}: {dt_cond.message or ''}".rstrip(": ")
+            return Verdict(Action.RESTART_NOT_COUNTED, reason, msg, pods=(p.name,))
         if p.reason == "Evicted":
             return Verdict(Action.RESTART_NOT_COUNTED, C.EVICTED, f"pod {p.name} evicted: {p.message or ''}".rstrip(": "), pods=(p.name,))
         if p.reason in ("NodeLost", "NodeShutdown", "Terminated") and p.phase == "Failed":
-            return Verdict(Action.RESTART_NOT_COUNTED, C.NODE_LOST if p.reason != "Terminated" else C.EVICTED, f"pod {p.name}: {p.reason}: {p.message or ''}".rstrip(": "), pods=(p.name,))
+            reason = C.NODE_LOST if p.reason != "Terminated" else C.EVICTED
+            msg = f"pod {p.name}: {p.reason}: {p.message or ''}".rstrip(": ")
+            return Verdict(Action.RESTART_NOT_COUNTED, reason, msg, pods=(p.name,))
     if nodes is not None:
         for p in pods:
             if not p.node_name or p.terminal:
                 continue
             node = nodes.get(p.node_name)
             if node is None:
-                return Verdict(Action.RESTART_NOT_COUNTED, C.NODE_LOST, f"node {p.node_name} of pod {p.name} no longer exists", pods=(p.name,))
+                msg = f"node {p.node_name} of pod {p.name} no longer exists"
+                return Verdict(Action.RESTART_NOT_COUNTED, C.NODE_LOST, msg, pods=(p.name,))
             if not node.ready:
                 age = _age(node.since, now)
                 if age is None or age >= node_grace:
-                    return Verdict(Action.RESTART_NOT_COUNTED, C.NODE_LOST, f"node {p.node_name} of pod {p.name} is NotReady" + (f" for {int(age)}s" if age is not None else ""), pods=(p.name,))
+                    msg = f"node {p.node_name} of pod {p.name} is NotReady" + (f" for {int(age)}s" if age is not None else "")
+                    return Verdict(Action.RESTART_NOT_COUNTED, C.NODE_LOST, msg, pods=(p.name,))
     for p in pods:
         if p.deletion_timestamp and not p.terminal:
             # Deleted by someone (no disruption condition): its rank is gone for this
@@ -202,7 +210,8 @@ def _job_failure(pods: Sequence[PodFacts], last: LastFailure | None, generation:
         if c.reason == "OOMKilled":
             msg = f"pod {p.name}: container {c.name} OOMKilled (exit {c.exit_code})"
             if last and last.reason == C.OOM_KILLED and generation is not None and last.generation == generation:
-                return Verdict(Action.FAIL_NOW, C.OOM_KILLED, msg + "; the previous attempt was OOMKilled too with the same spec: raise resources.memory", pods=(p.name,))
+                again = "; the previous attempt was OOMKilled too with the same spec: raise resources.memory"
+                return Verdict(Action.FAIL_NOW, C.OOM_KILLED, msg + again, pods=(p.name,))
             return Verdict(Action.RESTART_GANG, C.OOM_KILLED, msg, step=progress_step, pods=(p.name,))
     for p, c in failed:
         if c.exit_code == ExitCode.NON_FINITE_LOSS:
@@ -210,25 +219,32 @@ def _job_failure(pods: Sequence[PodFacts], last: LastFailure | None, generation:
             step = step if step is not None else progress_step
             where = f" at step {step}" if step is not None else ""
             if last and last.reason == C.NON_FINITE_LOSS and last.step == step:
-                return Verdict(Action.FAIL_NOW, C.NON_FINITE_LOSS, f"loss became non-finite{where} again after a rollback (pod {p.name})", step=step, pods=(p.name,))
-            return Verdict(Action.RESTART_GANG, C.NON_FINITE_LOSS, f"loss became non-finite{where} (pod {p.name}); rolling back to the last committed checkpoint", step=step, pods=(p.name,))
+                msg = f"loss became non-finite{where} again after a rollback (pod {p.name})"
+                return Verdict(Action.FAIL_NOW, C.NON_FINITE_LOSS, msg, step=step, pods=(p.name,))
+            msg = f"loss became non-finite{where} (pod {p.name}); rolling back to the last committed checkpoint"
+            return Verdict(Action.RESTART_GANG, C.NON_FINITE_LOSS, msg, step=step, pods=(p.name,))
     terminated_codes = (ExitCode.TERMINATED, 128 + signal.SIGTERM)
     for p, c in failed:
         code = c.exit_code or 0
         if code in terminated_codes:
             continue
         if code >= 128:
-            return Verdict(Action.RESTART_GANG, WORKER_FAILED, f"pod {p.name}: container {c.name} killed by {_signal_name(code)} (exit {code})", step=progress_step, pods=(p.name,))
+            msg = f"pod {p.name}: container {c.name} killed by {_signal_name(code)} (exit {code})"
+            return Verdict(Action.RESTART_GANG, WORKER_FAILED, msg, step=progress_step, pods=(p.name,))
         reason = C.USER_ERROR if code == ExitCode.USER_ERROR else WORKER_FAILED
-        return Verdict(Action.RESTART_GANG, reason, f"pod {p.name}: container {c.name} exited {code}" + (f": {c.message.strip().splitlines()[-1]}" if c.message and c.message.strip() else ""), step=progress_step, pods=(p.name,))
+        last_line = f": {c.message.strip().splitlines()[-1]}" if c.message and c.message.strip() else ""
+        msg = f"pod {p.name}: container {c.name} exited {code}{last_line}"
+        return Verdict(Action.RESTART_GANG, reason, msg, step=progress_step, pods=(p.name,))
     p, c = failed[0]
-    return Verdict(Action.RESTART_NOT_COUNTED, C.TERMINATED, f"pod {p.name} was terminated (exit {c.exit_code}) without a disruption condition", step=progress_step, pods=(p.name,))
+    msg = f"pod {p.name} was terminated (exit {c.exit_code}) without a disruption condition"
+    return Verdict(Action.RESTART_NOT_COUNTED, C.TERMINATED, msg, step=progress_step, pods=(p.name,))
 
 
 def _phase_failed_without_container(pods: Sequence[PodFacts]) -> Verdict | None:
     for p in pods:
         if p.phase == "Failed" and p.terminated() is None:
-            return Verdict(Action.RESTART_GANG, WORKER_FAILED, f"pod {p.name} failed: {p.reason or ''} {p.message or ''}".strip(), pods=(p.name,))
+            msg = f"pod {p.name} failed: {p.reason or ''} {p.message or ''}".strip()
+            return Verdict(Action.RESTART_GANG, WORKER_FAILED, msg, pods=(p.name,))
     return None
 
 

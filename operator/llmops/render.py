@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -42,7 +43,8 @@ def _stored(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def render_documents(body: dict[str, Any], attempt: int = 0, backend: str | None = None, resume_from: str | None = None) -> list[dict[str, Any]]:
+def render_documents(body: dict[str, Any], attempt: int = 0, backend: str | None = None,
+                     resume_from: str | None = None) -> list[dict[str, Any]]:
     """The child objects for a CR body. For TrainingJobs, ``backend`` None takes the spec's
     value; ``auto`` (which needs discovery) renders as ``none``."""
     body = _stored(body)
@@ -66,7 +68,7 @@ def dump(docs: list[dict[str, Any]]) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
         bodies = [d for d in yaml.safe_load_all(text) if d]
     except (OSError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)

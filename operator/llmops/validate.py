@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     failed = False
     for path in args.filename:
         try:
-            text = sys.stdin.read() if path == "-" else open(path).read()
+            text = sys.stdin.read() if path == "-" else Path(path).read_text()
             docs = [d for d in yaml.safe_load_all(text) if d is not None]
         except (OSError, yaml.YAMLError) as exc:
             print(f"{path}: {exc}", file=sys.stderr)

@@ -35,6 +35,7 @@ its ZeRO stage are chosen inside the workers (``llmops_runtime.engines.deepspeed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -195,10 +196,8 @@ class _Gang:
     def signal_all(self, sig: int) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(sig)
-                except ProcessLookupError:
-                    pass
 
     def on_signal(self, sig: int, grace: float) -> None:
         self.terminated = True

@@ -22,6 +22,7 @@ when set, else to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -102,7 +103,7 @@ class StreamSink:
     """JSON lines to a file (append) or to stderr."""
 
     def __init__(self, path: str | None = None) -> None:
-        self._handle = open(path, "a", encoding="utf-8") if path else sys.stderr
+        self._handle = open(path, "a", encoding="utf-8") if path else sys.stderr  # noqa: SIM115 - held until close()
         self._owned = bool(path)
 
     def publish(self, report: ProgressReport) -> None:
@@ -238,10 +239,8 @@ class ProgressReporter:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout)
-        try:
+        with contextlib.suppress(Exception):
             self._sink.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def report_json(report: ProgressReport) -> str:

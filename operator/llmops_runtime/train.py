@@ -23,6 +23,7 @@ step per rank (loss as a hex float, sample ids), used by the exactness tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -218,8 +219,7 @@ def train(cfg: TrainConfig, session: Session) -> int:
                                world_size=session.world_size, seed=cfg.seed, num_workers=cfg.num_workers)
     session.register(model=model, optimizer=optimizer, scheduler=scheduler, dataloader=loader)
     session.resume()
-    log = open(f"{cfg.log_file}.rank{session.rank}", "a", encoding="utf-8") if cfg.log_file else None
-    try:
+    with (open(f"{cfg.log_file}.rank{session.rank}", "a", encoding="utf-8") if cfg.log_file else contextlib.nullcontext()) as log:
         for batch in session.batches(max_steps=cfg.steps):
             tokens = batch["tokens"].to(session.device)
             logits = trained(tokens[:, :-1])
@@ -234,9 +234,6 @@ def train(cfg: TrainConfig, session: Session) -> int:
             log.write(json.dumps({"final": weights_digest(model), "step": session.step}) + "\n")
             log.flush()
         return code
-    finally:
-        if log is not None:
-            log.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ def test_reference_doc_drift_is_detected(tmp_path: pathlib.Path) -> None:
 
 
 def test_relative_links_resolve() -> None:
-    files = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+    files = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
     broken = []
     for f in files:
         for target in re.findall(r"\]\(([^)\s]+)\)", f.read_text()):

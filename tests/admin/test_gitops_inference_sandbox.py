@@ -43,7 +43,8 @@ def upload_tiny_model(sb: Sandbox) -> None:
     s3 = boto3.client("s3", endpoint_url=sb.s3_endpoint, aws_access_key_id=sb.s3_env["AWS_ACCESS_KEY_ID"],
                       aws_secret_access_key=sb.s3_env["AWS_SECRET_ACCESS_KEY"], region_name=sb.s3_env["AWS_REGION"])
     config = json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}).encode()
-    s3.upload_fileobj(io.BytesIO(save({"embed.weight": np.ones((4, 4), dtype=np.float32)})), DEFAULT_BUCKET, "models/tiny/model.safetensors")
+    weights = save({"embed.weight": np.ones((4, 4), dtype=np.float32)})
+    s3.upload_fileobj(io.BytesIO(weights), DEFAULT_BUCKET, "models/tiny/model.safetensors")
     s3.upload_fileobj(io.BytesIO(config), DEFAULT_BUCKET, "models/tiny/config.json")
 
 

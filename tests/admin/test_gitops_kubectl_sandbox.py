@@ -93,7 +93,7 @@ def test_kubectl_get_tj_columns_show_the_status(run) -> None:  # noqa: ANN001
     header, row = lines[0].split(), lines[1].split()
     assert header[:8] == ["NAME", "STATE", "NODES", "GPUS/NODE", "STEP", "TOTAL", "CKPT", "RESTARTS"]
     st = run["kube"].get(API, "TrainingJob", "default", NAME)["status"]
-    facts = dict(zip(header, row))
+    facts = dict(zip(header, row, strict=True))
     assert facts["NAME"] == NAME and facts["NODES"] == "2" and facts["GPUS/NODE"] == "0"
     assert facts["STEP"] == str(st["progress"]["step"]) == "40"
     assert facts["TOTAL"] == "40"
@@ -101,7 +101,7 @@ def test_kubectl_get_tj_columns_show_the_status(run) -> None:  # noqa: ANN001
     assert facts["RESTARTS"] == str(st["restarts"]["total"]) and st["restarts"]["total"] >= 1, st["restarts"]
     assert facts["STATE"] == st["state"] == "Succeeded"
     wide = kubectl(run["sb"], "get", "tj", NAME, "-o", "wide").splitlines()
-    assert dict(zip(wide[0].split(), wide[1].split()))["REASON"] == st["stateReason"] == "Completed"
+    assert dict(zip(wide[0].split(), wide[1].split(), strict=True))["REASON"] == st["stateReason"] == "Completed"
 
 
 def test_kubectl_describe_shows_one_line_per_transition(run) -> None:  # noqa: ANN001

@@ -73,8 +73,10 @@ def rule_queries() -> list[tuple[str, str]]:
 
 
 def test_lexer_finds_names_and_skips_the_rest():
-    assert metric_names('histogram_quantile(0.95, sum by (le, kind) (rate(llmops_queue_wait_seconds_bucket{kind=~"a|b"}[5m])))') == {"llmops_queue_wait_seconds_bucket"}
-    assert metric_names('sum(rate(a_total{x="by(y)"}[1m])) / ignoring(q) vllm:num_requests_waiting > bool 3') == {"a_total", "vllm:num_requests_waiting"}
+    quantile = 'histogram_quantile(0.95, sum by (le, kind) (rate(llmops_queue_wait_seconds_bucket{kind=~"a|b"}[5m])))'
+    assert metric_names(quantile) == {"llmops_queue_wait_seconds_bucket"}
+    ratio = 'sum(rate(a_total{x="by(y)"}[1m])) / ignoring(q) vllm:num_requests_waiting > bool 3'
+    assert metric_names(ratio) == {"a_total", "vllm:num_requests_waiting"}
     assert metric_names("label_values(llmops_job_goodput_ratio, namespace)") == {"llmops_job_goodput_ratio", "namespace"}
 
 

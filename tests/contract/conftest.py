@@ -51,8 +51,8 @@ def widget_crd(kube: Kube, eventually: Any) -> dict[str, Any]:
 def kubectl(kubeconfig: pathlib.Path, tmp_path: pathlib.Path):
     def run(*args: str, input: str | None = None, timeout: float = 30, check: bool = True
             ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "kubectl-cache"), *args], input=input,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "kubectl-cache"), *args],
+                              input=input, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n"
                                  f"{proc.stdout}\n{proc.stderr}")

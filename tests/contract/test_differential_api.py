@@ -310,7 +310,7 @@ def test_same_answers_on_both_servers(servers: tuple[Server, Server]) -> None:
     divergences = []
     for seed in SEEDS:
         steps = sequence(seed)
-        for i, (step, got, want) in enumerate(zip(steps, run(emulated, steps), run(real, steps))):
+        for i, (step, got, want) in enumerate(zip(steps, run(emulated, steps), run(real, steps), strict=True)):
             if got != want:  # the first per sequence: later steps may only inherit it
                 divergences.append(f"seed {seed} step {i} {step.label}:\n  emulated {got}\n  real     {want}")
                 break

@@ -4,6 +4,7 @@ inside a running loop, the kubeconfig it writes, stop() ending open watches, fol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -43,10 +44,8 @@ def test_serve_inside_a_running_loop() -> None:
             await asyncio.sleep(0.01)
         doc = await asyncio.to_thread(_get, srv.url + "/api/v1")
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
         return doc
 
     assert asyncio.run(main())["groupVersion"] == "v1"

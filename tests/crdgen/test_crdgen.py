@@ -107,7 +107,8 @@ def test_names_subresources_columns() -> None:
         assert crd["spec"]["scope"] == "Namespaced"
         assert "status" in crd["spec"]["versions"][0]["subresources"]
     scale = by_kind["InferenceService"]["spec"]["versions"][0]["subresources"]["scale"]
-    assert scale == {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"}
+    assert scale == {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                     "labelSelectorPath": ".status.selector"}
     assert "scale" not in by_kind["TrainingJob"]["spec"]["versions"][0]["subresources"]
     tj_cols = [c["name"] for c in by_kind["TrainingJob"]["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert tj_cols == ["State", "Nodes", "GPUs/Node", "Step", "Total", "Ckpt", "Restarts", "Reason", "Age"]

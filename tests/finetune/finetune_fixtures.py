@@ -3,6 +3,7 @@ datasets, specs and a launcher harness. Nothing is downloaded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -121,10 +122,8 @@ def last_step(log_prefix: Path, rank: int = 0) -> int:
         return 0
     steps = []
     for line in path.read_text().splitlines():
-        try:
+        with contextlib.suppress(ValueError, KeyError):
             steps.append(json.loads(line)["step"])
-        except (ValueError, KeyError):
-            pass
     return max(steps, default=0)
 
 

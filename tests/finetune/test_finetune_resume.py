@@ -144,7 +144,8 @@ def test_manifest_verifies_and_the_card_names_the_inputs(runs):
     assert published["sizeBytes"] == sum(e.size for e in listed.values())
     card = (out / "README.md").read_text()
     results = runs.results("ref")
-    for needle in ("pvc://models/tiny", results["baseModel"]["revision"], "pvc://data/train.jsonl", results["dataset"]["sha256"], '"learningRate": 0.05'):
+    for needle in ("pvc://models/tiny", results["baseModel"]["revision"], "pvc://data/train.jsonl", results["dataset"]["sha256"],
+                   '"learningRate": 0.05'):
         assert needle in card
     assert not list((runs.root / "out").glob(".ref.tmp-*")), "temp dir left behind"
 
@@ -162,7 +163,8 @@ def test_progress_reports_carry_the_finetune_section(runs):
     assert last["output"] == _published(runs.root, "ref", 0)  # uri, manifestSha256, sizeBytes, baseModelRevision
     ev = results["evaluation"]
     assert last["evaluation"] == {"baseValidationLoss": ev["baseValidationLoss"], "validationLoss": ev["validationLoss"],
-                                  "perplexity": ev["perplexity"], "bestStep": ev["bestStep"], "bestValidationLoss": ev["bestValidationLoss"]}
+                                  "perplexity": ev["perplexity"], "bestStep": ev["bestStep"],
+                                  "bestValidationLoss": ev["bestValidationLoss"]}
     assert reports[-1]["step"] == STEPS and [("output" in s) for s in sections].index(True) == len(sections) - 1
 
 

@@ -75,7 +75,8 @@ def test_a_discovery_outage_is_not_taken_for_an_absent_group() -> None:
     class Down(FakeApi):
         def call_api(self, path: str, method: str, **kw: object) -> _Resp:
             self.calls.append(f"{method} {path}")
-            raise ApiException(http_resp=_Resp(503, json.dumps({"kind": "Status", "code": 503, "reason": "ServiceUnavailable", "message": "x"})))
+            status = {"kind": "Status", "code": 503, "reason": "ServiceUnavailable", "message": "x"}
+            raise ApiException(http_resp=_Resp(503, json.dumps(status)))
 
     kube = Kube(Down({}))  # type: ignore[arg-type]
     with pytest.raises(Exception) as err:

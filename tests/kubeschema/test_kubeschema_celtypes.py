@@ -176,7 +176,9 @@ def test_decl_type(schema: dict[str, Any], expected: celtypes.CelType | None) ->
 
 
 def test_object_fields_follow_the_schema() -> None:
-    t = celtypes.decl_type({"type": "object", "properties": {"a-b": {"type": "integer"}, "if": {"type": "string"}, "x": {"x-kubernetes-preserve-unknown-fields": True}}})
+    t = celtypes.decl_type({"type": "object",
+                            "properties": {"a-b": {"type": "integer"}, "if": {"type": "string"},
+                                           "x": {"x-kubernetes-preserve-unknown-fields": True}}})
     assert t is not None and t.kind == "object"
     assert dict(t.fields) == {"a__dash__b": INT, "__if__": STRING}
     root = celtypes.decl_type({"type": "object"}, resource_root=True)

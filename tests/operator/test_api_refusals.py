@@ -174,13 +174,15 @@ def test_missing_priority_class_queues_the_job(cluster: Cluster) -> None:
 def test_a_full_quota_queues_the_job(cluster: Cluster) -> None:
     cluster.kube.create({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods", "namespace": cluster.namespace},
                          "spec": {"hard": {"pods": "0"}}})
-    eventually(lambda: (cluster.kube.get("v1", "ResourceQuota", cluster.namespace, "no-pods") or {}).get("status", {}).get("hard"), timeout=TIMEOUT)
+    eventually(lambda: (cluster.kube.get("v1", "ResourceQuota", cluster.namespace, "no-pods") or {}).get("status", {}).get("hard"),
+               timeout=TIMEOUT)
     create(cluster, training_job("quota"))
     assert_reported(cluster, "TrainingJob", "quota", "Queued", "True", "QuotaExceeded", "exceeded quota: no-pods")
 
 
 def test_pod_security_fails_the_job_for_good(cluster: Cluster) -> None:
-    cluster.kube.patch("v1", "Namespace", None, cluster.namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}})
+    enforce = {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}
+    cluster.kube.patch("v1", "Namespace", None, cluster.namespace, enforce)
     create(cluster, training_job("psa", network={"rdma": {"resources": [{"name": "rdma/hca", "count": 1}]}}))
     assert_reported(cluster, "TrainingJob", "psa", "Failed", "True", "PodSecurityViolation", 'violates PodSecurity "baseline:latest"',
                     "IPC_LOCK", "permanent", retried=False)
@@ -192,7 +194,8 @@ def test_an_admission_policy_denial_queues_the_job(cluster: Cluster) -> None:
     name = f"deny-{cluster.namespace}"
     policy = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
               "spec": {"failurePolicy": "Fail",
-                       "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}]},
+                       "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                                               "resources": ["pods"]}]},
                        "validations": [{"expression": "!has(object.metadata.labels) || !('policy-test' in object.metadata.labels)",
                                         "message": "pods labelled policy-test are not allowed here"}]}}
     binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},

@@ -155,12 +155,13 @@ def test_killed_worker_resumes_from_checkpoint_bitwise_and_publishes(world) -> N
     assert out["sizeBytes"] == sum(e.size for e in listed.values())
     assert (published / "adapter_model.safetensors").read_bytes() == (pvc / "out" / "ft-ref" / "adapter_model.safetensors").read_bytes()
     assert "Published" not in {c["type"] for c in st["conditions"]}  # no serve: no Published condition
-    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "ft-kill" and e["involvedObject"]["kind"] == "FinetuneJob"]
+    events = [e for e in kube.list("v1", "Event", NS)
+              if e["involvedObject"]["name"] == "ft-kill" and e["involvedObject"]["kind"] == "FinetuneJob"]
     assert [e["reason"] for e in events].count("Completed") == 1, [(e["reason"], e["message"]) for e in events]
 
 
 def test_serve_create_makes_an_unowned_service_and_reports_publishing(world) -> None:  # noqa: ANN001
-    sb, kube, root, pvc = world
+    _sb, kube, _root, _pvc = world
     ref = eventually(lambda: (f := get(kube, "ft-ref")) and finished(f) and f, timeout=200)
     assert is_true(ref, "Succeeded"), ref["status"]["conditions"]
     svc = eventually(lambda: kube.get(API, "InferenceService", NS, "ft-serve"))
@@ -177,7 +178,7 @@ def test_serve_create_makes_an_unowned_service_and_reports_publishing(world) -> 
 
 
 def test_bad_dataset_fails_with_the_runtime_reason_and_writes_nothing(world) -> None:  # noqa: ANN001
-    sb, kube, root, pvc = world
+    _sb, kube, _root, pvc = world
     done = eventually(lambda: (f := get(kube, "ft-bad")) and finished(f) and f, timeout=200)
     failed = condition(done, "Failed")
     assert failed.get("status") == "True", done["status"]
@@ -190,7 +191,7 @@ def test_bad_dataset_fails_with_the_runtime_reason_and_writes_nothing(world) -> 
 
 
 def test_kubectl_get_ftj_shows_the_facts(world) -> None:  # noqa: ANN001
-    sb, kube, root, pvc = world
+    sb, kube, _root, _pvc = world
     names = [n for n in ("ft-ref", "ft-kill", "ft-bad") if get(kube, n)]  # ft-kill exists once its test ran
     eventually(lambda: all(finished(get(kube, n)) for n in names), timeout=250)
     out = subprocess.run(["kubectl", "--kubeconfig", sb.kubeconfig, "get", "ftj", "-o", "wide"],

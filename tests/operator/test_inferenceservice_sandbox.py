@@ -170,7 +170,7 @@ def test_ready_then_scale_up_one_load_time_at_a_time(sandbox: Sandbox, kube: Kub
     # one step at a time (maxStep 1), never past maxReplicas
     wanted = [w for w, _ in watch.samples]
     assert wanted == sorted(wanted) and max(wanted) == 3
-    for (w0, _), (w1, _r1) in zip(watch.samples, watch.samples[1:]):
+    for (w0, _), (w1, _r1) in zip(watch.samples, watch.samples[1:], strict=False):  # neighbours: the second list is one shorter
         if w1 > w0:
             assert w1 == w0 + 1, watch.samples
     # one scale-up per load time: the second raise waits until the first one's replica is ready
@@ -247,7 +247,8 @@ def test_adapters_load_without_restart_and_the_second_replica_hits_the_cache(san
 
     # a second adapter: loaded on both replicas, no pod replaced
     kube.apply(lora("sql", "legal"))
-    svc = eventually(lambda: (o := adapters_ready("sql", "legal")()) and condition(o, "AdaptersReady").get("status") == "True" and o, timeout=60)
+    svc = eventually(lambda: (o := adapters_ready("sql", "legal")()) and condition(o, "AdaptersReady").get("status") == "True" and o,
+                     timeout=60)
     pods = _ready_pods(kube, "lora")
     assert {p["metadata"]["uid"] for p in pods} == uids
     assert all({"lora", "sql", "legal"} == _served(p["status"]["podIP"]) for p in pods)

@@ -165,7 +165,7 @@ class Load:
 
 
 def test_vllm_serves_adapts_scales_and_replaces(world) -> None:  # noqa: ANN001
-    sb, kube, digest = world
+    _sb, kube, digest = world
     kube.apply(finetune_body())
     kube.apply(service_body(digest))
     get = lambda: kube.get(API, "InferenceService", NS, NAME)  # noqa: E731

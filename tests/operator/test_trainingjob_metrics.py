@@ -115,7 +115,8 @@ def test_reconcile_records_job_metrics() -> None:
     # A worker OOMKilled: one restart by that cause; the job counts under Restarting.
     from llmops.observe.pods import ContainerFacts
 
-    oom = dataclasses.replace(pods[1], containers=(ContainerFacts("trainer", "terminated", exit_code=137, reason="OOMKilled"),), phase="Failed")
+    oomkilled = ContainerFacts("trainer", "terminated", exit_code=137, reason="OOMKilled")
+    oom = dataclasses.replace(pods[1], containers=(oomkilled,), phase="Failed")
     job = reconcile_once(ctx, job, (pods[0], oom), rep, 140)
     job = reconcile_once(ctx, job, (pods[0], oom), rep, 141)  # no double count
     s = samples(m)

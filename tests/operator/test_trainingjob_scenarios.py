@@ -291,7 +291,8 @@ def test_gang_not_placed_times_out_and_fails_after_bounded_tries(kube: Kube, par
     assert watch.bound.get("gang", set()) == set()  # all or nothing: no member ever held a node
 
 
-def test_auto_gang_backend_is_the_native_pod_group_and_places_the_gang_whole(kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
+def test_auto_gang_backend_is_the_native_pod_group_and_places_the_gang_whole(
+        kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
     """``backend: auto`` resolves from discovery to Kubernetes' own PodGroup
     (scheduling.k8s.io/v1alpha2) where the cluster serves it, as the real v1.36 control plane
     does with its gang-scheduling gates; the pods join it and are placed together."""
@@ -429,7 +430,8 @@ def test_operator_killed_converges_without_duplicates(sandbox: Sandbox, kube: Ku
     assert watch.of("survivor") == [] and watch.of("after-kill") == []
 
 
-def test_operator_killed_between_pods_adopts_and_completes_the_gang(sandbox: Sandbox, kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
+def test_operator_killed_between_pods_adopts_and_completes_the_gang(
+        sandbox: Sandbox, kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
     faults = sandbox.faults
     start = faults.injected
     for rank in (2, 3):  # the operator gets ranks 0 and 1 in, then every write of 2 and 3 fails

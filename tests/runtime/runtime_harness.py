@@ -85,8 +85,8 @@ def start_gang(tmp: Path, *, attempt: int, train_args: list[str], env: dict[str,
     full_env.update(env or {})
     cmd = [sys.executable, "-m", "llmops_runtime.launch", "--grace", "60", *entry,
            "--log-file", str(log_prefix), *train_args]
-    proc = subprocess.Popen(cmd, env=full_env, cwd=tmp, start_new_session=True,
-                            stdout=open(tmp / f"{log_name}.a{attempt}.out", "ab"), stderr=subprocess.STDOUT)
+    with open(tmp / f"{log_name}.a{attempt}.out", "ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, env=full_env, cwd=tmp, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
     return Gang(proc, log_prefix)
 
 

@@ -166,4 +166,4 @@ def test_omitting_rng_state_breaks_deepspeed_exactness(tmp_path):
     """The same comparison must fail when part of the state is not checkpointed."""
     ref, _ = _reference(tmp_path / "ref", 2, 1)
     got, _, where = _interrupted(tmp_path / "cut", 2, 1, omit="rng")
-    assert any(g.losses() != r.losses() for g, r in zip(got, ref)), f"omitting the RNG state went unnoticed; {where}"
+    assert any(g.losses() != r.losses() for g, r in zip(got, ref, strict=True)), f"omitting the RNG state went unnoticed; {where}"

@@ -93,7 +93,7 @@ def _assert_exactly_once(timelines: list[Timeline], where: str) -> None:
 
 
 def _same(a: list[Timeline], b: list[Timeline]) -> bool:
-    return all(x.losses() == y.losses() and x.ids() == y.ids() and x.final == y.final for x, y in zip(a, b))
+    return all(x.losses() == y.losses() and x.ids() == y.ids() and x.final == y.final for x, y in zip(a, b, strict=True))
 
 
 CASES = [

@@ -149,7 +149,7 @@ def test_finish_resume_and_continue_matches_an_uninterrupted_run(tmp_path):
     second.session.finish()
     assert first.seen + second.seen == straight.seen
     assert first.losses + second.losses == straight.losses
-    for a, b in zip(straight.model.state_dict().values(), second.model.state_dict().values()):
+    for a, b in zip(straight.model.state_dict().values(), second.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert second.sched.state_dict() == straight.sched.state_dict()
     assert second.session.samples_consumed == 40 and second.session.tokens_consumed == 120

@@ -3,6 +3,7 @@ and a fresh namespace per test (helpers live in podkit.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -57,7 +58,5 @@ def ns(kube: Kube, agent: NodeAgent) -> Iterator[str]:
     kube.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     yield name
     for pod in kube.get(f"/api/v1/namespaces/{name}/pods").get("items") or []:
-        try:
+        with contextlib.suppress(ApiException):
             kube.request("DELETE", f"/api/v1/namespaces/{name}/pods/{pod['metadata']['name']}", {"gracePeriodSeconds": 0})
-        except ApiException:
-            pass

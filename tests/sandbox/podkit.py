@@ -31,7 +31,8 @@ def eventually(fn: Callable[[], T], timeout: float = 20.0, interval: float = 0.0
     raise AssertionError(f"condition not met in {timeout}s; last: {last!r}")
 
 
-def make_pod(name: str, code: str | None = None, *, command: list[str] | None = None, node: str | None = NODE, restart: str = "Never", **container: Any) -> dict[str, Any]:
+def make_pod(name: str, code: str | None = None, *, command: list[str] | None = None, node: str | None = NODE, restart: str = "Never",
+             **container: Any) -> dict[str, Any]:
     """A pod whose single container runs `code` with this interpreter (or `command`)."""
     c = {"name": "main", "image": "sandbox", "command": command or [sys.executable, "-c", code or "pass"], **container}
     spec: dict[str, Any] = {"restartPolicy": restart, "terminationGracePeriodSeconds": 2, "containers": [c]}

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from llmops.sandbox.node.process import alive
@@ -84,7 +85,9 @@ def test_env_fieldrefs_configmap_secret_and_volumes(kube, agent, ns) -> None:
 def test_missing_configmap_is_a_waiting_config_error(kube, agent, ns) -> None:
     pod = make_pod("cfgerr", env=[{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}])
     create(kube, ns, pod)
-    waiting = eventually(lambda: (main_status(get_pod(kube, ns, "cfgerr"))["state"].get("waiting") or {}).get("reason") == "CreateContainerConfigError")
+    waiting = eventually(
+        lambda: (main_status(get_pod(kube, ns, "cfgerr"))["state"].get("waiting") or {}).get("reason") == "CreateContainerConfigError"
+    )
     assert waiting
     assert get_pod(kube, ns, "cfgerr")["status"]["phase"] == "Pending"
     create(kube, ns, {"metadata": {"name": "nope"}, "data": {"k": "v"}}, "configmaps")  # the kubelet retries
@@ -97,7 +100,8 @@ def test_init_containers_run_in_order_first(kube, agent, ns) -> None:
                    volumeMounts=[{"name": "s", "mountPath": "/shared"}])  # fmt: skip
     pod["spec"]["volumes"] = [{"name": "s", "emptyDir": {"medium": "Memory"}}]
     pod["spec"]["initContainers"] = [
-        {"name": f"init{i}", "image": "x", "command": [sys.executable, "-c", append.format(i)], "volumeMounts": [{"name": "s", "mountPath": "/shared"}]}
+        {"name": f"init{i}", "image": "x", "command": [sys.executable, "-c", append.format(i)],
+         "volumeMounts": [{"name": "s", "mountPath": "/shared"}]}
         for i in (1, 2)
     ]
     create(kube, ns, pod)
@@ -111,8 +115,10 @@ def test_init_containers_run_in_order_first(kube, agent, ns) -> None:
 EXITS = [
     # (name, code, container extras, expected exitCode, reason, message fragment)
     ("exit3", "import sys; sys.exit(3)", {}, 3, "Error", None),
-    ("termmsg", "import os, sys; open(os.environ['LLMOPS_SANDBOX_ROOT'] + '/dev/termination-log', 'w').write('bad shard'); sys.exit(2)", {}, 2, "Error", "bad shard"),
-    ("fallback", "print('last words'); import sys; sys.exit(5)", {"terminationMessagePolicy": "FallbackToLogsOnError"}, 5, "Error", "last words"),
+    ("termmsg", "import os, sys; open(os.environ['LLMOPS_SANDBOX_ROOT'] + '/dev/termination-log', 'w').write('bad shard'); sys.exit(2)",
+     {}, 2, "Error", "bad shard"),
+    ("fallback", "print('last words'); import sys; sys.exit(5)", {"terminationMessagePolicy": "FallbackToLogsOnError"},
+     5, "Error", "last words"),
     ("selfkill", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)", {}, 143, "Error", None),
     ("ok", "print('fine')", {}, 0, "Completed", None),
 ]
@@ -141,7 +147,8 @@ def test_memory_limit_is_enforced_as_oomkilled(kube, agent, ns) -> None:
 
 def test_restart_policy_on_failure_restarts_until_success(kube, agent, ns) -> None:
     code = ("import os, sys\np = os.environ['LLMOPS_SANDBOX_ROOT'] + '/s/count'\n"
-            "n = int(open(p).read()) if os.path.exists(p) else 0\nopen(p, 'w').write(str(n + 1))\nsys.exit(0 if n >= 1 else 1)")  # fmt: skip
+            "n = int(open(p).read()) if os.path.exists(p) else 0\nopen(p, 'w').write(str(n + 1))\n"
+            "sys.exit(0 if n >= 1 else 1)")  # fmt: skip
     pod = make_pod("onfail", code, restart="OnFailure", volumeMounts=[{"name": "s", "mountPath": "/s"}])
     pod["spec"]["volumes"] = [{"name": "s", "emptyDir": {}}]
     create(kube, ns, pod)
@@ -231,7 +238,7 @@ def test_freeze_and_stuck_terminating(kube, agent, ns) -> None:
     eventually(lambda: phase_is(kube, ns, "frozen", "Running"))
     pid = agent.pids(ns, "frozen")["main"]
     agent.fault(ns, "frozen", "freeze")
-    eventually(lambda: open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T")
+    eventually(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T")
     agent.fault(ns, "frozen", "stuck-terminating")
     eventually(lambda: agent._runner(ns, "frozen").stuck_terminating)
     kube.request("DELETE", f"/api/v1/namespaces/{ns}/pods/frozen", {"gracePeriodSeconds": 1})
@@ -302,7 +309,8 @@ def test_llmops_node_killed_leaves_no_orphans(kube, server, ns, tmp_path) -> Non
         eventually(lambda: condition(kube.get("/api/v1/nodes/node-b"), "Ready") == "True")
         pidfile = tmp_path / "pids"
         # `$$$$`: kubelet-style expansion turns `$$` into `$`, so the shell sees `$$`
-        create(kube, ns, make_pod("orphan", command=["sh", "-c", f"sleep 300 & echo $! $$$$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; wait"], node="node-b"))
+        script = f"sleep 300 & echo $! $$$$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; wait"
+        create(kube, ns, make_pod("orphan", command=["sh", "-c", script], node="node-b"))
         pids = eventually(lambda: pidfile.exists() and [int(p) for p in pidfile.read_text().split()])
         assert all(alive(p) for p in pids)
         assert get_pod(kube, ns, "orphan")["status"]["podIP"].startswith("127.78.")

@@ -55,7 +55,11 @@ CASES = [
         [node("n1"), node("n2")],
         {"ns/native/g": GroupInfo(3, 0)},
         {},
-        {k: "only 2/3 pods fit at once, none bound; 0/2 nodes are available: 2 Insufficient nvidia.com/gpu (requested 8, max allocatable 8)" for k in ("ns/w0", "ns/w1", "ns/w2")},
+        {
+            k: "only 2/3 pods fit at once, none bound;"
+               " 0/2 nodes are available: 2 Insufficient nvidia.com/gpu (requested 8, max allocatable 8)"
+            for k in ("ns/w0", "ns/w1", "ns/w2")
+        },
     ),
     (
         "gang-waits-for-members",
@@ -135,7 +139,8 @@ def test_group_min_count_per_backend() -> None:
 
 
 def test_node_infos_subtract_bound_non_terminal_pods() -> None:
-    nodes = [{"metadata": {"name": "n1"}, "status": {"allocatable": {GPU: "8", "cpu": "4"}, "conditions": [{"type": "Ready", "status": "True"}]}}]
+    ready = [{"type": "Ready", "status": "True"}]
+    nodes = [{"metadata": {"name": "n1"}, "status": {"allocatable": {GPU: "8", "cpu": "4"}, "conditions": ready}}]
     running = {"spec": {"nodeName": "n1", "containers": [{"resources": {"limits": {GPU: "3"}}}]}, "status": {"phase": "Running"}}
     done = {"spec": {"nodeName": "n1", "containers": [{"resources": {"limits": {GPU: "5"}}}]}, "status": {"phase": "Succeeded"}}
     (info,) = node_infos(nodes, [running, done])

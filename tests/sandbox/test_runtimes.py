@@ -45,7 +45,8 @@ def test_root_paths_roots_only_arguments_under_a_mount() -> None:
     assert rt.argv(["srv", "/var/cache/m/model", "--port", "8000", "/var/cache/mx", "/v1"], env) == [
         "srv", "/pods/p1/root/var/cache/m/model", "--port", "8000", "/var/cache/mx", "/v1"]
     # a program of the same image that follows the sandbox rule itself gets its paths as written
-    assert rt.argv(["python", "-m", "agent", "--cache-dir", "/var/cache/m"], env) == ["python", "-m", "agent", "--cache-dir", "/var/cache/m"]
+    own = ["python", "-m", "agent", "--cache-dir", "/var/cache/m"]
+    assert rt.argv(own, env) == own
     assert rt.argv(["srv", "/var/cache/m/model"], {}) == ["srv", "/var/cache/m/model"]  # not a sandbox pod
 
 
@@ -85,7 +86,8 @@ def test_the_agent_runs_an_image_through_its_mapping(server, kube, tmp_path: Pat
     bin_dir = tmp_path / "img-bin"
     bin_dir.mkdir()
     code = "import os, sys; print('hello', *sys.argv[1:], os.environ['PATH'].split(os.pathsep)[0])"
-    mapping = {"example.org/tool": R.ImageRuntime(bin_dirs=(str(bin_dir),), rewrites=(R.Rewrite(("greet",), (sys.executable, "-c", code)),))}
+    greet = R.Rewrite(("greet",), (sys.executable, "-c", code))
+    mapping = {"example.org/tool": R.ImageRuntime(bin_dirs=(str(bin_dir),), rewrites=(greet,))}
     agent = NodeAgent(Kube(server[1]), NODE + "-rt", {"cpu": "2", "memory": "2Gi"}, tmp_path / "node", pod_cidr="127.78.0.0/16",
                       heartbeat_seconds=0.5, runtimes=mapping)  # fmt: skip
     ns = f"t-{uuid.uuid4().hex[:8]}"

@@ -94,7 +94,9 @@ def test_pod_requests_max_of_init_and_sum_of_containers() -> None:
     assert spec.pod_requests(pod) == {"cpu": Decimal(3), "memory": Decimal(2**30), "nvidia.com/gpu": Decimal(2)}
 
 
-@pytest.mark.parametrize(("path", "name"), [("/data", "LLMOPS_MOUNT_DATA"), ("/ckpt/run-1", "LLMOPS_MOUNT_CKPT_RUN_1"), ("/", "LLMOPS_MOUNT_ROOT")])
+@pytest.mark.parametrize(
+    ("path", "name"), [("/data", "LLMOPS_MOUNT_DATA"), ("/ckpt/run-1", "LLMOPS_MOUNT_CKPT_RUN_1"), ("/", "LLMOPS_MOUNT_ROOT")]
+)
 def test_mount_env_name(path: str, name: str) -> None:
     assert spec.mount_env_name(path) == name
 

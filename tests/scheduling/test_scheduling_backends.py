@@ -122,7 +122,8 @@ NODES = {
         ({"nvidia.com/gpu": "16"}, "each worker needs nvidia.com/gpu=16 but the largest node has 8"),
         ({"memory": "1Ti"}, "each worker needs memory=1Ti but the largest node has 512Gi"),
         ({"rdma/ib": "1"}, "each worker needs rdma/ib=1 but no node offers rdma/ib"),
-        ({"cpu": "65", "nvidia.com/gpu": "9"}, "each worker needs cpu=65 but the largest node has 64; each worker needs nvidia.com/gpu=9 but the largest node has 8"),
+        ({"cpu": "65", "nvidia.com/gpu": "9"},
+         "each worker needs cpu=65 but the largest node has 64; each worker needs nvidia.com/gpu=9 but the largest node has 8"),
     ],
 )
 def test_misfits_report_numbers(request_, expected):

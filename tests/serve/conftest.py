@@ -46,7 +46,8 @@ def s3_calls(monkeypatch: pytest.MonkeyPatch) -> collections.Counter:
     return calls
 
 
-def make_model(root: Path, *, shards: int = 2, weights: str = "safetensors", elems: int = 4096, extra: dict[str, bytes] | None = None) -> Path:
+def make_model(root: Path, *, shards: int = 2, weights: str = "safetensors", elems: int = 4096,
+               extra: dict[str, bytes] | None = None) -> Path:
     """A tiny model directory: config.json plus ``shards`` weight files of ``elems`` float32s
     (safetensors, or pickle-named files for the filter tests)."""
     from safetensors.numpy import save_file

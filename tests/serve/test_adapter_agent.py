@@ -26,7 +26,8 @@ def make_adapter(root: Path, *, rank: int = 8, manifest: bool = True, seed: int 
     root.mkdir(parents=True, exist_ok=True)
     (root / "adapter_config.json").write_text(json.dumps({"r": rank, "lora_alpha": 16, "target_modules": ["q_proj"], "peft_type": "LORA"}))
     rng = np.random.default_rng(seed)
-    save_file({"base_model.model.q_proj.lora_A.weight": rng.standard_normal((rank, 8)).astype(np.float32)}, str(root / "adapter_model.safetensors"))
+    save_file({"base_model.model.q_proj.lora_A.weight": rng.standard_normal((rank, 8)).astype(np.float32)},
+              str(root / "adapter_model.safetensors"))
     if manifest:
         (root / M.DEFAULT_NAME).write_bytes(M.render(M.build(root, exclude=frozenset({M.DEFAULT_NAME}))))
     return root
@@ -103,7 +104,8 @@ def test_tampered_adapter_fails_naming_the_file(served, tmp_path) -> None:
 def test_limit_and_bad_requests(served, tmp_path) -> None:
     server, agent, cache = served
     for n in ("a1", "a2"):
-        assert _http(agent + "/adapters", {"name": n, "uri": str(make_adapter(tmp_path / n, seed=len(n))), "path": f"{cache}/l-{n}"})[0] == 202
+        adapter = {"name": n, "uri": str(make_adapter(tmp_path / n, seed=len(n))), "path": f"{cache}/l-{n}"}
+        assert _http(agent + "/adapters", adapter)[0] == 202
     _wait(lambda: {"a1", "a2"} <= set(_adapters(server)))
     code, body = _http(agent + "/adapters", {"name": "a3", "uri": str(make_adapter(tmp_path / "a3")), "path": f"{cache}/l-a3"})
     assert code == 409 and json.loads(body)["reason"] == A.LIMIT_EXCEEDED
@@ -145,7 +147,8 @@ def test_ready_gate_waits_for_the_list_and_its_loads(served, tmp_path) -> None:
         missing.sync(["never-posted"])
         assert missing.ready() == (False, "loading: never-posted")
         # once ready, stays ready while a later adapter loads
-        assert _http(url + "/adapters", {"name": "later", "uri": str(make_adapter(tmp_path / "l", seed=3)), "path": f"{cache}/ready-later"})[0] == 202
+        later = {"name": "later", "uri": str(make_adapter(tmp_path / "l", seed=3)), "path": f"{cache}/ready-later"}
+        assert _http(url + "/adapters", later)[0] == 202
         agent.sync(["good", "broken", "later"])
         assert _http(url + "/ready")[0] == 200
         _wait(lambda: "later" in _adapters(server))

@@ -30,7 +30,8 @@ def _req(uri: str, dest: Path, **kw) -> F.FetchRequest:  # type: ignore[no-untyp
 
 def _cli(args: list[str], env: dict[str, str], tmp: Path) -> subprocess.Popen:
     full = os.environ | env | {"LLMOPS_TERMINATION_LOG": str(tmp / f"term-{time.monotonic_ns()}")}
-    return subprocess.Popen([sys.executable, "-m", "llmops_runtime.serve.fetch", *args], env=full, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "llmops_runtime.serve.fetch", *args],
+                            env=full, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_s3_fetch_verifies_and_second_fetch_is_a_cache_hit_without_get(tmp_path, s3_env, s3_calls) -> None:

@@ -85,7 +85,8 @@ class Server:
 @contextmanager
 def standin(model: Path, *args: str, **env: str) -> Iterator[Server]:
     port = _port()
-    cmd = [sys.executable, "-m", "llmops_runtime.serve.standin", "--model", str(model), "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), *args]
+    cmd = [sys.executable, "-m", "llmops_runtime.serve.standin", "--model", str(model), "--served-model-name", "tiny",
+           "--host", "127.0.0.1", "--port", str(port), *args]
     proc = subprocess.Popen(cmd, env=os.environ | env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         yield Server(proc, port)
@@ -123,7 +124,8 @@ def test_completions_are_deterministic_and_metrics_count_tokens(model) -> None:
         code, body = s.post("/v1/completions", {"model": "nope", "prompt": "x"})
         assert code == 404 and "does not exist" in json.loads(body)["error"]["message"]
         m = s.metrics()
-        for name in ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc", "vllm:time_to_first_token_seconds_count"):
+        for name in ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc",
+                     "vllm:time_to_first_token_seconds_count"):
             assert name in m, name
         assert m["vllm:prompt_tokens_total"] == 2 * 2 + 1 and m["vllm:generation_tokens_total"] == 13
         assert m["vllm:time_to_first_token_seconds_count"] == 3
@@ -161,7 +163,8 @@ def test_synthetic_load_shows_in_metrics(model) -> None:
         assert s.metrics()["vllm:num_requests_waiting"] == 3
         s.post("/standin/load", {"waiting": 12, "running": 5, "kv_cache_usage": 0.75})
         m = s.metrics()
-        assert (m["vllm:num_requests_waiting"], m["vllm:num_requests_running"], m["vllm:kv_cache_usage_perc"], m["vllm:gpu_cache_usage_perc"]) == (12, 5, 0.75, 0.75)
+        gauges = ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+        assert tuple(m[g] for g in gauges) == (12, 5, 0.75, 0.75)
 
 
 def _adapter(root: Path, rank: int = 8) -> Path:
@@ -177,7 +180,8 @@ def test_lora_load_unload_and_limit(model, tmp_path) -> None:
     with standin(model, "--enable-lora", "--max-loras", "2", "--max-lora-rank", "16") as s:
         s.wait_listening()
         s.wait_healthy()
-        assert s.post("/v1/load_lora_adapter", {"lora_name": "a", "lora_path": str(a)}) == (200, "Success: LoRA adapter 'a' added successfully.")
+        loaded = s.post("/v1/load_lora_adapter", {"lora_name": "a", "lora_path": str(a)})
+        assert loaded == (200, "Success: LoRA adapter 'a' added successfully.")
         assert s.post("/v1/load_lora_adapter", {"lora_name": "a", "lora_path": str(a)})[0] == 400  # already loaded
         assert s.post("/v1/load_lora_adapter", {"lora_name": "big", "lora_path": str(big)})[0] == 400  # rank > max
         assert s.post("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": str(tmp_path / "none")})[0] == 400
@@ -196,7 +200,9 @@ def test_lora_load_unload_and_limit(model, tmp_path) -> None:
         assert s.post("/v1/load_lora_adapter", {"lora_name": "a", "lora_path": str(a)})[0] == 400
 
 
-@pytest.mark.parametrize(("fail", "text"), [("kv-cache", "is larger than the maximum number of tokens that can be stored in KV cache"), ("cuda-oom", "CUDA out of memory")])
+@pytest.mark.parametrize(("fail", "text"),
+                         [("kv-cache", "is larger than the maximum number of tokens that can be stored in KV cache"),
+                          ("cuda-oom", "CUDA out of memory")])
 def test_failure_modes_print_vllms_text_and_exit_nonzero(model, fail, text) -> None:
     with standin(model, "--max-model-len", "8192", LLMOPS_STANDIN_FAIL=fail) as s:
         _, err = s.proc.communicate(timeout=30)
@@ -209,12 +215,14 @@ def test_max_model_len_beyond_the_kv_cache_fails_like_vllm(model) -> None:
     with standin(model, "--max-model-len", "4000000", "--gpu-memory-utilization", "0.45") as s:
         _, err = s.proc.communicate(timeout=30)
         assert s.proc.returncode == 1
-        assert f"max seq len (4000000) is larger than the maximum number of tokens that can be stored in KV cache ({S.kv_cache_tokens(0.45)})" in err
+        tokens = S.kv_cache_tokens(0.45)
+        assert f"max seq len (4000000) is larger than the maximum number of tokens that can be stored in KV cache ({tokens})" in err
 
 
 @pytest.mark.parametrize(
     ("weights", "load_format", "ok"),
-    [("safetensors", "safetensors", True), ("pickle", "safetensors", False), ("pickle", "auto", True), ("pickle", "pt", True), ("safetensors", "pt", False)],
+    [("safetensors", "safetensors", True), ("pickle", "safetensors", False), ("pickle", "auto", True), ("pickle", "pt", True),
+     ("safetensors", "pt", False)],
 )
 def test_weight_selection_follows_load_format(tmp_path, weights, load_format, ok) -> None:
     m = make_model(tmp_path / "m", weights=weights)

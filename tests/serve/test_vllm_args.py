@@ -79,7 +79,8 @@ def test_vllm_reads_the_values_the_spec_asked_for(parsed) -> None:
     assert default["model"] == B.model_path("chat") and default["served_model_name"] == ["chat"] and default["port"] == B.PORT
     assert default["load_format"] == "safetensors" and not default["enable_lora"] and default["enable_prefix_caching"] is True
     assert default["shutdown_timeout"] == B.DRAIN_SECONDS
-    assert (full["tensor_parallel_size"], full["max_model_len"], full["max_num_seqs"], full["max_loras"], full["max_cpu_loras"]) == (2, 8192, 64, 8, 8)
+    keys = ("tensor_parallel_size", "max_model_len", "max_num_seqs", "max_loras", "max_cpu_loras")
+    assert tuple(full[k] for k in keys) == (2, 8192, 64, 8, 8)
     assert full["enable_lora"] and full["trust_remote_code"] and full["enable_prefix_caching"] is False
     assert (full["quantization"], full["dtype"], full["gpu_memory_utilization"]) == ("awq", "bfloat16", 0.85)
     assert (full["max_num_batched_tokens"], full["block_size"], full["kv_cache_dtype"], full["seed"], full["max_lora_rank"]) == (

@@ -68,7 +68,10 @@ KINDS: tuple[KindInfo, ...] = (
         spec_model=training.TrainingJobSpec,
         status_model=training.TrainingJobStatus,
         name_max=training.NAME_MAX,
-        description="TrainingJob runs distributed training of user code on a gang of worker pods (one per node) with step-level checkpoints and whole-gang restarts.",
+        description=(
+            "TrainingJob runs distributed training of user code on a gang of worker pods (one per node)"
+            " with step-level checkpoints and whole-gang restarts."
+        ),
         columns=(
             STATE,
             column("Nodes", "integer", ".spec.nodes", "Worker pods (one per node)"),
@@ -89,7 +92,10 @@ KINDS: tuple[KindInfo, ...] = (
         spec_model=finetune.FinetuneJobSpec,
         status_model=finetune.FinetuneJobStatus,
         name_max=finetune.NAME_MAX,
-        description="FinetuneJob finetunes a base model on a dataset (full, LoRA or QLoRA) with the project's fixed finetune runtime, then publishes the result.",
+        description=(
+            "FinetuneJob finetunes a base model on a dataset (full, LoRA or QLoRA) with the project's fixed finetune runtime,"
+            " then publishes the result."
+        ),
         columns=(
             STATE,
             column("Method", "string", ".spec.method.type", "full, lora or qlora"),
@@ -113,7 +119,10 @@ KINDS: tuple[KindInfo, ...] = (
         spec_model=inference.InferenceServiceSpec,
         status_model=inference.InferenceServiceStatus,
         name_max=inference.NAME_MAX,
-        description="InferenceService serves a verified model (and LoRA adapters) with vLLM behind a Service, scaled by a load-time-aware autoscaler.",
+        description=(
+            "InferenceService serves a verified model (and LoRA adapters) with vLLM behind a Service,"
+            " scaled by a load-time-aware autoscaler."
+        ),
         columns=(
             STATE,
             condition_column("Ready", READY),

@@ -30,7 +30,9 @@ def _constraints(node: dict[str, Any]) -> str:
         parts.append((">" if node.get("exclusiveMinimum") else ">=") + f" {node['minimum']}")
     if "maximum" in node:
         parts.append(("<" if node.get("exclusiveMaximum") else "<=") + f" {node['maximum']}")
-    for key, label in (("minLength", "min length"), ("maxLength", "max length"), ("minItems", "min items"), ("maxItems", "max items"), ("maxProperties", "max entries")):
+    limits = (("minLength", "min length"), ("maxLength", "max length"), ("minItems", "min items"), ("maxItems", "max items"),
+              ("maxProperties", "max entries"))
+    for key, label in limits:
         if key in node and not (key == "maxLength" and "enum" in node):
             parts.append(f"{label} {node[key]}")
     if node.get("x-kubernetes-list-type") == "map":
@@ -70,7 +72,12 @@ def render_kind(info: KindInfo) -> str:
     if immutable:
         lines += ["Immutable while the job is Running: " + ", ".join(f"`{p}`" for p in immutable) + ".", ""]
     for section in ("spec", "status"):
-        lines += [f"### {section}", "", "| field | type | required | default | constraints | description |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"### {section}",
+            "",
+            "| field | type | required | default | constraints | description |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         lines += list(_rows(schema["properties"][section], section, False))[1:]
         lines.append("")
     return "\n".join(lines)
@@ -101,7 +108,8 @@ def render_conditions() -> str:
                 entries = {DISPLACED: ""} if listed == DISPLACED else listed
                 for reason, meaning in entries.items():  # type: ignore[union-attr]
                     if reason == DISPLACED:
-                        out.append(f"| {type_} | {word} | (any reason of this kind) | displaced: the reason of the condition that took over |")
+                        out.append(f"| {type_} | {word} | (any reason of this kind) |"
+                                   " displaced: the reason of the condition that took over |")
                     else:
                         out.append(f"| {type_} | {word} | `{reason}` | {meaning} |")
         out.append("")

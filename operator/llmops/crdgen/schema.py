@@ -116,7 +116,8 @@ def _convert(node: Schema, defs: dict[str, Schema], keep_defaults: bool, path: s
         out["type"] = "string" if all(isinstance(v, str) for v in out["enum"]) else "integer"
     if out.get("x-kubernetes-preserve-unknown-fields"):
         out.setdefault("type", "object")
-    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    declared = "properties" in out or "additionalProperties" in out or out.get("x-kubernetes-preserve-unknown-fields")
+    if out.get("type") == "object" and not declared:
         out["x-kubernetes-preserve-unknown-fields"] = True  # an open object with nothing declared
     if "required" in out and not out["required"]:
         del out["required"]

@@ -193,7 +193,7 @@ def join(a: CelType, b: CelType) -> CelType | None:
         return a
     if a.kind != b.kind or a.name != b.name:
         return None
-    params = [join(x, y) for x, y in zip(a.params, b.params)]
+    params = [join(x, y) for x, y in zip(a.params, b.params, strict=True)]
     if any(p is None for p in params):
         return None
     return CelType(a.kind, tuple(p for p in params if p is not None), a.name, a.fields)
@@ -213,7 +213,7 @@ def _bind(param: CelType, arg: CelType, env: dict[str, CelType]) -> bool:
         return param.kind in _NULLABLE
     if param.kind != arg.kind or param.name != arg.name:
         return False
-    return all(_bind(p, a, env) for p, a in zip(param.params, arg.params))
+    return all(_bind(p, a, env) for p, a in zip(param.params, arg.params, strict=True))
 
 
 def _subst(t: CelType, env: dict[str, CelType]) -> CelType:
@@ -232,7 +232,7 @@ def resolve(overloads: list[Overload], args: list[CelType]) -> CelType | None:
     results = []
     for params, result in overloads:
         env: dict[str, CelType] = {}
-        if len(params) == len(args) and all(_bind(p, a, env) for p, a in zip(params, args)):
+        if len(params) == len(args) and all(_bind(p, a, env) for p, a in zip(params, args, strict=True)):
             results.append(_subst(result, env))
     if not results:
         return None
@@ -255,8 +255,14 @@ def _same(types: tuple[CelType, ...], result: CelType | None = None) -> list[Ove
 
 _CROSS_NUMERIC = [((x, y), BOOL) for x in _NUM for y in _NUM if x != y]
 OPERATORS: dict[str, list[Overload]] = {
-    "_+_": _same((INT, UINT, DOUBLE, STRING, BYTES)) + [((list_of(A), list_of(A)), list_of(A)), ((TIMESTAMP, DURATION), TIMESTAMP), ((DURATION, TIMESTAMP), TIMESTAMP), ((DURATION, DURATION), DURATION)],
-    "_-_": _same(_NUM) + [((TIMESTAMP, TIMESTAMP), DURATION), ((TIMESTAMP, DURATION), TIMESTAMP), ((DURATION, DURATION), DURATION)],
+    "_+_": [
+        *_same((INT, UINT, DOUBLE, STRING, BYTES)),
+        ((list_of(A), list_of(A)), list_of(A)),
+        ((TIMESTAMP, DURATION), TIMESTAMP),
+        ((DURATION, TIMESTAMP), TIMESTAMP),
+        ((DURATION, DURATION), DURATION),
+    ],
+    "_-_": [*_same(_NUM), ((TIMESTAMP, TIMESTAMP), DURATION), ((TIMESTAMP, DURATION), TIMESTAMP), ((DURATION, DURATION), DURATION)],
     "_*_": _same(_NUM),
     "_/_": _same(_NUM),
     "_%_": _same((INT, UINT)),
@@ -351,10 +357,13 @@ def _args(node: Tree | None) -> list[Tree]:
     return [] if node is None else [c for c in node.children if isinstance(c, Tree)]
 
 
+_WRAPPERS = ("expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary", "member", "primary",
+             "paren_expr")
+
+
 def _single(node: Tree) -> Tree | Token:
     """Descend through single-child wrapper rules (expr -> ... -> member -> primary)."""
-    while isinstance(node, Tree) and len(node.children) == 1 and node.data in (
-            "expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary", "member", "primary", "paren_expr"):
+    while isinstance(node, Tree) and len(node.children) == 1 and node.data in _WRAPPERS:
         node = node.children[0]
     return node
 
@@ -501,7 +510,8 @@ class Checker:
         if len(args) in _COMPREHENSIONS.get(name, ()):
             return self.comprehension(node, operand, name, args)
         target = _single(operand)
-        if isinstance(target, Tree) and target.data == "ident" and str(target.children[0]) in NAMESPACES and self.lookup(str(target.children[0])) is None:
+        namespace = str(target.children[0]) if isinstance(target, Tree) and target.data == "ident" else None
+        if namespace is not None and namespace in NAMESPACES and self.lookup(namespace) is None:
             for a in args:
                 self.type_of(a)
             return UNKNOWN

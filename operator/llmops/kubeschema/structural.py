@@ -31,12 +31,20 @@ Schema = dict[str, Any]
 
 #: Fields of apiextensions.k8s.io/v1 JSONSchemaProps; anything else fails decoding.
 KNOWN_KEYS = frozenset(
-    ["id", "$schema", "$ref", "description", "type", "format", "title", "default", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "maxLength", "minLength", "pattern", "maxItems", "minItems", "uniqueItems", "multipleOf", "enum", "maxProperties", "minProperties", "required", "items", "allOf", "oneOf", "anyOf", "not", "properties", "additionalProperties", "patternProperties", "dependencies", "additionalItems", "definitions", "externalDocs", "example", "nullable", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource", "x-kubernetes-int-or-string", "x-kubernetes-list-map-keys", "x-kubernetes-list-type", "x-kubernetes-map-type", "x-kubernetes-validations"]
+    [
+        "id", "$schema", "$ref", "description", "type", "format", "title", "default", "maximum", "exclusiveMaximum", "minimum",
+        "exclusiveMinimum", "maxLength", "minLength", "pattern", "maxItems", "minItems", "uniqueItems", "multipleOf", "enum",
+        "maxProperties", "minProperties", "required", "items", "allOf", "oneOf", "anyOf", "not", "properties",
+        "additionalProperties", "patternProperties", "dependencies", "additionalItems", "definitions", "externalDocs", "example",
+        "nullable", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource", "x-kubernetes-int-or-string",
+        "x-kubernetes-list-map-keys", "x-kubernetes-list-type", "x-kubernetes-map-type", "x-kubernetes-validations",
+    ]
 )
 #: Known to JSONSchemaProps but refused in CRDs.
 FORBIDDEN_KEYS = ("$ref", "id", "$schema", "definitions", "additionalItems", "patternProperties", "dependencies")
 #: Not allowed inside allOf/anyOf/oneOf/not (structural rule 3).
-JUNCTOR_FORBIDDEN = ("description", "type", "default", "additionalProperties", "nullable", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource", "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type")
+JUNCTOR_FORBIDDEN = ("description", "type", "default", "additionalProperties", "nullable", "x-kubernetes-preserve-unknown-fields",
+                     "x-kubernetes-embedded-resource", "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type")
 JUNCTORS = ("allOf", "anyOf", "oneOf")
 TYPES = ("object", "array", "string", "integer", "number", "boolean")
 
@@ -278,7 +286,8 @@ def unbounded_in_rules(schema: Schema) -> list[str]:
                     t = sub.get("type")
                     if t == "array" and "maxItems" not in sub:
                         errs.append(f"{sub_path}: array touched by a CEL rule needs maxItems")
-                    if t == "string" and "maxLength" not in sub and "enum" not in sub and sub.get("format") not in ("date-time", "date", "duration"):
+                    bounded = "maxLength" in sub or "enum" in sub or sub.get("format") in ("date-time", "date", "duration")
+                    if t == "string" and not bounded:
                         errs.append(f"{sub_path}: string touched by a CEL rule needs maxLength")
                     if t == "object" and isinstance(sub.get("additionalProperties"), dict) and "maxProperties" not in sub:
                         errs.append(f"{sub_path}: map touched by a CEL rule needs maxProperties")

@@ -83,7 +83,7 @@ def prune(schema: Schema, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _prune(schema: Schema, value: Any, root: bool = False, embedded: bool = False) -> Any:
-    if (isinstance(value, dict) and _is_object_schema(schema)) or (isinstance(value, dict) and schema.get("x-kubernetes-preserve-unknown-fields")):
+    if isinstance(value, dict) and (_is_object_schema(schema) or schema.get("x-kubernetes-preserve-unknown-fields")):
         props: dict[str, Schema] = schema.get("properties", {})
         addl = schema.get("additionalProperties")
         preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
@@ -269,10 +269,12 @@ def _validate(schema: Schema, value: Any, path: str, old: Any, has_old: bool, er
         return
     if schema.get("x-kubernetes-int-or-string"):
         if not (isinstance(value, str) or _type_ok("integer", value)):
-            errs.append(FieldError(path, TYPE_INVALID, _type_name(value), f'{shown} in body must be of type integer,string: "{_type_name(value)}"'))
+            got = _type_name(value)
+            errs.append(FieldError(path, TYPE_INVALID, got, f'{shown} in body must be of type integer,string: "{got}"'))
             return
     elif "type" in schema and not _type_ok(schema["type"], value):
-        errs.append(FieldError(path, TYPE_INVALID, _type_name(value), f'{shown} in body must be of type {schema["type"]}: "{_type_name(value)}"'))
+        got = _type_name(value)
+        errs.append(FieldError(path, TYPE_INVALID, got, f'{shown} in body must be of type {schema["type"]}: "{got}"'))
         return
 
     if "enum" in schema and value not in schema["enum"]:

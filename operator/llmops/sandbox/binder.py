@@ -25,6 +25,7 @@ binding), and writes the PodScheduled=False condition only when its message chan
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -328,10 +329,8 @@ class Binder(PollingController):
             self.kube.patch_merge(base, {"spec": {"nodeName": node}})
         self._reported.pop(meta.get("uid", ""), None)
         cond = {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": _now()}
-        try:
+        with contextlib.suppress(ApiException):  # the node agent reports PodScheduled too
             self.kube.patch_merge(f"{base}/status", {"status": {"conditions": [cond]}})
-        except ApiException:
-            pass  # the node agent reports PodScheduled too
 
     def _report(self, pod: dict[str, Any], message: str) -> None:
         meta = pod["metadata"]

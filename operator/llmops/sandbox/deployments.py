@@ -54,7 +54,8 @@ def plan_pods(dep: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[int, lis
     spec = dep.get("spec") or {}
     want = int(spec.get("replicas", 1))
     h = template_hash(spec.get("template") or {})
-    ru = ((spec.get("strategy") or {}).get("rollingUpdate") or {}) if (spec.get("strategy") or {}).get("type", "RollingUpdate") == "RollingUpdate" else {}
+    strategy = spec.get("strategy") or {}
+    ru = (strategy.get("rollingUpdate") or {}) if strategy.get("type", "RollingUpdate") == "RollingUpdate" else {}
     surge = _int_or_percent(ru.get("maxSurge", "25%"), want, True)
     unavailable = _int_or_percent(ru.get("maxUnavailable", "25%"), want, False)
     if surge == 0 and unavailable == 0:

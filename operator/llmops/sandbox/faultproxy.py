@@ -40,6 +40,7 @@ which are answered 400; this control plane has no kubelet to serve them anyway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import threading
@@ -324,7 +325,5 @@ class FaultProxy:
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout=max(seconds, 0.01))
-    except TimeoutError:
-        pass

@@ -9,6 +9,7 @@ this rank's optimizer partition, so the exactness tests compare optimizer state 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 
@@ -44,8 +45,7 @@ def train(cfg: TrainConfig, session: Session, stage: int) -> int:
                                world_size=session.world_size, seed=cfg.seed, num_workers=cfg.num_workers)
     session.register(engine=engine, dataloader=loader)
     session.resume()
-    log = open(f"{cfg.log_file}.rank{session.rank}", "a", encoding="utf-8") if cfg.log_file else None
-    try:
+    with (open(f"{cfg.log_file}.rank{session.rank}", "a", encoding="utf-8") if cfg.log_file else contextlib.nullcontext()) as log:
         for batch in session.batches(max_steps=cfg.steps):
             tokens = batch["tokens"].to(session.device)
             logits = engine(tokens[:, :-1])
@@ -59,6 +59,3 @@ def train(cfg: TrainConfig, session: Session, stage: int) -> int:
             log.write(json.dumps({"final": weights, "optimizer": ds.optimizer_digest(engine), "step": session.step}) + "\n")
             log.flush()
         return code
-    finally:
-        if log is not None:
-            log.close()

@@ -214,7 +214,8 @@ def _read_records(path: Path, fmt: DatasetFormat) -> list[Any]:
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise X.FinetuneError(X.PARQUET_UNAVAILABLE, "format parquet needs pyarrow, which this image lacks; use jsonl or json") from None
+            raise X.FinetuneError(X.PARQUET_UNAVAILABLE,
+                                  "format parquet needs pyarrow, which this image lacks; use jsonl or json") from None
         return pq.read_table(path).to_pylist()
     text = path.read_text(encoding="utf-8")
     try:

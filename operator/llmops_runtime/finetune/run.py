@@ -447,8 +447,7 @@ def run(spec: FinetuneJobSpec, prepared: Prepared, session: Session, *, log_file
         tracker.base_loss = validation_loss(model, val_seqs, pad_id, eval_batch, session.device, session.rank, session.world_size)
         results_file(0)
     session.report_finetune(finetune_report(stats, tracker), urgent=True)
-    log = open(f"{log_file}.rank{session.rank}", "a", encoding="utf-8") if log_file else None
-    try:
+    with (open(f"{log_file}.rank{session.rank}", "a", encoding="utf-8") if log_file else contextlib.nullcontext()) as log:
         if not tracker.stopped:
             for batch in session.batches(max_steps=total):
                 step = session.step + 1
@@ -488,9 +487,6 @@ def run(spec: FinetuneJobSpec, prepared: Prepared, session: Session, *, log_file
         if val_seqs and (not tracker.history or tracker.history[-1]["step"] != session.step) and not tracker.stopped:
             evaluate(session.step)  # e.g. resumed at the end, or epochs ended early
         code = session.finish(keep_reporting=True)  # the output report comes after the final checkpoint
-    finally:
-        if log is not None:
-            log.close()
     if session.rank == 0:
         published_step, which = session.step, "last"
         if tracker.best is not None and tracker.best_step is not None:

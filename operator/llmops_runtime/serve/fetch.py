@@ -213,7 +213,7 @@ class LocalSource(Source):
             return M.Entry(h.hexdigest(), n)
 
         with ThreadPoolExecutor(max(1, min(4, req.concurrency))) as pool:
-            return dict(zip(rels, pool.map(one, rels)))
+            return dict(zip(rels, pool.map(one, rels), strict=True))
 
 
 class HFSource(LocalSource):
@@ -507,7 +507,8 @@ def fetch(req: FetchRequest) -> FetchResult:
         raw = _load_manifest(req, src, listing)
         if req.manifest_sha256:
             if raw is None:
-                raise FetchError(FetchExit.MODEL_NOT_FOUND, f"{req.uri}: a manifest sha256 is pinned but no manifest was found ({M.DEFAULT_NAME})")
+                raise FetchError(FetchExit.MODEL_NOT_FOUND,
+                                 f"{req.uri}: a manifest sha256 is pinned but no manifest was found ({M.DEFAULT_NAME})")
             if M.digest(raw) != req.manifest_sha256.lower():
                 raise FetchError(FetchExit.DIGEST_MISMATCH, f"manifest: sha256 {M.digest(raw)} != pinned {req.manifest_sha256.lower()}")
         try:
@@ -627,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
         write_termination_message(line)
         return int(FetchExit.FETCH_FAILED)
     rate = res.bytes / res.seconds / 1e6 if res.seconds > 0 else 0.0
-    print(f"{'cache hit' if res.cache_hit else 'fetched'}: {res.files} files, {res.bytes} bytes in {res.seconds:.3f} s ({rate:.1f} MB/s) -> {res.path}")
+    how = "cache hit" if res.cache_hit else "fetched"
+    print(f"{how}: {res.files} files, {res.bytes} bytes in {res.seconds:.3f} s ({rate:.1f} MB/s) -> {res.path}")
     line = res.message()
     print(line)
     write_termination_message(line)

@@ -72,8 +72,10 @@ KV_CACHE_TOKENS = "LLMOPS_STANDIN_KV_CACHE_TOKENS"
 DEFAULT_KV_CACHE_TOKENS = 1 << 20
 
 VERSION = "0.0.0+llmops-standin"
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
-_WORDS = ["the", "a", "model", "token", "cache", "replica", "queue", "load", "serve", "verify", "batch", "prefix", "decode", "prompt", "adapter"]
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+                160.0, 640.0, 2560.0)
+_WORDS = ["the", "a", "model", "token", "cache", "replica", "queue", "load", "serve", "verify", "batch", "prefix", "decode", "prompt",
+          "adapter"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-loras", type=int, default=1)
     ap.add_argument("--max-lora-rank", type=int, default=16)
     ap.add_argument("--max-cpu-loras", type=int)
-    ap.add_argument("--load-format", default="auto", choices=["auto", "pt", "safetensors", "npcache", "dummy", "tensorizer", "runai_streamer", "bitsandbytes", "fastsafetensors"])
+    ap.add_argument("--load-format", default="auto", choices=["auto", "pt", "safetensors", "npcache", "dummy", "tensorizer",
+                                                              "runai_streamer", "bitsandbytes", "fastsafetensors"])
     ap.add_argument("--trust-remote-code", action="store_true")
     ap.add_argument("--revision")
     ap.add_argument("--tokenizer")
@@ -209,12 +212,14 @@ class Metrics:
         r = self.registry
         self.waiting = Gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", lab, registry=r)
         self.running = Gauge("vllm:num_requests_running", "Number of requests in model execution batches.", lab, registry=r)
-        self.gpu_cache = Gauge("vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage (deprecated name).", lab, registry=r)
+        self.gpu_cache = Gauge("vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage (deprecated name).", lab,
+                               registry=r)
         self.kv_cache = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", lab, registry=r)
-        self.ttft = Histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", lab, buckets=TTFT_BUCKETS, registry=r)
+        self.ttft = Histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", lab,
+                              buckets=TTFT_BUCKETS, registry=r)
         self.prompt = Counter("vllm:prompt_tokens", "Number of prefill tokens processed.", lab, registry=r)
         self.generation = Counter("vllm:generation_tokens", "Number of generation tokens processed.", lab, registry=r)
-        self.success = Counter("vllm:request_success", "Count of successfully processed requests.", lab + ["finished_reason"], registry=r)
+        self.success = Counter("vllm:request_success", "Count of successfully processed requests.", [*lab, "finished_reason"], registry=r)
         self.name = name
 
     def refresh(self, s: State) -> None:
@@ -251,7 +256,8 @@ def make_app(state: State, metrics: Metrics) -> web.Application:
             return web.Response(status=503)
         created = int(state.started)
         data = [
-            {"id": n, "object": "model", "created": created, "owned_by": "vllm", "root": state.model, "parent": None, "max_model_len": state.max_model_len}
+            {"id": n, "object": "model", "created": created, "owned_by": "vllm", "root": state.model, "parent": None,
+             "max_model_len": state.max_model_len}
             for n in state.names
         ]
         data += [
@@ -304,9 +310,11 @@ def make_app(state: State, metrics: Metrics) -> web.Application:
         rid = hashlib.sha256(f"{arrived}{prompt}".encode()).hexdigest()[:24]
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "length"}
-            return web.json_response({"id": f"chatcmpl-{rid}", "object": "chat.completion", "created": int(time.time()), "model": model, "choices": [choice], "usage": usage})
+            return web.json_response({"id": f"chatcmpl-{rid}", "object": "chat.completion", "created": int(time.time()), "model": model,
+                                      "choices": [choice], "usage": usage})
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
-        return web.json_response({"id": f"cmpl-{rid}", "object": "text_completion", "created": int(time.time()), "model": model, "choices": [choice], "usage": usage})
+        return web.json_response({"id": f"cmpl-{rid}", "object": "text_completion", "created": int(time.time()), "model": model,
+                                  "choices": [choice], "usage": usage})
 
     async def completions(req: web.Request) -> web.Response:
         return await generate(req, chat=False)
@@ -333,7 +341,8 @@ def make_app(state: State, metrics: Metrics) -> web.Application:
         if rank > state.max_lora_rank:
             return _err(400, f"LoRA rank {rank} is greater than max_lora_rank {state.max_lora_rank}.")
         if len(state.adapters) >= state.lora_cap:
-            return _err(400, f"Loading lora {name} failed: the stand-in holds at most {state.lora_cap} adapters (max_loras); unload one first.")
+            return _err(400, f"Loading lora {name} failed: the stand-in holds at most {state.lora_cap} adapters (max_loras);"
+                             " unload one first.")
         state.adapters[name] = path
         return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
 

@@ -52,7 +52,7 @@ def assert_same(a: Any, b: Any, path: str = "") -> None:
             assert_same(a[k], b[k], f"{path}/{k}")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_same(x, y, f"{path}/{i}")
     else:
         assert a == b, path
@@ -72,11 +72,20 @@ CASES: list[tuple[str, Any]] = [
     ("tuples and int keys", {"t": (1, (2, [3, (4,)])), "m": {0: "a", 7: {"n": (None,)}}, "tk": {(1, "a"): 2}}),
     ("tag-like keys", {"__tuple__": 1, "__tensor__": [1]}),
     ("bytes", {"b": b"\x00\xffabc"}),
-    ("torch dtypes", {str(dt): torch.arange(6).to(dt).reshape(2, 3) for dt in (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)}),
+    ("torch dtypes",
+     {str(dt): torch.arange(6).to(dt).reshape(2, 3)
+      for dt in (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8,
+                 torch.uint8, torch.bool)}),
     ("float8", {"f8": torch.randn(5).to(torch.float8_e4m3fn), "f8b": torch.randn(5).to(torch.float8_e5m2)}),
-    ("special tensors", {"nan": torch.tensor([float("nan"), -0.0, float("inf")]), "empty": torch.empty(0, 3), "scalar": torch.tensor(3.5), "strided": torch.arange(12.0).reshape(3, 4).t(), "grad": torch.ones(2, requires_grad=True)}),
-    ("numpy", {"u32": np.arange(5, dtype=np.uint32), "f16": np.ones((2, 2), np.float16), "c64": np.array([1 + 2j], np.complex64), "empty": np.zeros((0,), np.int8), "s32": np.float32(1.25), "i64": np.int64(-3), "b": np.bool_(True)}),
-    ("rng states", {"py": random.Random(5).getstate(), "np": np.random.RandomState(3).get_state(), "np_new": np.random.default_rng(1).bit_generator.state, "torch": torch.Generator().manual_seed(9).get_state()}),
+    ("special tensors",
+     {"nan": torch.tensor([float("nan"), -0.0, float("inf")]), "empty": torch.empty(0, 3), "scalar": torch.tensor(3.5),
+      "strided": torch.arange(12.0).reshape(3, 4).t(), "grad": torch.ones(2, requires_grad=True)}),
+    ("numpy",
+     {"u32": np.arange(5, dtype=np.uint32), "f16": np.ones((2, 2), np.float16), "c64": np.array([1 + 2j], np.complex64),
+      "empty": np.zeros((0,), np.int8), "s32": np.float32(1.25), "i64": np.int64(-3), "b": np.bool_(True)}),
+    ("rng states",
+     {"py": random.Random(5).getstate(), "np": np.random.RandomState(3).get_state(), "np_new": np.random.default_rng(1).bit_generator.state,
+      "torch": torch.Generator().manual_seed(9).get_state()}),
     ("torch dtype value", {"dtype": torch.bfloat16}),
     ("optimizer", _optimizer_state()),
     ("same tensor twice", (lambda t: {"a": t, "b": t, "c": [t]})(torch.arange(3.0))),

@@ -30,7 +30,8 @@ def make_state(seed: int, n: int = 1000) -> dict[str, Any]:
     g = torch.Generator().manual_seed(seed)
     return {
         "model": {"w": torch.randn(n, generator=g), "b": torch.randn(3, generator=g).to(torch.bfloat16)},
-        "optimizer": {"state": {0: {"step": torch.tensor(float(seed)), "exp_avg": torch.randn(n, generator=g)}}, "param_groups": [{"lr": 0.1 * seed, "params": [0]}]},
+        "optimizer": {"state": {0: {"step": torch.tensor(float(seed)), "exp_avg": torch.randn(n, generator=g)}},
+                      "param_groups": [{"lr": 0.1 * seed, "params": [0]}]},
         "rng": {"numpy": np.random.RandomState(seed).get_state()},
         "step": seed,
     }

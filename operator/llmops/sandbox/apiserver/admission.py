@@ -70,7 +70,8 @@ def _restricted(spec: dict[str, Any]) -> list[str]:
     seccomp = [c["name"] for c in ctrs if not ((c.get("securityContext") or {}).get("seccompProfile") or pod_sc.get("seccompProfile"))]
     if seccomp:
         out.append("seccompProfile (pod or container" + ("s " if len(seccomp) > 1 else " ")
-                   + ", ".join(f'"{n}"' for n in seccomp) + ' must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")')
+                   + ", ".join(f'"{n}"' for n in seccomp)
+                   + ' must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")')
     return out
 
 

@@ -50,13 +50,13 @@ def _walk(obj: Any, rule: ListRule, names: tuple[str, ...], path: FieldPath,
         if not obj and apply_set:
             out[path] = {}
         for key, value in obj.items():
-            child = path + (f"f:{key}",)
+            child = (*path, f"f:{key}")
             if child in _IGNORED:
                 continue
             if not apply_set or not isinstance(value, dict):
-                out[child] = _NODE if isinstance(value, dict) else _leaf(value, rule, names + (key,))
+                out[child] = _NODE if isinstance(value, dict) else _leaf(value, rule, (*names, key))
             if isinstance(value, (dict, list)):
-                _walk(value, rule, names + (key,), child, out, apply_set)
+                _walk(value, rule, (*names, key), child, out, apply_set)
         return
     if not isinstance(obj, list):
         return
@@ -67,9 +67,9 @@ def _walk(obj: Any, rule: ListRule, names: tuple[str, ...], path: FieldPath,
         out.pop(path, None)  # an apply owns the items of a merged list, not the list
     for item in obj:
         if strategy == "set":
-            out[path + (f"v:{_dump(item)}",)] = item
+            out[(*path, f"v:{_dump(item)}")] = item
         elif isinstance(item, dict):
-            element = path + ("k:" + _dump({k: item.get(k) for k in keys if k in item}),)
+            element = (*path, "k:" + _dump({k: item.get(k) for k in keys if k in item}))
             out[element] = _NODE
             _walk(item, rule, names, element, out, apply_set)
 

@@ -9,6 +9,7 @@ of newline-separated events, like the real server's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -347,16 +348,12 @@ class Handlers:
             return resp
         finally:
             self.watchers.discard(watcher)
-            try:
+            with contextlib.suppress(Exception):  # the client may already be gone
                 await resp.write_eof()
-            except Exception:  # the client may already be gone
-                pass
 
     async def _sleep_unless_cut(self, watcher: Watcher, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watcher.cut.wait(), timeout=max(seconds, 0.01))
-        except TimeoutError:
-            pass
 
     async def _log(self, request: web.Request, namespace: str, pod: str) -> web.StreamResponse:
         q = request.query
@@ -395,8 +392,6 @@ class Handlers:
                     break
         except (ConnectionResetError, ConnectionError):
             pass
-        try:
+        with contextlib.suppress(Exception):
             await resp.write_eof()
-        except Exception:
-            pass
         return resp

@@ -204,13 +204,13 @@ def strategic_merge(target: Any, patch: Any, rule: ListRule, path: Path = ()) ->
             result.pop(key, None)
         elif isinstance(value, list):
             order = patch.get(f"$setElementOrder/{key}")
-            result[key] = _smp_list(result.get(key), value, rule, path + (key,), order)
+            result[key] = _smp_list(result.get(key), value, rule, (*path, key), order)
         else:
-            result[key] = strategic_merge(result.get(key), value, rule, path + (key,))
+            result[key] = strategic_merge(result.get(key), value, rule, (*path, key))
     for key, order in patch.items():  # an order alone (kubectl sends one for unchanged lists)
         field = key.partition("/")[2]
         if key.startswith("$setElementOrder/") and field not in patch and isinstance(result.get(field), list):
-            result[field] = _smp_list(result[field], [], rule, path + (field,), order)
+            result[field] = _smp_list(result[field], [], rule, (*path, field), order)
     return result
 
 
@@ -297,9 +297,9 @@ def apply_merge(live: Any, applied: Any, rule: ListRule, path: Path = ()) -> Any
         if value is None:
             result.pop(key, None)
         elif isinstance(value, list):
-            result[key] = _apply_list(result.get(key), value, rule, path + (key,))
+            result[key] = _apply_list(result.get(key), value, rule, (*path, key))
         else:
-            result[key] = apply_merge(result.get(key), value, rule, path + (key,))
+            result[key] = apply_merge(result.get(key), value, rule, (*path, key))
     return result
 
 

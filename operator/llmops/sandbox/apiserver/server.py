@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import copy
 import pathlib
@@ -105,10 +106,8 @@ class ApiServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # loop already closed
                 self._loop.call_soon_threadsafe(self._stopping.set)
-            except RuntimeError:
-                pass  # loop already closed
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

@@ -181,7 +181,7 @@ def _crd_columns(res: Resource) -> list[tuple[dict[str, Any], Cell]]:
 
 def columns_for(res: Resource) -> list[tuple[dict[str, Any], Cell]]:
     cols = _crd_columns(res) if res.custom else BUILTIN_COLUMNS.get(res.group_resource, [(AGE, None)])
-    return [(NAME, None)] + cols
+    return [(NAME, None), *cols]
 
 
 def _cell(col: dict[str, Any], fn: Cell | None, obj: dict[str, Any], now: dt.datetime) -> Any:

@@ -14,6 +14,7 @@ loopback on Linux), so pods of one sandbox never collide and each can bind its o
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -248,10 +249,8 @@ class NodeAgent:
         for thread in self._threads:
             thread.join(timeout=10)
         if deregister:
-            try:
+            with contextlib.suppress(Exception):  # best effort on the way out
                 self.kube.request("DELETE", f"/api/v1/nodes/{self.name}")
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
         for r in runners:
             if r.dirs is not None:
                 r.dirs.cleanup()
@@ -311,11 +310,13 @@ class NodeAgent:
         except ApiException as exc:
             if not is_status(exc, 409):
                 raise
-            node = self.kube.patch_merge(f"/api/v1/nodes/{self.name}", {"metadata": {"labels": self.labels}, "spec": {"unschedulable": None}})
+            patch = {"metadata": {"labels": self.labels}, "spec": {"unschedulable": None}}
+            node = self.kube.patch_merge(f"/api/v1/nodes/{self.name}", patch)
         self.node_uid = node["metadata"].get("uid")
         self.kube.patch_merge(f"/api/v1/nodes/{self.name}/status", {"status": self._node_status(True)})
         try:
-            self.kube.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NODE_LEASE_NAMESPACE}})
+            lease_ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NODE_LEASE_NAMESPACE}}
+            self.kube.request("POST", "/api/v1/namespaces", lease_ns)
         except ApiException as exc:
             if not is_status(exc, 409, 403):
                 raise
@@ -420,13 +421,11 @@ class NodeAgent:
 
     def _finalize_foreign(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
-        try:
+        with contextlib.suppress(ApiException):
             self.kube.request(
                 "DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
                 {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
             )  # fmt: skip
-        except ApiException:
-            pass
 
     def _runner_exited(self, runner: PodRunner) -> None:
         if self._stop.is_set() or runner.crashed:

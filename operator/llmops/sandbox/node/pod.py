@@ -16,6 +16,7 @@ none will restart; Failed when all ended, one failed, and none will restart.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import signal
@@ -152,7 +153,8 @@ def container_status(c: Container, node: str) -> dict[str, Any]:
     return status
 
 
-def condition(conds: dict[str, dict[str, Any]], kind: str, ok: bool, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
+def condition(conds: dict[str, dict[str, Any]], kind: str, ok: bool, reason: str | None = None,
+              message: str | None = None) -> dict[str, Any]:
     """A pod condition whose lastTransitionTime moves only when its status flips."""
     status = "True" if ok else "False"
     old = conds.get(kind)
@@ -346,10 +348,8 @@ class PodRunner:
             code, sig = c.fault_exit, None
         reason = c.kill_reason or ("Completed" if code == 0 else "Error")
         message = ""
-        try:
+        with contextlib.suppress(OSError):
             message = self._termination_path(c).read_text(errors="replace").strip()
-        except OSError:
-            pass
         if not message and code != 0 and c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
             try:
                 tail = c.proc.log_path.read_text(errors="replace").splitlines()[-80:]
@@ -368,7 +368,8 @@ class PodRunner:
         if now < c.backoff_until:
             if "terminated" in c.state:
                 c.last_state = {"terminated": c.state["terminated"]}
-                c.state = {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off restarting failed container {c.name} in pod {self.name}"}}
+                message = f"back-off restarting failed container {c.name} in pod {self.name}"
+                c.state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
             return
         if "terminated" in c.state:
             c.last_state = {"terminated": c.state["terminated"]}

@@ -21,6 +21,7 @@ OOMKilled and exit code 137, like the cgroup OOM killer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -131,10 +132,8 @@ class Proc:
         return self.popen.pid
 
     def signal(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def poll(self) -> Exit | None:
         """Exit of the leader, once; the rest of the group is killed with it."""
