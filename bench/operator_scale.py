@@ -271,6 +271,29 @@ def start_operator(kubeconfig: str, log_path: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def wait_operator_ready(proc: subprocess.Popen[bytes], watching: Any, settle: float, log: Path,
+                        timeout: float = 120.0) -> None:
+    """Until the operator has started: its watches open (`watching()`, where the server can say),
+    else at least `settle` seconds, >= 0.8 s of CPU (the imports) and then 1.5 s without CPU use."""
+    start = time.monotonic()
+    last_cpu, idle_since = -1.0, time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"operator exited: {log.read_text()[-3000:]}")
+        if watching is not None:
+            if watching():
+                time.sleep(0.5)  # the watches' initial lists
+                return
+        else:
+            cpu = proc_usage(proc.pid)[1]
+            if cpu - last_cpu > 0.02:
+                last_cpu, idle_since = cpu, time.monotonic()
+            elif cpu >= 0.8 and time.monotonic() - start >= settle and time.monotonic() - idle_since >= 1.5:
+                return
+        time.sleep(0.25)
+    raise RuntimeError("operator did not start")
+
+
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -340,9 +363,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tracker.thread.start()
         operator = start_operator(operator_kc, workdir / "operator.log")
         cleanup.append(lambda: stop_process(operator))
-        time.sleep(args.settle)  # the operator lists and opens its watches, then idles
-        if operator.poll() is not None:
-            raise RuntimeError(f"operator exited: {(workdir / 'operator.log').read_text()[-3000:]}")
+        watching = None
+        if sandbox is not None:  # exact on the emulator: the operator's watches are open
+            def watching() -> bool:
+                counts = sandbox.server.requests.by_verb_resource(OPERATOR_TOKEN)
+                return all(counts.get(("watch", res)) for res in ("trainingjobs", "pods", "leases"))
+        wait_operator_ready(operator, watching, args.settle, workdir / "operator.log")
         _, cpu_idle = proc_usage(operator.pid)
 
         bodies = [job_body(f"scale-{i:05d}", args.workers, args.gpus_per_worker) for i in range(args.jobs)]
@@ -426,8 +452,14 @@ def report(r: dict[str, Any]) -> None:
     counts: Counter[tuple[str, str]] = r.get("requests") or Counter()
     if counts:
         print(f"operator requests: {sum(counts.values())} (writes {r['writes']}, reads {r['reads']}, watches {r['watches']})")
-        for (verb, res), n in counts.most_common(20):
+        for (verb, res), n in counts.most_common(args_top(r)):
             print(f"  {n:7d}  {verb:<16} {res}")
+        own = sum(n for (verb, res), n in counts.items()
+                  if verb in WRITE_VERBS and res not in ("trainingjobs/status", "events"))
+        print(f"  writes to children {own} ({own / max(1, sum(r['children'].values())):.2f} per child), "
+              f"job status + Events {r['writes'] - own} ({(r['writes'] - own) / r['jobs']:.2f} per job); "
+              f"reconciles ~ gets of trainingjobs: {counts.get(('get', 'trainingjobs'), 0)} "
+              f"({counts.get(('get', 'trainingjobs'), 0) / r['jobs']:.2f} per job)")
     else:
         print("operator requests: not measured (no emulator counters, no audit log)")
     print(f"children: {sum(r['children'].values())} {r['children']}")
@@ -442,6 +474,10 @@ def report(r: dict[str, Any]) -> None:
     print("goals:")
     for name, value, goal, higher in rows:
         print(f"  {name:<28} {value:9.2f}  goal {'>=' if higher else '<='} {goal:g}  {verdict(value, goal, higher)}")
+
+
+def args_top(r: dict[str, Any]) -> int:
+    return int(r.get("top", 20))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,11 +495,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audit-wait", type=float, default=35.0, help="seconds for the batched audit log to flush")
     p.add_argument("--namespace", default="bench-scale")
     p.add_argument("--timeout", type=float, default=600.0, help="give up waiting for pods after this long")
-    p.add_argument("--settle", type=float, default=5.0, help="seconds the operator gets to start before the jobs")
+    p.add_argument("--settle", type=float, default=3.0,
+                   help="without the emulator's counters: at least this long for the operator to start")
     p.add_argument("--drain", type=float, default=30.0, help="at most this long for the operator to idle after")
     p.add_argument("--keep", action="store_true", help="keep the work directory (operator log, audit log)")
+    p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
-    report(run(args))
+    result = run(args)
+    report(result)
+    if args.json:
+        out = {**result, "requests": [[v, r, n] for (v, r), n in (result.get("requests") or Counter()).most_common()]}
+        for key in ("created", "bound"):
+            out[key] = {**out[key], "steps": [vars(s) for s in out[key]["steps"]]}
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     return 0
 
 
