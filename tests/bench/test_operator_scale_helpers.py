@@ -97,3 +97,14 @@ def test_emulator_counts_requests_per_token(tmp_path):
             {("list", "configmaps"): 1, ("create", "configmaps"): 1, ("get", "configmaps"): 1,
              ("get", "(non-resource)"): 1})
         assert server.requests.by_verb_resource("bob") == Counter()
+
+
+def test_smoke_two_jobs_on_the_emulator(capsys):
+    """The whole bench at a tiny size: 2 jobs on the emulated API server, one operator."""
+    from bench.operator_scale import main
+
+    assert main(["--jobs", "2", "--drain", "5", "--timeout", "120"]) == 0
+    out = capsys.readouterr().out
+    assert "all pods bound: 2/2 jobs" in out
+    assert "writes per child object" in out and "peak RSS MiB" in out
+    assert "children: 20 " in out  # 2 x (4 pods, Service, ServiceAccount, Lease, Role, RoleBinding, PodGroup)
