@@ -18,6 +18,7 @@ from aiohttp import web
 
 from . import patching, yamlcompat
 from .core import FIELD_VALIDATION, WRITER, Cluster
+from .counters import NON_RESOURCE, RequestCounter, user_of
 from .errors import ApiError, bad_request, error_response
 from .faults import Faults
 from .registry import Resource
@@ -65,6 +66,7 @@ class Handlers:
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.watchers: set[Watcher] = cluster.store.watchers
+        self.requests = RequestCounter()  # per (user, verb, resource); see counters.py
 
     def cut(self, plural: str | None = None) -> None:
         for w in list(self.watchers):
@@ -84,6 +86,9 @@ class Handlers:
     # -- routing --------------------------------------------------------------------------------
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
+        info = parse(request.method, request.path, request.query)
+        self.requests.record(user_of(request.headers), (info.verb if info else None) or request.method.lower(),
+                             info.resource if info else NON_RESOURCE)
         parts = [p for p in request.path.split("/") if p]
         reg = self.cluster.registry
         if request.method == "GET":
@@ -107,7 +112,6 @@ class Handlers:
                 doc = reg.resource_list(group, version)
                 if doc:
                     return _json(doc)
-        info = parse(request.method, request.path, request.query)
         res = reg.get(info.group, info.version, info.plural) if info and not info.tail else None
         if info is None or res is None:
             raise ApiError(404, "the server could not find the requested resource")

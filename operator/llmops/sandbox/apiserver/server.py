@@ -39,6 +39,7 @@ class ApiServer:
         self.cluster = Cluster(self.registry, self.store)
         self.faults = Faults()
         self.handlers = Handlers(self.cluster, self.faults, bookmark_interval)
+        self.requests = self.handlers.requests  # RequestCounter: per (user, verb, resource)
         self.faults.attach(cut=self._cut_threadsafe, expire=self._expire_threadsafe)
         self.cluster.after_write = self._schedule_gc
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -120,8 +121,9 @@ class ApiServer:
 
     # -- helpers for tests and the sandbox ------------------------------------------------------
 
-    def write_kubeconfig(self, path: str | pathlib.Path) -> pathlib.Path:
-        return write_kubeconfig(path, self.url)
+    def write_kubeconfig(self, path: str | pathlib.Path, token: str = "sandbox") -> pathlib.Path:
+        """A kubeconfig for this server; `token` is the user `self.requests` counts under."""
+        return write_kubeconfig(path, self.url, token=token)
 
     def register_log_source(self, source: Callable[[str, str, str], str | None]) -> None:
         """`source(namespace, pod, container)` returns the log text, or None if it has none."""
