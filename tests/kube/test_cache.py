@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llmops.kube.cache import CachedKube, Informer, _labels_match
+from llmops.kube.cache import CachedKube, Informer, _holds, _labels_match
 from llmops.kube.client import Kube, load_api_client
 from llmops.sandbox.testing import eventually
 
@@ -24,6 +24,14 @@ def test_equality_selectors_are_evaluated_and_others_are_not() -> None:
     assert _labels_match({"a": "1"}, None) is True
     assert _labels_match({"a": "1"}, "a!=1") is None  # the API server evaluates it
     assert _labels_match({"a": "1"}, "a in (1)") is None
+
+
+def test_an_object_holds_what_was_applied_whatever_the_server_added() -> None:
+    applied = {"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"ports": [{"port": 80}]}}
+    served = {"metadata": {"name": "a", "labels": {"x": "1"}, "uid": "u"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}}
+    assert _holds(served, applied)
+    assert not _holds({**served, "metadata": {"name": "a", "labels": {"x": "2"}}}, applied)  # a hand edit
+    assert not _holds({**served, "spec": {"ports": []}}, applied)
 
 
 def test_an_older_copy_never_replaces_a_newer_one() -> None:
@@ -85,6 +93,16 @@ def test_reads_come_from_the_watch_and_writes_are_read_back_at_once(cached: Coun
 
     made = cached.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mine", "namespace": ns}, "data": {"b": "2"}})
     assert cached.get("v1", "ConfigMap", ns, "mine")["metadata"]["uid"] == made["metadata"]["uid"]  # before any watch event
+
+    desired = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied", "namespace": ns}, "data": {"c": "3"}}
+    cached.apply(desired)
+    cached.requests.clear()
+    cached.apply(desired)  # the same again, and the object holds it: no request
+    assert cached.requests == []
+    other.patch("v1", "ConfigMap", ns, "applied", {"data": {"c": "edited"}})  # a hand edit converges back
+    eventually(lambda: cached.get("v1", "ConfigMap", ns, "applied")["data"] == {"c": "edited"}, timeout=30)
+    cached.apply(desired)
+    assert [m for m, _ in cached.requests] == ["PATCH"] and other.get("v1", "ConfigMap", ns, "applied")["data"] == {"c": "3"}
 
     other.delete("v1", "ConfigMap", ns, "theirs")
     eventually(lambda: cached.get("v1", "ConfigMap", ns, "theirs") is None, timeout=30)

@@ -23,6 +23,7 @@ Correctness rules, because a cache can lag:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -190,6 +191,7 @@ class CachedKube(Kube):
         self.informers = {(av, k): Informer(self, av, k, f) for av, k, f in kinds}
         self._stop = threading.Event()
         self._written: dict[tuple[str, str, str, str], str] = {}  # (apiVersion, kind, namespace, name) -> rv of our last write
+        self._applied: dict[tuple[str, str, str, str], str] = {}  # ... -> digest of our last apply of it
 
     def start(self) -> None:
         for inf in self.informers.values():
@@ -242,7 +244,19 @@ class CachedKube(Kube):
         return bool(rv) and self._written.get(_ident(obj)) == rv
 
     def apply(self, obj: dict) -> dict:
-        return self._remember(super().apply(obj))
+        """Server-side apply, skipped when this exact object was our last apply of it and the
+        cached object still holds every field of it (a hand edit of our fields does not, and is
+        applied over; a field dropped from the desired object changes the object, so it is
+        applied and the server removes the field)."""
+        ident, digest = _ident(obj), hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+        meta = obj["metadata"]
+        inf = self.informers.get((obj["apiVersion"], obj["kind"]))
+        held = inf.get(meta.get("namespace"), meta["name"]) if inf is not None and inf.synced.is_set() else None
+        if held is not None and self._applied.get(ident) == digest and _holds(held, obj):
+            return held
+        out = self._remember(super().apply(obj))
+        self._applied[ident] = digest
+        return out
 
     def create(self, obj: dict) -> dict:
         return self._remember(super().create(obj))
@@ -264,6 +278,18 @@ class CachedKube(Kube):
             inf.observe(obj, deleted)
             if deleted:
                 self._written.pop(_ident(obj), None)
+                self._applied.pop(_ident(obj), None)
+
+
+def _holds(existing: Any, desired: Any) -> bool:
+    """Whether ``existing`` has every field of ``desired`` with its value (what the server adds,
+    defaults and status, does not matter); lists must match item by item."""
+    if isinstance(desired, dict):
+        return isinstance(existing, dict) and all(k in existing and _holds(existing[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (isinstance(existing, list) and len(existing) == len(desired)
+                and all(_holds(e, d) for e, d in zip(existing, desired, strict=True)))
+    return bool(existing == desired)
 
 
 def _ident(obj: dict[str, Any]) -> tuple[str, str, str, str]:
