@@ -78,7 +78,7 @@ def report(step, attempt=0, ck_step=None, beat=60, **kw):
 
 
 def test_new_job_is_queued_and_creates_its_pods():
-    job, p = reconcile(job2(), Observed(), at(0))
+    _, p = reconcile(job2(), Observed(), at(0))
     assert cond(p.status, C.QUEUED).status == "True" and cond(p.status, C.QUEUED).reason == C.GANG_PENDING
     assert cond(p.status, C.RUNNING).status == "False"
     assert [o["metadata"]["name"] for o in pods_in(p)] == ["t-w0-a0", "t-w1-a0"]
@@ -95,7 +95,7 @@ def test_running_is_false_while_any_pod_is_pending():
 
 
 def test_all_running_then_unchanged_world_patches_nothing():
-    job, p1 = reconcile(job2(), Observed(), at(0))
+    job, _p1 = reconcile(job2(), Observed(), at(0))
     obs = Observed(pods=all_running())
     job, p2 = reconcile(job, obs, at(30))
     assert cond(p2.status, C.RUNNING).status == "True" and cond(p2.status, C.RUNNING).reason == C.ALL_PODS_RUNNING
@@ -187,7 +187,7 @@ def test_worker_killed_restarts_the_gang_from_the_last_checkpoint():
 def test_restart_decision_is_not_repeated_on_the_next_reconcile():
     job = run_until_running(job2())
     dead = (running(pod("t", 0, created=iso(0))), exited(running(pod("t", 1, created=iso(0))), 1))
-    job, p1 = reconcile(job, Observed(pods=dead), at(100))
+    job, _p1 = reconcile(job, Observed(pods=dead), at(100))
     job, p2 = reconcile(job, Observed(pods=dead), at(101))  # the dead attempt's pods are now "old"
     assert p2.status.restarts.total == 1 and p2.status.attempt == 1
 

@@ -395,7 +395,7 @@ def _degraded(observed: Observed, n: _Counts, failure: tuple[str, str], gen: int
         # The API server refused a child (or, via the Deployment, the server pods): the
         # service cannot become what its spec says until that changes.
         out = [_cond(C.DEGRADED, True, refusal.reason, refusal.message, gen)]
-        return out + [_cond(C.READY, False, refusal.reason, refusal.message, gen)] if n.ready < n.need else out
+        return [*out, _cond(C.READY, False, refusal.reason, refusal.message, gen)] if n.ready < n.need else out
     if failure[0] and (n.ready < n.desired or any(p.failing for p in observed.pods)):
         return [_cond(C.DEGRADED, True, failure[0], failure[1], gen)]
     if n.ready < n.desired:  # not degraded: nothing failed, the rest are starting (reason says so)
