@@ -107,9 +107,13 @@ class Condition(BaseModel):
 
     type: Annotated[str, StringConstraints(min_length=1, max_length=316, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$")] = Field(description="Condition type, e.g. Running.")
     status: ConditionStatus = Field(description="True, False or Unknown.")
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")] = Field(description="CamelCase reason of the last transition.")
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")] = Field(
+        description="CamelCase reason of the last transition.",
+    )
     message: Annotated[str, StringConstraints(max_length=32768)] = Field(default="", description="Human-readable detail.")
-    last_transition_time: Annotated[str, StringConstraints(max_length=64)] | None = Field(default=None, description="RFC 3339 time status last flipped.")
+    last_transition_time: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="RFC 3339 time status last flipped.",
+    )
     observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation the condition was computed for.")
 
     def wire(self) -> dict[str, Any]:
