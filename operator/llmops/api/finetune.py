@@ -60,7 +60,12 @@ class BaseModelRef(SpecModel):
             raise ValueError("revision is required for hf:// models (pin a commit)")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel({"rule": "!self.uri.startsWith('hf://') || has(self.revision)", "message": "revision is required for hf:// models (pin a commit)", "fieldPath": ".revision", "reason": "FieldValueRequired"}))
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            {"rule": "!self.uri.startsWith('hf://') || has(self.revision)",
+             "message": "revision is required for hf:// models (pin a commit)", "fieldPath": ".revision", "reason": "FieldValueRequired"}
+        )
+    )
 
 
 class DatasetFormat(str, enum.Enum):
@@ -89,7 +94,9 @@ class Dataset(SpecModel):
             raise ValueError("set exactly one of textField, messagesField")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel(("has(self.textField) != has(self.messagesField)", "set exactly one of textField, messagesField")))
+    model_config = ConfigDict(
+        json_schema_extra=cel(("has(self.textField) != has(self.messagesField)", "set exactly one of textField, messagesField"))
+    )
 
 
 class MethodType(str, enum.Enum):
@@ -248,7 +255,8 @@ class FinetuneJobSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             {"rule": "!has(self.serve) || !has(self.output.mode) || self.output.mode == 'adapter'",
-             "message": "serve needs output.mode adapter (a merged model is served by an InferenceService of its own)", "fieldPath": ".serve"}
+             "message": "serve needs output.mode adapter (a merged model is served by an InferenceService of its own)",
+             "fieldPath": ".serve"}
         )
     )
 
@@ -256,7 +264,9 @@ class FinetuneJobSpec(SpecModel):
 #: Spec fields frozen while the child training runs: they define the run, or they reach
 #: TrainingJob fields that are themselves immutable while it runs (image, procsPerNode,
 #: checkpoint), so an edit is refused here instead of failing every apply of the child.
-IMMUTABLE_WHILE_RUNNING = ("baseModel", "dataset", "method", "hyperparameters", "output", "image", "nodes", "procsPerNode", "resources", "checkpoint")
+IMMUTABLE_WHILE_RUNNING = (
+    "baseModel", "dataset", "method", "hyperparameters", "output", "image", "nodes", "procsPerNode", "resources", "checkpoint",
+)
 
 
 def immutable_while_running_rules() -> list[dict[str, str]]:

@@ -55,7 +55,9 @@ class Model(SpecModel):
     format: WeightFormat = Field(default=WeightFormat.SAFETENSORS, description="safetensors (default) or pickle (needs allowPickle).")
     allow_pickle: bool = Field(default=False, description="Acknowledge that pickle weights run code when loaded.")
     trust_remote_code: bool = Field(default=False, description="Let vLLM run Python code shipped with the model.")
-    served_model_name: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_./:]*$")] | None = Field(default=None, description="Model name clients send (default: the InferenceService name).")
+    served_model_name: Annotated[
+        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_./:]*$")
+    ] | None = Field(default=None, description="Model name clients send (default: the InferenceService name).")
 
     @model_validator(mode="after")
     def _checks(self) -> Model:
@@ -67,8 +69,10 @@ class Model(SpecModel):
 
     model_config = ConfigDict(
         json_schema_extra=cel(
-            {"rule": "self.format != 'pickle' || self.allowPickle", "message": "format pickle needs allowPickle: true", "fieldPath": ".allowPickle"},
-            {"rule": "!self.uri.startsWith('hf://') || has(self.revision)", "message": "revision is required for hf:// models (pin a commit)", "fieldPath": ".revision", "reason": "FieldValueRequired"},
+            {"rule": "self.format != 'pickle' || self.allowPickle", "message": "format pickle needs allowPickle: true",
+             "fieldPath": ".allowPickle"},
+            {"rule": "!self.uri.startsWith('hf://') || has(self.revision)",
+             "message": "revision is required for hf:// models (pin a commit)", "fieldPath": ".revision", "reason": "FieldValueRequired"},
         )
     )
 
@@ -88,7 +92,9 @@ class Adapter(SpecModel):
             raise ValueError("set exactly one of uri, fromFinetuneJob")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel(("has(self.uri) != has(self.fromFinetuneJob)", "set exactly one of uri, fromFinetuneJob")))
+    model_config = ConfigDict(
+        json_schema_extra=cel(("has(self.uri) != has(self.fromFinetuneJob)", "set exactly one of uri, fromFinetuneJob"))
+    )
 
 
 class Dtype(str, enum.Enum):
@@ -113,8 +119,10 @@ class EngineQuantization(str, enum.Enum):
 class LoraMode(str, enum.Enum):
     """When vLLM's LoRA support is on (adapters then load at run time, without a restart)."""
 
-    AUTO = "auto"  # on while the service has adapters (spec.adapters or published by a FinetuneJob); switching it on restarts the replicas once
-    ENABLED = "enabled"  # always on: the first adapter (e.g. a FinetuneJob's) loads without a restart; vLLM reserves memory for maxLoras adapters
+    # on while the service has adapters (spec.adapters or published by a FinetuneJob); switching it on restarts the replicas once
+    AUTO = "auto"
+    # always on: the first adapter (e.g. a FinetuneJob's) loads without a restart; vLLM reserves memory for maxLoras adapters
+    ENABLED = "enabled"
 
 
 class ExtraArgName(str, enum.Enum):
@@ -233,7 +241,12 @@ class Autoscaling(SpecModel):
             raise ValueError("target of signal kvCache is a fraction <= 1")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel({"rule": "self.signal != 'kvCache' || self.target <= 1.0", "message": "target of signal kvCache is a fraction <= 1", "fieldPath": ".target"}))
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            {"rule": "self.signal != 'kvCache' || self.target <= 1.0", "message": "target of signal kvCache is a fraction <= 1",
+             "fieldPath": ".target"}
+        )
+    )
 
 
 class AccessMode(str, enum.Enum):
@@ -259,7 +272,14 @@ class Cache(SpecModel):
             raise ValueError("size and storageClassName apply to a created PVC, not claimName")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel(("!has(self.claimName) || (!has(self.size) && !has(self.storageClassName))", "size and storageClassName apply to a created PVC, not claimName")))
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.claimName) || (!has(self.size) && !has(self.storageClassName))",
+                "size and storageClassName apply to a created PVC, not claimName",
+            )
+        )
+    )
 
 
 class Monitoring(SpecModel):
@@ -302,7 +322,9 @@ class Rollout(SpecModel):
             raise ValueError("maxSurge and maxUnavailable cannot both be 0")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel(("self.maxSurge > 0 || self.maxUnavailable > 0", "maxSurge and maxUnavailable cannot both be 0")))
+    model_config = ConfigDict(
+        json_schema_extra=cel(("self.maxSurge > 0 || self.maxUnavailable > 0", "maxSurge and maxUnavailable cannot both be 0"))
+    )
 
 
 def _scale_to_zero(spec: InferenceServiceSpec) -> bool:
@@ -356,10 +378,15 @@ class InferenceServiceSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must be <= maxReplicas", "fieldPath": ".minReplicas"},
-            {"rule": f"self.minReplicas > 0 || {_ZERO_OK}", "message": "minReplicas 0 needs autoscaling.scaleToZero.enabled: true (scale-to-zero is opt-in)", "fieldPath": ".minReplicas"},
-            {"rule": f"!has(self.replicas) || self.replicas > 0 || {_ZERO_OK}", "message": "replicas 0 needs autoscaling.scaleToZero.enabled: true (scale-to-zero is opt-in)", "fieldPath": ".replicas"},
-            {"rule": "!has(self.replicas) || self.replicas <= self.maxReplicas", "message": "replicas must be <= maxReplicas", "fieldPath": ".replicas"},
-            {"rule": "!has(self.engine) || !has(self.resources) || self.resources.gpus == 0 || self.engine.tensorParallelSize <= self.resources.gpus", "message": "engine.tensorParallelSize must be <= resources.gpus", "fieldPath": ".engine.tensorParallelSize"},
+            {"rule": f"self.minReplicas > 0 || {_ZERO_OK}",
+             "message": "minReplicas 0 needs autoscaling.scaleToZero.enabled: true (scale-to-zero is opt-in)", "fieldPath": ".minReplicas"},
+            {"rule": f"!has(self.replicas) || self.replicas > 0 || {_ZERO_OK}",
+             "message": "replicas 0 needs autoscaling.scaleToZero.enabled: true (scale-to-zero is opt-in)", "fieldPath": ".replicas"},
+            {"rule": "!has(self.replicas) || self.replicas <= self.maxReplicas", "message": "replicas must be <= maxReplicas",
+             "fieldPath": ".replicas"},
+            {"rule": "!has(self.engine) || !has(self.resources) || self.resources.gpus == 0"
+                     " || self.engine.tensorParallelSize <= self.resources.gpus",
+             "message": "engine.tensorParallelSize must be <= resources.gpus", "fieldPath": ".engine.tensorParallelSize"},
         )
     )
 

@@ -56,7 +56,8 @@ class EnvVarSource(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), has(self.resourceFieldRef)].filter(x, x).size() == 1",
+                "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), has(self.resourceFieldRef)]"
+                ".filter(x, x).size() == 1",
                 "set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
             )
         )
@@ -119,7 +120,9 @@ class EnvFromSource(SpecModel):
             raise ValueError("set exactly one of configMapRef, secretRef")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel(("has(self.configMapRef) != has(self.secretRef)", "set exactly one of configMapRef, secretRef")))
+    model_config = ConfigDict(
+        json_schema_extra=cel(("has(self.configMapRef) != has(self.secretRef)", "set exactly one of configMapRef, secretRef"))
+    )
 
 
 class TolerationOperator(str, enum.Enum):
@@ -221,7 +224,9 @@ Affinity = Annotated[
     Field(
         json_schema_extra={
             "type": "object",
-            "properties": {k: {**preserve_unknown(), "description": f"core/v1 {k[0].upper()}{k[1:]}, passed through unchanged."} for k in AFFINITY_KEYS},
+            "properties": {
+                k: {**preserve_unknown(), "description": f"core/v1 {k[0].upper()}{k[1:]}, passed through unchanged."} for k in AFFINITY_KEYS
+            },
         }
     ),
 ]
@@ -232,11 +237,14 @@ class PodTemplate(SpecModel):
     owns containers, ports, restart policy and the rendezvous environment."""
 
     labels: dict[LabelKey, LabelValue] = Field(
-        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("labels"), description="Extra labels on every worker pod.")
+        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("labels"),
+        description="Extra labels on every worker pod.")
     annotations: dict[LabelKey, Annotated[str, StringConstraints(max_length=4096)]] = Field(
-        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("annotations"), description="Extra annotations on every worker pod.")
+        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("annotations"),
+        description="Extra annotations on every worker pod.")
     node_selector: dict[LabelKey, LabelValue] = Field(
-        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("nodeSelector"), description="Node labels the pods require.")
+        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("nodeSelector"),
+        description="Node labels the pods require.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=MAX_LIST, description="Taints the pods tolerate.")
     affinity: Affinity | None = Field(
         default=None, description="core/v1 Affinity (nodeAffinity, podAffinity, podAntiAffinity), passed through unchanged.",

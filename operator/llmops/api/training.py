@@ -82,7 +82,10 @@ class TrainingJobSpec(SpecModel):
     args: list[Arg] = Field(default_factory=list, max_length=256, description="Extra arguments appended to command.")
     launcher: Launcher = Field(
         default=Launcher.TORCHRUN,
-        description="torchrun: plain torch.distributed workers; deepspeed: the same workers under a DeepSpeed ZeRO engine. No SSH either way.",
+        description=(
+            "torchrun: plain torch.distributed workers; deepspeed: the same workers under a DeepSpeed ZeRO engine. "
+            "No SSH either way."
+        ),
     )
     deepspeed: DeepSpeed | None = Field(default=None, description="DeepSpeed settings (launcher deepspeed only; zeroStage 2 when omitted).")
     nodes: int = Field(ge=1, le=MAX_NODES, strict=True, description="Worker pods in the gang, one per node.")
@@ -119,7 +122,8 @@ class TrainingJobSpec(SpecModel):
 
     model_config = ConfigDict(
         json_schema_extra=cel(
-            {"rule": "!has(self.minNodes) || self.minNodes <= self.nodes", "message": "minNodes must be <= nodes", "fieldPath": ".minNodes"},
+            {"rule": "!has(self.minNodes) || self.minNodes <= self.nodes", "message": "minNodes must be <= nodes",
+             "fieldPath": ".minNodes"},
             {"rule": "!has(self.deepspeed) || self.launcher == 'deepspeed'", "message": "deepspeed settings need launcher: deepspeed",
              "fieldPath": ".deepspeed"},
         )
