@@ -73,7 +73,8 @@ def job2(**fp):
 
 
 def report(step, attempt=0, ck_step=None, beat=60, **kw):
-    ck = CommittedCheckpoint(id=f"step-{ck_step:08d}", step=ck_step, uri=f"s3://ck/t/step-{ck_step:08d}", time=iso(beat)) if ck_step is not None else None
+    ck = (CommittedCheckpoint(id=f"step-{ck_step:08d}", step=ck_step, uri=f"s3://ck/t/step-{ck_step:08d}", time=iso(beat))
+          if ck_step is not None else None)
     return ProgressReport(attempt=attempt, step=step, heartbeat=iso(beat), checkpoint=ck, **kw)
 
 
@@ -243,7 +244,8 @@ def test_hang_restarts_and_repeat_at_same_step_fails():
 def test_suspend_deletes_pods_keeps_checkpoint_and_resume_starts_a_new_attempt():
     job = run_until_running(job2())
     rep = report(step=30, ck_step=20, beat=50)
-    suspended = job.model_copy(update={"spec": job.spec.model_copy(update={"run_policy": job.spec.run_policy.model_copy(update={"suspend": True})})})
+    run_policy = job.spec.run_policy.model_copy(update={"suspend": True})
+    suspended = job.model_copy(update={"spec": job.spec.model_copy(update={"run_policy": run_policy})})
     job, p = reconcile(suspended, Observed(pods=all_running(), progress=rep), at(60))
     assert cond(p.status, C.SUSPENDED).status == "True" and cond(p.status, C.RUNNING).status == "False"
     assert pods_in(p) == [] and p.status.attempt == 1 and p.status.checkpoint.step == 20
