@@ -59,7 +59,8 @@ def test_the_operator_command_loads_no_sandbox() -> None:
     loads llmops.sandbox (nor the in-pod runtime), whatever the CLI's other commands need."""
     code = ("import sys; from llmops.cli import build_parser; build_parser('operator'); import llmops.controller; "
             "print(sorted(m for m in sys.modules if m.startswith(('llmops.sandbox', 'llmops_runtime', 'moto', 'boto3'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 

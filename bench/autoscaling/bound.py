@@ -286,7 +286,8 @@ def lower_bound(reqs: list[Request], model: FleetModel, slo: float, n0: int, max
             # levels above the most any bucket can use add nothing: cut the DP to those
             caps = fifo_caps(reqs, model, slo, lengths, b, members, max_replicas)
             need = max(int(np.searchsorted(u, u[-1])) for u in caps)
-            need = max(need, max(math.ceil(sum(w) / model.max_num_seqs / Bk) if Bk > 0 else 0 for w, Bk in zip(works, lengths, strict=True)))
+            need = max(need, max(math.ceil(sum(w) / model.max_num_seqs / Bk) if Bk > 0 else 0
+                                 for w, Bk in zip(works, lengths, strict=True)))
             C = min(max_replicas, max(need, n0, min_replicas) + 1)
             caps = [u[: C + 1] for u in caps]
             results.append(relaxed_minimum_peaks(lengths, works, caps, all_lams, L, n0, C, model.max_num_seqs, min_replicas))

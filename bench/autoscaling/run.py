@@ -136,11 +136,13 @@ def verdict(rows: list[Row], bound: Bound) -> list[str]:
         o = by[b]
         att = ours.attainment >= o.attainment - 1e-9
         gpu = ours.gpu_hours <= o.gpu_hours + 1e-9
-        lines.append(f"  vs {b:<11} attainment {ours.attainment - o.attainment:+.4f}  GPU-h ratio {ours.gpu_hours / max(o.gpu_hours, 1e-9):.3f}  "
+        lines.append(f"  vs {b:<11} attainment {ours.attainment - o.attainment:+.4f}  "
+                     f"GPU-h ratio {ours.gpu_hours / max(o.gpu_hours, 1e-9):.3f}  "
                      f"{'MET' if att and gpu else 'MISSED'}{'' if att else ' (attainment)'}{'' if gpu else ' (GPU-h)'}")
     lb = bound.gpu_hours(ours.attainment)
     ratio = ours.gpu_hours / lb if lb > 0 and math.isfinite(lb) else math.inf
-    lines.append(f"  vs {'bound':<11} at our attainment {lb:.3f} GPU-h  ratio {ratio:.3f}  {'MET' if ratio <= 1.25 else 'MISSED'} (target <= 1.25)")
+    lines.append(f"  vs {'bound':<11} at our attainment {lb:.3f} GPU-h  ratio {ratio:.3f}  "
+                 f"{'MET' if ratio <= 1.25 else 'MISSED'} (target <= 1.25)")
     return lines
 
 
@@ -186,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                     # minReplicas) does not apply to them
                     lb = bound.gpu_hours(r.attainment) if not r.name.startswith("fixed") else math.nan
                     ratio = f"{r.gpu_hours / lb:.3f}" if lb > 0 and math.isfinite(lb) else "-"
-                    print(f"  {r.name:<12}{r.attainment:>11.4f}{r.gpu_hours:>11.3f}{r.peak:>6}{r.scale_ups:>6}{_fmt_bound(lb):>11}{ratio:>13}")
+                    print(f"  {r.name:<12}{r.attainment:>11.4f}{r.gpu_hours:>11.3f}{r.peak:>6}{r.scale_ups:>6}"
+                          f"{_fmt_bound(lb):>11}{ratio:>13}")
                 curve = "  ".join(f"{x:.2f}:{_fmt_bound(bound.gpu_hours(x))}" for x in (0.5, 0.8, 0.9, 0.95, 0.99))
                 print(f"  bound (attainment:GPU-h)  {curve}")
                 for line in verdict(rows, bound):

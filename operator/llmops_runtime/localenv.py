@@ -12,7 +12,8 @@ All but ``POD_IP`` carry the ``LLMOPS_`` prefix, so a user cannot set them throu
 from __future__ import annotations
 
 # --- sandbox node agent -> pods (written by llmops.sandbox.node; unset on a real cluster) -----
-SANDBOX_HOSTS_FILE = "LLMOPS_SANDBOX_HOSTS_FILE"  # hosts(5) file of headless-Service pod names -> pod IPs (llmops_runtime.hosts resolves through it)
+# hosts(5) file of headless-Service pod names -> pod IPs (llmops_runtime.hosts resolves through it)
+SANDBOX_HOSTS_FILE = "LLMOPS_SANDBOX_HOSTS_FILE"
 SANDBOX_ROOT = "LLMOPS_SANDBOX_ROOT"  # per-pod root: absolute path P inside a sandbox pod means $LLMOPS_SANDBOX_ROOT/P
 POD_IP = "POD_IP"  # the pod's own address (a loopback address per sandbox pod); the server tools bind and call there
 

@@ -14,7 +14,8 @@ T1 = dt.datetime(2026, 1, 1, 0, 5, tzinfo=dt.UTC)
 
 
 def cond(type_: str, status: str, reason: str = "R", message: str = "", gen: int | None = None, ltt: str | None = None) -> Condition:
-    return Condition(type=type_, status=ConditionStatus(status), reason=reason, message=message, observed_generation=gen, last_transition_time=ltt)
+    return Condition(type=type_, status=ConditionStatus(status), reason=reason, message=message, observed_generation=gen,
+                     last_transition_time=ltt)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +52,8 @@ def test_idempotent_when_unchanged() -> None:
 
 def test_wire_shape_is_metav1() -> None:
     wire = set_condition([], cond("Running", "True", reason="AllPodsRunning", gen=2), "2026-02-03T04:05:06Z")[0].wire()
-    assert wire == {"type": "Running", "status": "True", "reason": "AllPodsRunning", "message": "", "lastTransitionTime": "2026-02-03T04:05:06Z", "observedGeneration": 2}
+    assert wire == {"type": "Running", "status": "True", "reason": "AllPodsRunning", "message": "",
+                    "lastTransitionTime": "2026-02-03T04:05:06Z", "observedGeneration": 2}
 
 
 def test_vocabulary_is_camel_case_and_unique() -> None:

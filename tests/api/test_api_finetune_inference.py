@@ -41,7 +41,10 @@ def test_inference_defaults_and_round_trip() -> None:
 
 def test_scale_decision_uses_from_on_the_wire() -> None:
     body = load("inferenceservice-minimal.yaml")
-    body["status"] = {"lastScaleDecision": {"time": "2026-01-01T00:00:00Z", "from": 1, "to": 3, "signal": "queue", "value": 9.0, "reason": "queue above target"}}
+    body["status"] = {
+        "lastScaleDecision": {"time": "2026-01-01T00:00:00Z", "from": 1, "to": 3, "signal": "queue", "value": 9.0,
+                              "reason": "queue above target"}
+    }
     svc = parse_inference_service(body)
     assert svc.status.last_scale_decision is not None and svc.status.last_scale_decision.from_ == 1
     assert svc.status.wire()["lastScaleDecision"]["from"] == 1

@@ -59,7 +59,8 @@ INVALID = [
     ("bad gang backend", {"scheduling": {"gang": {"backend": "x"}}}, "spec.scheduling.gang.backend"),
     ("checkpoint without trigger", {"checkpoint": {"uri": "s3://bkt/p"}}, "spec.checkpoint"),
     ("checkpoint bad uri", {"checkpoint": {"uri": "http://x", "everySteps": 1}}, "spec.checkpoint.uri"),
-    ("cross-namespace secret", {"checkpoint": {"uri": "s3://bkt/p", "everySteps": 1, "credentials": {"secretName": "s", "namespace": "o"}}}, "spec.checkpoint.credentials.namespace"),
+    ("cross-namespace secret", {"checkpoint": {"uri": "s3://bkt/p", "everySteps": 1, "credentials": {"secretName": "s", "namespace": "o"}}},
+     "spec.checkpoint.credentials.namespace"),
     ("duplicate env", {"template": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}, "spec.template"),
     ("mount of unknown volume", {"template": {"volumeMounts": [{"name": "data", "mountPath": "/d"}]}}, "spec.template"),
     ("empty command", {"command": []}, "spec.command"),
@@ -91,7 +92,9 @@ def test_name_rules(name: str, ok: bool) -> None:
 def test_status_round_trip() -> None:
     body = make_training_job()
     body["status"] = {
-        "conditions": [{"type": "Running", "status": "True", "reason": "AllPodsRunning", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        "conditions": [
+            {"type": "Running", "status": "True", "reason": "AllPodsRunning", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        ],
         "observedGeneration": 3,
         "attempt": 1,
         "restarts": {"total": 1, "counted": 0, "byCause": {"NodeLost": 1}},

@@ -76,8 +76,11 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("scale-to-zero without opt-in", lsvc(minReplicas=0), "spec.minReplicas"),
     ("replicas 0 without opt-in", lsvc(replicas=0), "spec.replicas"),
     ("minReplicas > maxReplicas", lsvc(minReplicas=3, maxReplicas=2), "spec.minReplicas"),
-    ("cross-namespace secret ref", tj(checkpoint={"uri": "s3://bkt/c", "everySteps": 5, "credentials": {"secretName": "s", "namespace": "other"}}), 'unknown field "spec.checkpoint.credentials.namespace"'),
-    ("cross-namespace adapter ref", lsvc(adapters=[{"name": "a", "fromFinetuneJob": "f", "namespace": "other"}]), 'unknown field "spec.adapters[0].namespace"'),
+    ("cross-namespace secret ref",
+     tj(checkpoint={"uri": "s3://bkt/c", "everySteps": 5, "credentials": {"secretName": "s", "namespace": "other"}}),
+     'unknown field "spec.checkpoint.credentials.namespace"'),
+    ("cross-namespace adapter ref", lsvc(adapters=[{"name": "a", "fromFinetuneJob": "f", "namespace": "other"}]),
+     'unknown field "spec.adapters[0].namespace"'),
     ("cross-namespace serve ref", ftj(serve={"inferenceServiceName": "x", "namespace": "other"}), 'unknown field "spec.serve.namespace"'),
     ("bad gang backend", tj(scheduling={"gang": {"backend": "slurm"}}), 'spec.scheduling.gang.backend: Unsupported value: "slurm"'),
     ("bad quantity", tj(resources={"memory": "64 GB"}), "spec.resources.memory"),
@@ -113,7 +116,9 @@ def test_cli_exit_code_and_output(tmp_path: pathlib.Path, capsys: pytest.Capture
 
 def test_transition_rule_freezes_topology_while_running() -> None:
     old = tj(nodes=2)
-    old["status"] = {"conditions": [{"type": "Running", "status": "True", "reason": "AllPodsRunning", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    old["status"] = {
+        "conditions": [{"type": "Running", "status": "True", "reason": "AllPodsRunning", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    }
     new = copy.deepcopy(old)
     new["spec"]["nodes"] = 4
     assert any(p.startswith("spec.nodes: Forbidden: spec.nodes is immutable while the job is Running") for p in check(new, old=old))
@@ -127,7 +132,9 @@ def test_transition_rule_freezes_topology_while_running() -> None:
 PARSE = {"TrainingJob": "parse_training_job", "FinetuneJob": "parse_finetune_job", "InferenceService": "parse_inference_service"}
 
 
-@pytest.mark.parametrize(("body", "needle"), [r[1:] for r in INVALID if r[0] != "wrong kind"], ids=[r[0] for r in INVALID if r[0] != "wrong kind"])
+@pytest.mark.parametrize(
+    ("body", "needle"), [r[1:] for r in INVALID if r[0] != "wrong kind"], ids=[r[0] for r in INVALID if r[0] != "wrong kind"]
+)
 def test_typed_model_agrees_with_schema(body: dict[str, Any], needle: str) -> None:
     """The operator's parser rejects everything admission rejects (no drift between the two)."""
     from llmops.api import finetune, inference, training
@@ -138,7 +145,9 @@ def test_typed_model_agrees_with_schema(body: dict[str, Any], needle: str) -> No
         getattr(module, PARSE[body["kind"]])(body)
 
 
-@pytest.mark.parametrize(("cpu", "ok"), [(8, True), ("8", True), ("500m", True), ("1.5", True), (1.5, False), ("8 cores", False), (True, False)])
+@pytest.mark.parametrize(
+    ("cpu", "ok"), [(8, True), ("8", True), ("500m", True), ("1.5", True), (1.5, False), ("8 cores", False), (True, False)]
+)
 def test_quantities_are_int_or_string(cpu: Any, ok: bool) -> None:
     problems = check(tj(resources={"cpu": cpu}))
     assert (problems == []) == ok, problems
@@ -146,7 +155,9 @@ def test_quantities_are_int_or_string(cpu: Any, ok: bool) -> None:
         assert any("spec.resources.cpu" in p for p in problems)
 
 
-@pytest.mark.parametrize(("affinity", "ok"), [({"nodeAffinity": {}}, True), ({"podAntiAffinity": {"x": 1}}, True), ({"nodeAffinty": {}}, False)])
+@pytest.mark.parametrize(
+    ("affinity", "ok"), [({"nodeAffinity": {}}, True), ({"podAntiAffinity": {"x": 1}}, True), ({"nodeAffinty": {}}, False)]
+)
 def test_affinity_keys(affinity: dict[str, Any], ok: bool) -> None:
     problems = check(tj(template={"affinity": affinity}))
     assert (problems == []) == ok, problems
@@ -156,7 +167,9 @@ def test_affinity_keys(affinity: dict[str, Any], ok: bool) -> None:
 
 def test_finetune_run_definition_frozen_while_running() -> None:
     old = ftj()
-    old["status"] = {"conditions": [{"type": "Running", "status": "True", "reason": "Training", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    old["status"] = {
+        "conditions": [{"type": "Running", "status": "True", "reason": "Training", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    }
     new = copy.deepcopy(old)
     new["spec"]["hyperparameters"]["maxSteps"] = 5
     assert any(p.startswith("spec.hyperparameters: Forbidden:") for p in check(new, old=old))

@@ -69,7 +69,10 @@ def test_ttft_mean_between(before, after, expect) -> None:
 
 def test_replica_signal_from_scrapes() -> None:
     before = parse_vllm_metrics(NEW)
-    after = parse_vllm_metrics(NEW.replace("_count{model_name=\"m\"} 10.0", "_count{model_name=\"m\"} 12.0").replace("_sum{model_name=\"m\"} 4.0", "_sum{model_name=\"m\"} 7.0"))
+    after = parse_vllm_metrics(
+        NEW.replace("_count{model_name=\"m\"} 10.0", "_count{model_name=\"m\"} 12.0")
+        .replace("_sum{model_name=\"m\"} 4.0", "_sum{model_name=\"m\"} 7.0")
+    )
     sig = replica_signal(after, before)
     assert (sig.waiting, sig.running, sig.kv_cache_usage) == (1.0, 6.0, pytest.approx(0.4))
     assert sig.ttft_seconds == pytest.approx(1.5)

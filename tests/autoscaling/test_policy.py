@@ -23,7 +23,9 @@ from llmops.autoscaling.policy import (
 )
 
 
-def fleet(t: float, ready: int, waiting_each: float = 0.0, running_each: float = 0.0, completed: float | None = None, kv: float = 0.0) -> FleetSample:
+def fleet(
+    t: float, ready: int, waiting_each: float = 0.0, running_each: float = 0.0, completed: float | None = None, kv: float = 0.0
+) -> FleetSample:
     reps = tuple(ReplicaSignal(waiting=waiting_each, running=running_each, kv_cache_usage=kv) for _ in range(ready))
     return FleetSample(t, reps, completed=completed)
 
@@ -125,7 +127,8 @@ def test_scale_down_goes_to_the_largest_need_in_the_hold() -> None:
     ],
 )
 def test_scale_to_zero_opt_in_after_idle_plus_load(enabled, min_r, idle, load, t_idle, expect) -> None:
-    b = Behaviour(min_replicas=min_r, max_replicas=4, target=2.0, scale_to_zero_enabled=enabled, scale_to_zero_idle_seconds=idle, scale_down_min_hold_seconds=60, scale_down_hold_load_time_multiple=0)
+    b = Behaviour(min_replicas=min_r, max_replicas=4, target=2.0, scale_to_zero_enabled=enabled, scale_to_zero_idle_seconds=idle,
+                  scale_down_min_hold_seconds=60, scale_down_hold_load_time_multiple=0)
     st = PolicyState()
     d, st = decide(inputs(0.0, 1, fleet(0.0, 1, 0, 1), load=load), b, st)  # last activity at 0
     t = 30.0

@@ -166,7 +166,8 @@ def test_progress_lease_rbac_is_least_privilege():
     objs = children(make_training_job("t").build())
     (role,) = by_kind(objs, "Role")
     assert role["rules"] == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["t-progress"], "verbs": ["get", "patch", "update"]}
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["t-progress"],
+         "verbs": ["get", "patch", "update"]}
     ]
     (sa,) = by_kind(objs, "ServiceAccount")
     (rb,) = by_kind(objs, "RoleBinding")
@@ -178,7 +179,8 @@ def test_progress_lease_rbac_is_least_privilege():
     ("backend", "check"),
     [
         (GangBackend.NATIVE, lambda p: p["spec"]["schedulingGroup"] == {"podGroupName": "t-a1"}),
-        (GangBackend.VOLCANO, lambda p: p["spec"]["schedulerName"] == "volcano" and p["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == "t-a1"),
+        (GangBackend.VOLCANO,
+         lambda p: p["spec"]["schedulerName"] == "volcano" and p["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == "t-a1"),
         (GangBackend.COSCHEDULING, lambda p: p["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "t-a1"),
         (GangBackend.KUEUE, lambda p: p["spec"]["schedulingGates"] == [{"name": "kueue.x-k8s.io/admission"}]
             and p["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] == "t-a1"

@@ -141,8 +141,9 @@ def test_pod_template_does_not_depend_on_the_adapter_list():
     assert "--enable-lora" not in server(B.build_inference_children(svc(), B.BuildInputs()))["args"]
     assert len(deployment(B.build_inference_children(svc(), B.BuildInputs()))["spec"]["template"]["spec"]["containers"]) == 1
     enabled = svc(engine={"lora": "enabled"})
+    explicit = svc(engine={"lora": "enabled"}, adapters=[{"name": "a", "uri": "s3://ad/a"}])
     assert deployment(B.build_inference_children(enabled, B.BuildInputs()))["spec"]["template"] == \
-        deployment(B.build_inference_children(svc(engine={"lora": "enabled"}, adapters=[{"name": "a", "uri": "s3://ad/a"}]), B.BuildInputs()))["spec"]["template"]
+        deployment(B.build_inference_children(explicit, B.BuildInputs()))["spec"]["template"]
     # a FinetuneJob's adapter alone switches LoRA on (auto)
     assert "--enable-lora" in server(B.build_inference_children(svc(), B.BuildInputs(adapter_uris={"c": "s3://out/c"})))["args"]
 
@@ -203,7 +204,8 @@ def test_pvc_source_mounted_read_only():
 
 
 def test_gpu_requests_equal_limits():
-    c = server(B.build_inference_children(svc(resources={"gpus": 4, "cpu": "8", "memory": "64Gi"}, engine={"tensorParallelSize": 4}), B.BuildInputs()))
+    s = svc(resources={"gpus": 4, "cpu": "8", "memory": "64Gi"}, engine={"tensorParallelSize": 4})
+    c = server(B.build_inference_children(s, B.BuildInputs()))
     assert c["resources"]["requests"] == c["resources"]["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "4"}
 
 

@@ -70,7 +70,8 @@ class ToyKind:
         note = f"foreign={','.join(memory.foreign)} refused={refusal.reason if refusal else ''}"
         meta = body["metadata"]
         child = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "v"}, "metadata": {
-            "name": self.child, "namespace": meta["namespace"], "labels": dict(p.split("=") for p in owner_selector("TrainingJob", "toy").split(",")),
+            "name": self.child, "namespace": meta["namespace"],
+            "labels": dict(p.split("=") for p in owner_selector("TrainingJob", "toy").split(",")),
             "ownerReferences": [{"apiVersion": API_VERSION, "kind": "TrainingJob", "name": "toy", "uid": meta["uid"], "controller": True}]}}
         return _Plan(_Status(note), [child], (self.create,) if self.create else (), (Event("Normal", "Planned", note),))
 

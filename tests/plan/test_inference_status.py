@@ -26,7 +26,8 @@ def svc(status=None, **spec):
     return parse_inference_service(b)
 
 
-def pod(name="chat-a", ready=False, start="2026-01-02T03:00:00Z", ready_at="2026-01-02T03:01:40Z", fetch=None, fetching=False, server_exit=None):
+def pod(name="chat-a", ready=False, start="2026-01-02T03:00:00Z", ready_at="2026-01-02T03:01:40Z", fetch=None, fetching=False,
+        server_exit=None):
     st = {"phase": "Running" if ready else "Pending", "startTime": start, "podIP": "10.0.0.1",
           "conditions": [{"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": ready_at}]}
     init = {"name": "fetch-model", "state": {}}
@@ -45,7 +46,8 @@ OK_FETCH = (0, f"ModelVerified: digest=sha256:{DIGEST} bytes=10 files=2 seconds=
 
 
 def dep(replicas=1, ready=1, updated=1, gen=1, observed=1):
-    return {"metadata": {"generation": gen}, "status": {"replicas": replicas, "readyReplicas": ready, "updatedReplicas": updated, "observedGeneration": observed}}
+    return {"metadata": {"generation": gen},
+            "status": {"replicas": replicas, "readyReplicas": ready, "updatedReplicas": updated, "observedGeneration": observed}}
 
 
 def cond(status, t):
@@ -91,7 +93,8 @@ def test_fetching_is_not_degraded():
     ("text", "reason"),
     [
         ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", S.INSUFFICIENT_GPU_MEMORY),
-        ("ValueError: The model's max seq len (32768) is larger than the maximum number of tokens that can be stored in KV cache (1024).", S.INSUFFICIENT_GPU_MEMORY),
+        ("ValueError: The model's max seq len (32768) is larger than the maximum number of tokens that can be stored in KV cache (1024).",
+         S.INSUFFICIENT_GPU_MEMORY),
         ("RuntimeError: Cannot find any model weights", S.SERVER_FAILED),
     ],
 )
@@ -111,13 +114,15 @@ def test_progressing_rollout_and_scaling():
     st = S.compute_status(svc(maxReplicas=3), S.Observed(deployment=dep(), pods=(), desired_replicas=2, decision=d), NOW)
     assert cond(st, C.PROGRESSING).reason == C.SCALING_UP and st.last_scale_decision == d
     # a later reconcile without a new decision keeps the last one
-    st2 = S.compute_status(svc(status=st.wire(), maxReplicas=3), S.Observed(deployment=dep(replicas=2, ready=2, updated=2), pods=(), desired_replicas=2), NOW)
+    st2 = S.compute_status(svc(status=st.wire(), maxReplicas=3),
+                           S.Observed(deployment=dep(replicas=2, ready=2, updated=2), pods=(), desired_replicas=2), NOW)
     assert st2.last_scale_decision == d and cond(st2, C.PROGRESSING).status.value == "False"
 
 
 def test_scaled_to_zero():
     auto = {"scaleToZero": {"enabled": True}}
-    st = S.compute_status(svc(minReplicas=0, autoscaling=auto), S.Observed(deployment=dep(replicas=0, ready=0, updated=0), desired_replicas=0), NOW)
+    st = S.compute_status(svc(minReplicas=0, autoscaling=auto),
+                          S.Observed(deployment=dep(replicas=0, ready=0, updated=0), desired_replicas=0), NOW)
     assert cond(st, C.READY).reason == C.SCALED_TO_ZERO and cond(st, C.DEGRADED).status.value == "False"
 
 
@@ -199,7 +204,8 @@ def test_adapter_limit_is_a_clear_condition():
 
 def test_adapters_loading_requeues_soon():
     s = svc(adapters=[{"name": "a", "uri": "s3://ad/a"}])
-    p = S.plan(s, S.Observed(deployment=dep(), wanted=S.wanted_adapters(s), adapters={"a": S.AdapterState(1, 0, loading="loading on pod x")}), NOW)
+    loading = {"a": S.AdapterState(1, 0, loading="loading on pod x")}
+    p = S.plan(s, S.Observed(deployment=dep(), wanted=S.wanted_adapters(s), adapters=loading), NOW)
     assert p.requeue_after == S.ADAPTER_REQUEUE_SECONDS and p.status.adapters[0].message == "loading on pod x"
     p = S.plan(s, S.Observed(deployment=dep(), wanted=S.wanted_adapters(s), adapters={"a": S.AdapterState(1, 1)}), NOW)
     assert p.requeue_after == S.REQUEUE_SECONDS
@@ -208,7 +214,9 @@ def test_adapters_loading_requeues_soon():
 def test_failing_new_revision_degrades_while_the_old_pod_serves():
     """maxSurge rollout: the old pod is ready (ready == desired) but the new one fails: Degraded
     quotes vLLM's line, and the autoscaler is told not to add replicas."""
-    text = "INFO starting\nValueError: The model's max seq len (4096) is larger than the maximum number of tokens that can be stored in KV cache (1024).\nINFO shutting down"
+    text = ("INFO starting\n"
+            "ValueError: The model's max seq len (4096) is larger than the maximum number of tokens that can be stored in KV cache (1024)."
+            "\nINFO shutting down")
     old, new = pod(name="chat-old", ready=True, fetch=OK_FETCH), pod(name="chat-new", fetch=OK_FETCH, server_exit=(1, text))
     st = S.compute_status(svc(), S.Observed(deployment=dep(replicas=2, ready=1, updated=1), pods=(old, new), desired_replicas=1), NOW)
     dg = cond(st, C.DEGRADED)
@@ -232,7 +240,8 @@ def test_no_churn_and_transition_events():
     assert {e.reason for e in p3.events} == {C.MODEL_VERIFIED, C.REPLICAS_READY}
     assert cond(p3.status, C.READY).last_transition_time == "2026-01-02T03:04:35Z"
     # the model stays cached when its pods are replaced (no flapping back to fetching)
-    p4 = S.plan(svc(status=p3.status.wire()), S.Observed(deployment=dep(ready=0), pods=(pod(name="chat-b", fetching=True),), desired_replicas=1), later)
+    p4 = S.plan(svc(status=p3.status.wire()),
+                S.Observed(deployment=dep(ready=0), pods=(pod(name="chat-b", fetching=True),), desired_replicas=1), later)
     assert cond(p4.status, C.MODEL_CACHED).status.value == "True"
 
 
@@ -247,7 +256,8 @@ SA_REFUSED = 'pods "chat-server-1" is forbidden: error looking up service accoun
 def test_a_refused_child_degrades_the_service_with_its_reason_and_one_event():
     from llmops.failures import QUOTA_EXCEEDED, SERVICE_ACCOUNT_MISSING, classify_refusal
 
-    quota = classify_refusal(403, 'persistentvolumeclaims "chat-cache" is forbidden: exceeded quota: q', "PersistentVolumeClaim", "chat-cache")
+    quota = classify_refusal(403, 'persistentvolumeclaims "chat-cache" is forbidden: exceeded quota: q',
+                             "PersistentVolumeClaim", "chat-cache")
     first = S.plan(svc(), S.Observed(deployment=None, desired_replicas=1, refusal=quota), NOW)
     ready, degraded = cond(first.status, C.READY), cond(first.status, C.DEGRADED)
     assert (ready.status.value, ready.reason, degraded.status.value, degraded.reason) == ("False", QUOTA_EXCEEDED, "True", QUOTA_EXCEEDED)

@@ -129,8 +129,10 @@ def test_exit_78_shows_the_runtimes_reason_and_detail() -> None:
     ("message", "expected"),
     [
         (FAILED_78, ("DatasetFieldMissing", "example 3 has no field 'text' (has ['content'])")),
-        ("pod p exited 78 (configuration error): ModelDigestMismatch: config.json: sha256 differs", ("ModelDigestMismatch", "config.json: sha256 differs")),
-        ("pod p exited 78 (configuration error): log line\nTraceback\nInvalidFinetuneSpec: hyperparameters: bad", ("InvalidFinetuneSpec", "hyperparameters: bad")),
+        ("pod p exited 78 (configuration error): ModelDigestMismatch: config.json: sha256 differs",
+         ("ModelDigestMismatch", "config.json: sha256 differs")),
+        ("pod p exited 78 (configuration error): log line\nTraceback\nInvalidFinetuneSpec: hyperparameters: bad",
+         ("InvalidFinetuneSpec", "hyperparameters: bad")),
         ("pod p exited 78 (configuration error)", None),  # no termination message
         ("pod p exited 78 (configuration error): llmops runtime: CONFIG_ERROR: bad env", None),  # not a reason
         ("pod p: ContainerCannotRun: exec: not found", None),
@@ -142,7 +144,8 @@ def test_runtime_failure(message: str, expected) -> None:  # noqa: ANN001
 
 def test_config_error_without_a_runtime_reason_stays() -> None:
     msg = "pod p: ContainerCannotRun: exec: python: not found"
-    st = S.plan(make_finetune_job("ft").build(), S.Observed.from_objects(training_job=child([cond("Failed", True, "ConfigError", msg)])), at(1)).status
+    observed = S.Observed.from_objects(training_job=child([cond("Failed", True, "ConfigError", msg)]))
+    st = S.plan(make_finetune_job("ft").build(), observed, at(1)).status
     assert (find(st, C.FAILED).reason, find(st, C.FAILED).message) == ("ConfigError", msg)
 
 
@@ -160,7 +163,8 @@ def test_report_is_folded_and_kept() -> None:
 
 @pytest.mark.parametrize(
     "bad_lease",
-    [lease(report(), owner="someone-else"), lease(None, raw="{not json"), {"metadata": {"ownerReferences": [{"controller": True, "uid": TJ_UID}]}}, None],
+    [lease(report(), owner="someone-else"), lease(None, raw="{not json"),
+     {"metadata": {"ownerReferences": [{"controller": True, "uid": TJ_UID}]}}, None],
     ids=["foreign-owner", "garbage", "no-annotation", "absent"],
 )
 def test_reports_that_do_not_count(bad_lease) -> None:  # noqa: ANN001
@@ -225,8 +229,10 @@ def served_job(create: bool = False):  # noqa: ANN201
         (succeeded_child(), report(), None, True, None, "False", C.WAITING_FOR_SERVICE, S.WAIT_SECONDS, True),
         (succeeded_child(), report(), None, True, "admission webhook said no", "False", C.SERVICE_CREATE_FAILED, S.WAIT_SECONDS * 6, True),
         (succeeded_child(), report(), service(), True, None, "False", C.ADAPTER_NOT_READY, S.WAIT_SECONDS, False),
-        (succeeded_child(), report(), service([{"name": "legal", "ready": False, "message": "no ready replica"}]), False, None, "False", C.ADAPTER_NOT_READY, S.WAIT_SECONDS, False),
-        (succeeded_child(), report(), service([{"name": "other", "ready": True}, {"name": "legal", "ready": True}]), False, None, "True", C.OUTPUT_PUBLISHED, S.WATCH_SECONDS, False),
+        (succeeded_child(), report(), service([{"name": "legal", "ready": False, "message": "no ready replica"}]),
+         False, None, "False", C.ADAPTER_NOT_READY, S.WAIT_SECONDS, False),
+        (succeeded_child(), report(), service([{"name": "other", "ready": True}, {"name": "legal", "ready": True}]),
+         False, None, "True", C.OUTPUT_PUBLISHED, S.WATCH_SECONDS, False),
     ],
     ids=["training", "failed", "no-output-yet", "no-service", "create", "create-refused", "not-listed", "not-ready", "ready"],
 )

@@ -63,7 +63,8 @@ def test_random_lifecycle_keeps_invariants(seed):
         for name, obj in desired.items():
             if name not in world:
                 lab = obj["metadata"]["labels"]
-                world[name] = PodFacts(name=name, rank=int(lab["llmops.dev/node-rank"]), attempt=int(lab["llmops.dev/attempt"]), created=iso(now))
+                world[name] = PodFacts(name=name, rank=int(lab["llmops.dev/node-rank"]), attempt=int(lab["llmops.dev/attempt"]),
+                                       created=iso(now))
         for name in [n for n in world if n not in desired]:
             q = world[name]
             if q.terminal:
@@ -97,7 +98,8 @@ def test_random_lifecycle_keeps_invariants(seed):
                 elif r < 0.03:
                     world[name] = terminated(q, 137, "OOMKilled")
                 elif r < 0.04:
-                    world[name] = dataclasses.replace(q, conditions=(*q.conditions, PodConditionFacts("DisruptionTarget", "True", "PreemptionByScheduler")))
+                    preempted = PodConditionFacts("DisruptionTarget", "True", "PreemptionByScheduler")
+                    world[name] = dataclasses.replace(q, conditions=(*q.conditions, preempted))
                 elif r < 0.05:
                     node_ready[q.node_name] = NodeFacts(False, iso(now - dt.timedelta(minutes=5)))
                 elif r < 0.08 and q.rank == 0:

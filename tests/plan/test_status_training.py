@@ -73,12 +73,13 @@ def job2(**fp):
 
 
 def report(step, attempt=0, ck_step=None, beat=60, **kw):
-    ck = CommittedCheckpoint(id=f"step-{ck_step:08d}", step=ck_step, uri=f"s3://ck/t/step-{ck_step:08d}", time=iso(beat)) if ck_step is not None else None
+    ck = (CommittedCheckpoint(id=f"step-{ck_step:08d}", step=ck_step, uri=f"s3://ck/t/step-{ck_step:08d}", time=iso(beat))
+          if ck_step is not None else None)
     return ProgressReport(attempt=attempt, step=step, heartbeat=iso(beat), checkpoint=ck, **kw)
 
 
 def test_new_job_is_queued_and_creates_its_pods():
-    job, p = reconcile(job2(), Observed(), at(0))
+    _, p = reconcile(job2(), Observed(), at(0))
     assert cond(p.status, C.QUEUED).status == "True" and cond(p.status, C.QUEUED).reason == C.GANG_PENDING
     assert cond(p.status, C.RUNNING).status == "False"
     assert [o["metadata"]["name"] for o in pods_in(p)] == ["t-w0-a0", "t-w1-a0"]
@@ -95,7 +96,7 @@ def test_running_is_false_while_any_pod_is_pending():
 
 
 def test_all_running_then_unchanged_world_patches_nothing():
-    job, p1 = reconcile(job2(), Observed(), at(0))
+    job, _p1 = reconcile(job2(), Observed(), at(0))
     obs = Observed(pods=all_running())
     job, p2 = reconcile(job, obs, at(30))
     assert cond(p2.status, C.RUNNING).status == "True" and cond(p2.status, C.RUNNING).reason == C.ALL_PODS_RUNNING
@@ -187,7 +188,7 @@ def test_worker_killed_restarts_the_gang_from_the_last_checkpoint():
 def test_restart_decision_is_not_repeated_on_the_next_reconcile():
     job = run_until_running(job2())
     dead = (running(pod("t", 0, created=iso(0))), exited(running(pod("t", 1, created=iso(0))), 1))
-    job, p1 = reconcile(job, Observed(pods=dead), at(100))
+    job, _p1 = reconcile(job, Observed(pods=dead), at(100))
     job, p2 = reconcile(job, Observed(pods=dead), at(101))  # the dead attempt's pods are now "old"
     assert p2.status.restarts.total == 1 and p2.status.attempt == 1
 
@@ -243,7 +244,8 @@ def test_hang_restarts_and_repeat_at_same_step_fails():
 def test_suspend_deletes_pods_keeps_checkpoint_and_resume_starts_a_new_attempt():
     job = run_until_running(job2())
     rep = report(step=30, ck_step=20, beat=50)
-    suspended = job.model_copy(update={"spec": job.spec.model_copy(update={"run_policy": job.spec.run_policy.model_copy(update={"suspend": True})})})
+    run_policy = job.spec.run_policy.model_copy(update={"suspend": True})
+    suspended = job.model_copy(update={"spec": job.spec.model_copy(update={"run_policy": run_policy})})
     job, p = reconcile(suspended, Observed(pods=all_running(), progress=rep), at(60))
     assert cond(p.status, C.SUSPENDED).status == "True" and cond(p.status, C.RUNNING).status == "False"
     assert pods_in(p) == [] and p.status.attempt == 1 and p.status.checkpoint.step == 20

@@ -16,7 +16,10 @@ class Credentials(SpecModel):
 
     secret_name: DNSSubdomain | None = Field(
         default=None,
-        description="Secret in the job's namespace with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and optional AWS_ENDPOINT_URL). Name only: no namespace.",
+        description=(
+            "Secret in the job's namespace with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and optional AWS_ENDPOINT_URL). "
+            "Name only: no namespace."
+        ),
     )
     service_account_name: DNSSubdomain | None = Field(
         default=None, description="Use this ServiceAccount's workload identity instead of a Secret."
@@ -65,4 +68,6 @@ class Checkpoint(SpecModel):
             raise ValueError("set everySteps and/or everySeconds")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel(("has(self.everySteps) || has(self.everySeconds)", "set everySteps and/or everySeconds")))
+    model_config = ConfigDict(
+        json_schema_extra=cel(("has(self.everySteps) || has(self.everySeconds)", "set everySteps and/or everySeconds"))
+    )

@@ -31,7 +31,8 @@ READY = "Ready"  # serving status computer writes when readyReplicas >= min and 
 MODEL_CACHED = "ModelCached"  # serving status computer writes once the fetch/verify step committed the model to the cache; autoscaler reads
 PROGRESSING = "Progressing"  # serving status computer writes during rollouts and scaling; users read
 DEGRADED = "Degraded"  # serving status computer writes when fewer replicas than wanted are ready; alerts read
-ADAPTERS_READY = "AdaptersReady"  # serving status computer writes: every wanted LoRA adapter loaded on every ready replica; FinetuneJob publisher, users read
+# serving status computer writes: every wanted LoRA adapter loaded on every ready replica; FinetuneJob publisher, users read
+ADAPTERS_READY = "AdaptersReady"
 
 JOB_TYPES = (QUEUED, RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED, STALLED, CHECKPOINT_FAILING)
 FINETUNE_TYPES = (*JOB_TYPES, PUBLISHED)
@@ -105,11 +106,21 @@ class Condition(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    type: Annotated[str, StringConstraints(min_length=1, max_length=316, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$")] = Field(description="Condition type, e.g. Running.")
+    type: Annotated[
+        str,
+        StringConstraints(
+            min_length=1, max_length=316,
+            pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        ),
+    ] = Field(description="Condition type, e.g. Running.")
     status: ConditionStatus = Field(description="True, False or Unknown.")
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")] = Field(description="CamelCase reason of the last transition.")
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")] = Field(
+        description="CamelCase reason of the last transition.",
+    )
     message: Annotated[str, StringConstraints(max_length=32768)] = Field(default="", description="Human-readable detail.")
-    last_transition_time: Annotated[str, StringConstraints(max_length=64)] | None = Field(default=None, description="RFC 3339 time status last flipped.")
+    last_transition_time: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="RFC 3339 time status last flipped.",
+    )
     observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation the condition was computed for.")
 
     def wire(self) -> dict[str, Any]:

@@ -48,7 +48,9 @@ class BaseModelRef(SpecModel):
 
     uri: ModelUri = Field(description="s3://bucket/prefix, pvc://claim/path (same namespace) or hf://org/name.")
     revision: Revision | None = Field(default=None, description="Pinned revision (commit hash or tag); required for hf://.")
-    manifest_sha256: Sha256 | None = Field(default=None, description="sha256 of the model's manifest (file list with per-file sha256); verified before use.")
+    manifest_sha256: Sha256 | None = Field(
+        default=None, description="sha256 of the model's manifest (file list with per-file sha256); verified before use.",
+    )
     allow_pickle: bool = Field(default=False, description="Accept pickle (.bin/.pt) weights. Off: safetensors only.")
     trust_remote_code: bool = Field(default=False, description="Run Python code shipped with the model. Off by default.")
 
@@ -58,7 +60,12 @@ class BaseModelRef(SpecModel):
             raise ValueError("revision is required for hf:// models (pin a commit)")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel({"rule": "!self.uri.startsWith('hf://') || has(self.revision)", "message": "revision is required for hf:// models (pin a commit)", "fieldPath": ".revision", "reason": "FieldValueRequired"}))
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            {"rule": "!self.uri.startsWith('hf://') || has(self.revision)",
+             "message": "revision is required for hf:// models (pin a commit)", "fieldPath": ".revision", "reason": "FieldValueRequired"}
+        )
+    )
 
 
 class DatasetFormat(str, enum.Enum):
@@ -75,7 +82,9 @@ class Dataset(SpecModel):
     uri: StorageUri = Field(description="s3://bucket/key-or-prefix or pvc://claim/path (same namespace).")
     format: DatasetFormat = Field(default=DatasetFormat.JSONL, description="jsonl, json or parquet.")
     text_field: FieldName | None = Field(default=None, description="Field holding plain text examples.")
-    messages_field: FieldName | None = Field(default=None, description="Field holding chat messages [{role, content}] (rendered with the tokenizer's chat template).")
+    messages_field: FieldName | None = Field(
+        default=None, description="Field holding chat messages [{role, content}] (rendered with the tokenizer's chat template).",
+    )
     validation_split: float = Field(default=0.05, ge=0.0, le=0.5, description="Share of examples held out for validation (deterministic).")
     sha256: Sha256 | None = Field(default=None, description="Expected sha256 of the dataset file (single-file datasets).")
 
@@ -85,7 +94,9 @@ class Dataset(SpecModel):
             raise ValueError("set exactly one of textField, messagesField")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel(("has(self.textField) != has(self.messagesField)", "set exactly one of textField, messagesField")))
+    model_config = ConfigDict(
+        json_schema_extra=cel(("has(self.textField) != has(self.messagesField)", "set exactly one of textField, messagesField"))
+    )
 
 
 class MethodType(str, enum.Enum):
@@ -161,7 +172,9 @@ class Hyperparameters(SpecModel):
     epochs: float | None = Field(default=None, gt=0, le=1000, description="Passes over the training split (or set maxSteps).")
     learning_rate: float = Field(default=2e-4, gt=0, le=1, description="Peak learning rate.")
     warmup_steps: int = Field(default=0, ge=0, le=1_000_000, description="Linear warm-up steps.")
-    batch_size: int = Field(default=8, ge=1, le=4096, description="Examples per optimizer step per data-parallel rank, before accumulation.")
+    batch_size: int = Field(
+        default=8, ge=1, le=4096, description="Examples per optimizer step per data-parallel rank, before accumulation.",
+    )
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024, description="Micro-batches accumulated per optimizer step.")
     max_seq_length: int = Field(default=2048, ge=8, le=1_048_576, description="Tokens per example after packing/truncation.")
     packing: bool = Field(default=False, description="Pack several examples into one sequence.")
@@ -181,7 +194,9 @@ class Evaluation(SpecModel):
     """Validation during training."""
 
     every_steps: int | None = Field(default=None, ge=1, le=10_000_000, description="Evaluate every N steps (default: at each checkpoint).")
-    early_stop_patience: int | None = Field(default=None, ge=1, le=1000, description="Stop after this many evaluations without improvement.")
+    early_stop_patience: int | None = Field(
+        default=None, ge=1, le=1000, description="Stop after this many evaluations without improvement.",
+    )
 
 
 class OutputMode(str, enum.Enum):
@@ -216,9 +231,13 @@ class FinetuneJobSpec(SpecModel):
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Validation during training.")
     output: Output = Field(description="Where the adapter or merged model goes.")
     serve: Serve | None = Field(default=None, description="Optionally publish into an InferenceService.")
-    image: ImageRef | None = Field(default=None, description="Override of the finetune runtime image (default: the operator's trainer image).")
+    image: ImageRef | None = Field(
+        default=None, description="Override of the finetune runtime image (default: the operator's trainer image).",
+    )
     nodes: int = Field(default=1, ge=1, le=1024, strict=True, description="Worker pods, one per node.")
-    procs_per_node: int | None = Field(default=None, ge=1, le=64, strict=True, description="Processes per pod. Default: resources.gpus, or 1.")
+    procs_per_node: int | None = Field(
+        default=None, ge=1, le=64, strict=True, description="Processes per pod. Default: resources.gpus, or 1.",
+    )
     resources: Resources = Field(default_factory=Resources, description="Per-node resources.")
     network: Network = Field(default_factory=Network, description="RDMA devices and NCCL settings.")
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Gang scheduling, queue and priority.")
@@ -236,7 +255,8 @@ class FinetuneJobSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             {"rule": "!has(self.serve) || !has(self.output.mode) || self.output.mode == 'adapter'",
-             "message": "serve needs output.mode adapter (a merged model is served by an InferenceService of its own)", "fieldPath": ".serve"}
+             "message": "serve needs output.mode adapter (a merged model is served by an InferenceService of its own)",
+             "fieldPath": ".serve"}
         )
     )
 
@@ -244,7 +264,9 @@ class FinetuneJobSpec(SpecModel):
 #: Spec fields frozen while the child training runs: they define the run, or they reach
 #: TrainingJob fields that are themselves immutable while it runs (image, procsPerNode,
 #: checkpoint), so an edit is refused here instead of failing every apply of the child.
-IMMUTABLE_WHILE_RUNNING = ("baseModel", "dataset", "method", "hyperparameters", "output", "image", "nodes", "procsPerNode", "resources", "checkpoint")
+IMMUTABLE_WHILE_RUNNING = (
+    "baseModel", "dataset", "method", "hyperparameters", "output", "image", "nodes", "procsPerNode", "resources", "checkpoint",
+)
 
 
 def immutable_while_running_rules() -> list[dict[str, str]]:
@@ -280,7 +302,9 @@ class OutputStatus(StatusModel):
     uri: Annotated[str, StringConstraints(max_length=2048)] = Field(description="Location of the published model/adapter.")
     manifest_sha256: Annotated[str, StringConstraints(max_length=64)] | None = Field(default=None, description="sha256 of its manifest.")
     size_bytes: int | None = Field(default=None, ge=0, description="Total bytes.")
-    base_model_revision: Annotated[str, StringConstraints(max_length=128)] | None = Field(default=None, description="Revision of the base model used.")
+    base_model_revision: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        default=None, description="Revision of the base model used.",
+    )
 
 
 class ServedStatus(StatusModel):
@@ -293,7 +317,9 @@ class ServedStatus(StatusModel):
 class FinetuneJobStatus(StatusModel):
     """Observed state of a FinetuneJob."""
 
-    conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra=keyed("type"), description="Job conditions plus Published.")
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=16, json_schema_extra=keyed("type"), description="Job conditions plus Published.",
+    )
     observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation this status describes.")
     training_job_name: Annotated[str, StringConstraints(max_length=63)] | None = Field(default=None, description="The child TrainingJob.")
     attempt: int = Field(default=0, ge=0, description="Gang attempt of the child TrainingJob.")
@@ -307,7 +333,10 @@ class FinetuneJobStatus(StatusModel):
     start_time: Time | None = Field(default=None, description="RFC 3339 start time.")
     completion_time: Time | None = Field(default=None, description="RFC 3339 completion time.")
 
-    @derived(alias="state", description="One word for the job: Queued, Running, Restarting, Suspended, Succeeded or Failed (summarizes the conditions).", json_schema_extra={"maxLength": 32})
+    @derived(
+        alias="state", json_schema_extra={"maxLength": 32},
+        description="One word for the job: Queued, Running, Restarting, Suspended, Succeeded or Failed (summarizes the conditions).",
+    )
     def state(self) -> str:
         return job_state(self.conditions)[0]
 

@@ -49,11 +49,15 @@ class Model(SpecModel):
 
     uri: ServingUri = Field(description="s3://bucket/prefix, pvc://claim/path (same namespace), hf://org/name or oci://registry/repo:tag.")
     revision: Revision | None = Field(default=None, description="Pinned revision; required for hf://.")
-    manifest_sha256: Sha256 | None = Field(default=None, description="sha256 of the manifest listing every file's sha256; the fetch step verifies it.")
+    manifest_sha256: Sha256 | None = Field(
+        default=None, description="sha256 of the manifest listing every file's sha256; the fetch step verifies it.",
+    )
     format: WeightFormat = Field(default=WeightFormat.SAFETENSORS, description="safetensors (default) or pickle (needs allowPickle).")
     allow_pickle: bool = Field(default=False, description="Acknowledge that pickle weights run code when loaded.")
     trust_remote_code: bool = Field(default=False, description="Let vLLM run Python code shipped with the model.")
-    served_model_name: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_./:]*$")] | None = Field(default=None, description="Model name clients send (default: the InferenceService name).")
+    served_model_name: Annotated[
+        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_./:]*$")
+    ] | None = Field(default=None, description="Model name clients send (default: the InferenceService name).")
 
     @model_validator(mode="after")
     def _checks(self) -> Model:
@@ -65,8 +69,10 @@ class Model(SpecModel):
 
     model_config = ConfigDict(
         json_schema_extra=cel(
-            {"rule": "self.format != 'pickle' || self.allowPickle", "message": "format pickle needs allowPickle: true", "fieldPath": ".allowPickle"},
-            {"rule": "!self.uri.startsWith('hf://') || has(self.revision)", "message": "revision is required for hf:// models (pin a commit)", "fieldPath": ".revision", "reason": "FieldValueRequired"},
+            {"rule": "self.format != 'pickle' || self.allowPickle", "message": "format pickle needs allowPickle: true",
+             "fieldPath": ".allowPickle"},
+            {"rule": "!self.uri.startsWith('hf://') || has(self.revision)",
+             "message": "revision is required for hf:// models (pin a commit)", "fieldPath": ".revision", "reason": "FieldValueRequired"},
         )
     )
 
@@ -76,7 +82,9 @@ class Adapter(SpecModel):
 
     name: DNSLabel = Field(description="Adapter name clients use as the model name.")
     uri: StorageUri | None = Field(default=None, description="s3:// or pvc:// location of the adapter (safetensors).")
-    from_finetune_job: DNSLabel | None = Field(default=None, description="Name of a FinetuneJob in the same namespace whose output to load.")
+    from_finetune_job: DNSLabel | None = Field(
+        default=None, description="Name of a FinetuneJob in the same namespace whose output to load.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Adapter:
@@ -84,7 +92,9 @@ class Adapter(SpecModel):
             raise ValueError("set exactly one of uri, fromFinetuneJob")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel(("has(self.uri) != has(self.fromFinetuneJob)", "set exactly one of uri, fromFinetuneJob")))
+    model_config = ConfigDict(
+        json_schema_extra=cel(("has(self.uri) != has(self.fromFinetuneJob)", "set exactly one of uri, fromFinetuneJob"))
+    )
 
 
 class Dtype(str, enum.Enum):
@@ -109,8 +119,10 @@ class EngineQuantization(str, enum.Enum):
 class LoraMode(str, enum.Enum):
     """When vLLM's LoRA support is on (adapters then load at run time, without a restart)."""
 
-    AUTO = "auto"  # on while the service has adapters (spec.adapters or published by a FinetuneJob); switching it on restarts the replicas once
-    ENABLED = "enabled"  # always on: the first adapter (e.g. a FinetuneJob's) loads without a restart; vLLM reserves memory for maxLoras adapters
+    # on while the service has adapters (spec.adapters or published by a FinetuneJob); switching it on restarts the replicas once
+    AUTO = "auto"
+    # always on: the first adapter (e.g. a FinetuneJob's) loads without a restart; vLLM reserves memory for maxLoras adapters
+    ENABLED = "enabled"
 
 
 class ExtraArgName(str, enum.Enum):
@@ -131,7 +143,9 @@ class ExtraArg(SpecModel):
     """One allowlisted vLLM flag."""
 
     name: ExtraArgName = Field(description="Flag from the allowlist.")
-    value: Annotated[str, StringConstraints(max_length=256, pattern=r"^[A-Za-z0-9_.:=-]*$")] | None = Field(default=None, description="Flag value; unset for boolean flags.")
+    value: Annotated[str, StringConstraints(max_length=256, pattern=r"^[A-Za-z0-9_.:=-]*$")] | None = Field(
+        default=None, description="Flag value; unset for boolean flags.",
+    )
 
 
 class Engine(SpecModel):
@@ -145,9 +159,20 @@ class Engine(SpecModel):
     quantization: EngineQuantization = Field(default=EngineQuantization.NONE, description="Weight quantization the checkpoint uses.")
     enable_prefix_caching: bool = Field(default=True, description="Reuse KV cache across requests with a common prefix.")
     max_num_seqs: int | None = Field(default=None, ge=1, le=4096, description="Concurrent sequences per replica.")
-    max_loras: int = Field(default=4, ge=1, le=64, description="Most adapters loaded per replica (vLLM --max-loras and --max-cpu-loras); adapters beyond it are not loaded and condition AdaptersReady says so.")
-    lora: LoraMode = Field(default=LoraMode.AUTO, description="auto: LoRA on while the service has adapters (turning it on restarts the replicas once); enabled: always on.")
-    extra_args: list[ExtraArg] = Field(default_factory=list, max_length=16, json_schema_extra=keyed("name"), description="Allowlisted extra flags (keyed by name).")
+    max_loras: int = Field(
+        default=4, ge=1, le=64,
+        description=(
+            "Most adapters loaded per replica (vLLM --max-loras and --max-cpu-loras); "
+            "adapters beyond it are not loaded and condition AdaptersReady says so."
+        ),
+    )
+    lora: LoraMode = Field(
+        default=LoraMode.AUTO,
+        description="auto: LoRA on while the service has adapters (turning it on restarts the replicas once); enabled: always on.",
+    )
+    extra_args: list[ExtraArg] = Field(
+        default_factory=list, max_length=16, json_schema_extra=keyed("name"), description="Allowlisted extra flags (keyed by name).",
+    )
 
 
 class AutoscalingEngine(str, enum.Enum):
@@ -169,14 +194,24 @@ class Signal(str, enum.Enum):
 class ScaleUp(SpecModel):
     """Scale-up behaviour."""
 
-    stabilization_seconds: int = Field(default=0, ge=0, le=3600, description="Window the signal must stay high. The builtin policy waits at least 0.1 x the measured load time for a first shortage, and only this window for one that recurs within the scale-down hold.")
-    max_step: int | None = Field(default=None, ge=1, le=100, description="Most replicas added per decision (default: derived from load time).")
+    stabilization_seconds: int = Field(
+        default=0, ge=0, le=3600,
+        description=(
+            "Window the signal must stay high. The builtin policy waits at least 0.1 x the measured load time "
+            "for a first shortage, and only this window for one that recurs within the scale-down hold."
+        ),
+    )
+    max_step: int | None = Field(
+        default=None, ge=1, le=100, description="Most replicas added per decision (default: derived from load time).",
+    )
 
 
 class ScaleDown(SpecModel):
     """Scale-down behaviour."""
 
-    hold_load_time_multiple: float = Field(default=3.0, ge=0, le=100, description="Hold scale-down for this many measured load times after the last high signal.")
+    hold_load_time_multiple: float = Field(
+        default=3.0, ge=0, le=100, description="Hold scale-down for this many measured load times after the last high signal.",
+    )
     min_hold_seconds: int = Field(default=300, ge=0, le=86400, description="Lower bound of that hold.")
 
 
@@ -192,7 +227,10 @@ class Autoscaling(SpecModel):
 
     engine: AutoscalingEngine = Field(default=AutoscalingEngine.BUILTIN, description="builtin, hpa or keda.")
     signal: Signal = Field(default=Signal.QUEUE, description="queue, kvCache or ttft.")
-    target: float = Field(default=4.0, gt=0, le=100_000, description="Target per replica: waiting requests (queue), usage fraction (kvCache) or seconds (ttft).")
+    target: float = Field(
+        default=4.0, gt=0, le=100_000,
+        description="Target per replica: waiting requests (queue), usage fraction (kvCache) or seconds (ttft).",
+    )
     scale_up: ScaleUp = Field(default_factory=ScaleUp, description="Scale-up behaviour.")
     scale_down: ScaleDown = Field(default_factory=ScaleDown, description="Scale-down behaviour.")
     scale_to_zero: ScaleToZero = Field(default_factory=ScaleToZero, description="Opt-in scale to zero.")
@@ -203,7 +241,12 @@ class Autoscaling(SpecModel):
             raise ValueError("target of signal kvCache is a fraction <= 1")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel({"rule": "self.signal != 'kvCache' || self.target <= 1.0", "message": "target of signal kvCache is a fraction <= 1", "fieldPath": ".target"}))
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            {"rule": "self.signal != 'kvCache' || self.target <= 1.0", "message": "target of signal kvCache is a fraction <= 1",
+             "fieldPath": ".target"}
+        )
+    )
 
 
 class AccessMode(str, enum.Enum):
@@ -216,7 +259,9 @@ class AccessMode(str, enum.Enum):
 class Cache(SpecModel):
     """Model cache volume shared by the replicas (the second replica does not download again)."""
 
-    claim_name: DNSSubdomain | None = Field(default=None, description="Existing PVC in the same namespace; otherwise the operator creates <name>-model-cache.")
+    claim_name: DNSSubdomain | None = Field(
+        default=None, description="Existing PVC in the same namespace; otherwise the operator creates <name>-model-cache.",
+    )
     size: Quantity | None = Field(default=None, description="Size of the created PVC.")
     storage_class_name: DNSSubdomain | None = Field(default=None, description="StorageClass of the created PVC.")
     access_mode: AccessMode = Field(default=AccessMode.READ_WRITE_MANY, description="ReadWriteMany (shared) or ReadWriteOnce.")
@@ -227,14 +272,25 @@ class Cache(SpecModel):
             raise ValueError("size and storageClassName apply to a created PVC, not claimName")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel(("!has(self.claimName) || (!has(self.size) && !has(self.storageClassName))", "size and storageClassName apply to a created PVC, not claimName")))
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.claimName) || (!has(self.size) && !has(self.storageClassName))",
+                "size and storageClassName apply to a created PVC, not claimName",
+            )
+        )
+    )
 
 
 class Monitoring(SpecModel):
     """Prometheus Operator scraping of vLLM's own metrics (names unchanged)."""
 
-    pod_monitor: bool = Field(default=False, description="Create a monitoring.coreos.com/v1 PodMonitor for the server pods (only where that CRD is served).")
-    interval: Annotated[str, StringConstraints(pattern=r"^[0-9]+(s|m)$", max_length=8)] = Field(default="30s", description="Scrape interval, e.g. 30s.")
+    pod_monitor: bool = Field(
+        default=False, description="Create a monitoring.coreos.com/v1 PodMonitor for the server pods (only where that CRD is served).",
+    )
+    interval: Annotated[str, StringConstraints(pattern=r"^[0-9]+(s|m)$", max_length=8)] = Field(
+        default="30s", description="Scrape interval, e.g. 30s.",
+    )
 
 
 class NetworkPolicyOption(SpecModel):
@@ -242,8 +298,16 @@ class NetworkPolicyOption(SpecModel):
     only the operator's namespace may reach the adapter agent (8001) and scrape metrics."""
 
     enabled: bool = Field(default=False, description="Create a NetworkPolicy for the server pods.")
-    allow_namespaces: list[DNSLabel] = Field(default_factory=list, max_length=32, description="Namespaces whose pods may call the API (e.g. the gateway's, Prometheus's). The service's own namespace is always allowed.")
-    allow_pod_labels: dict[LabelKey, Annotated[str, StringConstraints(max_length=63)]] = Field(default_factory=dict, max_length=MAX_MAP, description="Within those namespaces, only pods with these labels (empty: every pod).")
+    allow_namespaces: list[DNSLabel] = Field(
+        default_factory=list, max_length=32,
+        description=(
+            "Namespaces whose pods may call the API (e.g. the gateway's, Prometheus's). "
+            "The service's own namespace is always allowed."
+        ),
+    )
+    allow_pod_labels: dict[LabelKey, Annotated[str, StringConstraints(max_length=63)]] = Field(
+        default_factory=dict, max_length=MAX_MAP, description="Within those namespaces, only pods with these labels (empty: every pod).",
+    )
 
 
 class Rollout(SpecModel):
@@ -258,7 +322,9 @@ class Rollout(SpecModel):
             raise ValueError("maxSurge and maxUnavailable cannot both be 0")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel(("self.maxSurge > 0 || self.maxUnavailable > 0", "maxSurge and maxUnavailable cannot both be 0")))
+    model_config = ConfigDict(
+        json_schema_extra=cel(("self.maxSurge > 0 || self.maxUnavailable > 0", "maxSurge and maxUnavailable cannot both be 0"))
+    )
 
 
 def _scale_to_zero(spec: InferenceServiceSpec) -> bool:
@@ -272,17 +338,27 @@ class InferenceServiceSpec(SpecModel):
     """Desired state of an InferenceService."""
 
     model: Model = Field(description="The model to serve.")
-    adapters: list[Adapter] = Field(default_factory=list, max_length=32, json_schema_extra=keyed("name"), description="LoRA adapters loaded on every replica (keyed by name).")
+    adapters: list[Adapter] = Field(
+        default_factory=list, max_length=32, json_schema_extra=keyed("name"),
+        description="LoRA adapters loaded on every replica (keyed by name).",
+    )
     engine: Engine = Field(default_factory=Engine, description="vLLM engine settings.")
     resources: Resources = Field(default_factory=Resources, description="Per-replica resources.")
-    min_replicas: int = Field(default=1, ge=0, le=1000, strict=True, description="Fewest replicas; 0 only with autoscaling.scaleToZero.enabled.")
+    min_replicas: int = Field(
+        default=1, ge=0, le=1000, strict=True, description="Fewest replicas; 0 only with autoscaling.scaleToZero.enabled.",
+    )
     max_replicas: int = Field(default=1, ge=1, le=1000, strict=True, description="Most replicas.")
-    replicas: int | None = Field(default=None, ge=0, le=1000, strict=True, description="Scale subresource target for HPA/KEDA (engine hpa/keda); the builtin autoscaler never writes it.")
+    replicas: int | None = Field(
+        default=None, ge=0, le=1000, strict=True,
+        description="Scale subresource target for HPA/KEDA (engine hpa/keda); the builtin autoscaler never writes it.",
+    )
     autoscaling: Autoscaling | None = Field(default=None, description="Autoscaling policy (unset: fixed at minReplicas).")
     cache: Cache = Field(default_factory=Cache, description="Model cache PVC.")
     rollout: Rollout = Field(default_factory=Rollout, description="Rollout of a new revision.")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Prometheus Operator scraping (optional).")
-    network_policy: NetworkPolicyOption = Field(default_factory=NetworkPolicyOption, description="Ingress restriction for the server pods (optional).")
+    network_policy: NetworkPolicyOption = Field(
+        default_factory=NetworkPolicyOption, description="Ingress restriction for the server pods (optional).",
+    )
     template: PodTemplate = Field(default_factory=PodTemplate, description="The narrow part of the server pods the user may shape.")
 
     @model_validator(mode="after")
@@ -302,10 +378,15 @@ class InferenceServiceSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must be <= maxReplicas", "fieldPath": ".minReplicas"},
-            {"rule": f"self.minReplicas > 0 || {_ZERO_OK}", "message": "minReplicas 0 needs autoscaling.scaleToZero.enabled: true (scale-to-zero is opt-in)", "fieldPath": ".minReplicas"},
-            {"rule": f"!has(self.replicas) || self.replicas > 0 || {_ZERO_OK}", "message": "replicas 0 needs autoscaling.scaleToZero.enabled: true (scale-to-zero is opt-in)", "fieldPath": ".replicas"},
-            {"rule": "!has(self.replicas) || self.replicas <= self.maxReplicas", "message": "replicas must be <= maxReplicas", "fieldPath": ".replicas"},
-            {"rule": "!has(self.engine) || !has(self.resources) || self.resources.gpus == 0 || self.engine.tensorParallelSize <= self.resources.gpus", "message": "engine.tensorParallelSize must be <= resources.gpus", "fieldPath": ".engine.tensorParallelSize"},
+            {"rule": f"self.minReplicas > 0 || {_ZERO_OK}",
+             "message": "minReplicas 0 needs autoscaling.scaleToZero.enabled: true (scale-to-zero is opt-in)", "fieldPath": ".minReplicas"},
+            {"rule": f"!has(self.replicas) || self.replicas > 0 || {_ZERO_OK}",
+             "message": "replicas 0 needs autoscaling.scaleToZero.enabled: true (scale-to-zero is opt-in)", "fieldPath": ".replicas"},
+            {"rule": "!has(self.replicas) || self.replicas <= self.maxReplicas", "message": "replicas must be <= maxReplicas",
+             "fieldPath": ".replicas"},
+            {"rule": "!has(self.engine) || !has(self.resources) || self.resources.gpus == 0"
+                     " || self.engine.tensorParallelSize <= self.resources.gpus",
+             "message": "engine.tensorParallelSize must be <= resources.gpus", "fieldPath": ".engine.tensorParallelSize"},
         )
     )
 
@@ -342,8 +423,12 @@ class AdapterStatus(StatusModel):
     """Readiness of one adapter across replicas (spec.adapters first, then those FinetuneJobs publish)."""
 
     name: Annotated[str, StringConstraints(max_length=63)] = Field(description="Adapter name.")
-    uri: Annotated[str, StringConstraints(max_length=2048)] | None = Field(default=None, description="Resolved location (a FinetuneJob's status.output.uri for fromFinetuneJob and published adapters).")
-    finetune_job: Annotated[str, StringConstraints(max_length=63)] | None = Field(default=None, description="FinetuneJob the adapter comes from, if any.")
+    uri: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        default=None, description="Resolved location (a FinetuneJob's status.output.uri for fromFinetuneJob and published adapters).",
+    )
+    finetune_job: Annotated[str, StringConstraints(max_length=63)] | None = Field(
+        default=None, description="FinetuneJob the adapter comes from, if any.",
+    )
     ready: bool = Field(default=False, description="Loaded on every ready replica.")
     loaded_replicas: int | None = Field(default=None, ge=0, description="Ready replicas that have it loaded.")
     message: Annotated[str, StringConstraints(max_length=4096)] = Field(default="", description="Why not, when not ready.")
@@ -352,19 +437,32 @@ class AdapterStatus(StatusModel):
 class InferenceServiceStatus(StatusModel):
     """Observed state of an InferenceService."""
 
-    conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra=keyed("type"), description="Ready, ModelCached, Progressing, Degraded, AdaptersReady.")
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=16, json_schema_extra=keyed("type"),
+        description="Ready, ModelCached, Progressing, Degraded, AdaptersReady.",
+    )
     observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation this status describes.")
-    url: Annotated[str, StringConstraints(max_length=2048)] | None = Field(default=None, description="In-cluster base URL of the OpenAI-compatible API.")
+    url: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        default=None, description="In-cluster base URL of the OpenAI-compatible API.",
+    )
     replicas: int | None = Field(default=None, ge=0, description="Current replicas (scale subresource statusReplicasPath).")
     ready_replicas: int | None = Field(default=None, ge=0, description="Replicas serving.")
     desired_replicas: int | None = Field(default=None, ge=0, description="Replicas the autoscaler wants.")
-    selector: Annotated[str, StringConstraints(max_length=1024)] | None = Field(default=None, description="Label selector of the server pods (scale subresource labelSelectorPath).")
+    selector: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
+        default=None, description="Label selector of the server pods (scale subresource labelSelectorPath).",
+    )
     load_seconds: LoadSeconds | None = Field(default=None, description="Measured load time.")
     last_scale_decision: ScaleDecision | None = Field(default=None, description="Last replica change by the autoscaler.")
     model: ResolvedModel | None = Field(default=None, description="Resolved model.")
-    adapters: list[AdapterStatus] = Field(default_factory=list, max_length=64, json_schema_extra=keyed("name"), description="Per-adapter readiness: spec.adapters, then adapters FinetuneJobs publish into this service (at most 64 listed).")
+    adapters: list[AdapterStatus] = Field(
+        default_factory=list, max_length=64, json_schema_extra=keyed("name"),
+        description="Per-adapter readiness: spec.adapters, then adapters FinetuneJobs publish into this service (at most 64 listed).",
+    )
 
-    @derived(alias="state", description="One word for the service: Loading, Ready, Degraded, ScaledToZero or Failed (summarizes the conditions).", json_schema_extra={"maxLength": 32})
+    @derived(
+        alias="state", json_schema_extra={"maxLength": 32},
+        description="One word for the service: Loading, Ready, Degraded, ScaledToZero or Failed (summarizes the conditions).",
+    )
     def state(self) -> str:
         return service_state(self.conditions)[0]
 

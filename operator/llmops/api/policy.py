@@ -27,7 +27,9 @@ class Backoff(SpecModel):
 class FailurePolicy(SpecModel):
     """When and how often the whole gang restarts from the last committed checkpoint."""
 
-    max_restarts: int = Field(default=3, ge=0, le=1000, description="Restarts counted against the budget (infrastructure disruptions are not counted).")
+    max_restarts: int = Field(
+        default=3, ge=0, le=1000, description="Restarts counted against the budget (infrastructure disruptions are not counted).",
+    )
     backoff: Backoff = Field(default_factory=Backoff, description="Delay between restarts.")
     hang_timeout_seconds: int | None = Field(
         default=None, ge=60, le=86400,
@@ -38,6 +40,12 @@ class FailurePolicy(SpecModel):
 class RunPolicy(SpecModel):
     """Lifecycle knobs of the job as a whole."""
 
-    suspend: bool = Field(default=False, description="True deletes the worker pods and keeps the job (resume from the checkpoint on false).")
-    active_deadline_seconds: int | None = Field(default=None, ge=1, le=31_536_000, description="Fail the job after this many seconds of running.")
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=31_536_000, description="Delete the job this long after it finished.")
+    suspend: bool = Field(
+        default=False, description="True deletes the worker pods and keeps the job (resume from the checkpoint on false).",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, le=31_536_000, description="Fail the job after this many seconds of running.",
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, le=31_536_000, description="Delete the job this long after it finished.",
+    )

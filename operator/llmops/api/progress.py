@@ -37,7 +37,9 @@ class FinetuneReport(_Wire):
 
     dataset: DatasetStats | None = Field(default=None, description="Dataset statistics, once the inputs are read.")
     evaluation: EvaluationStatus | None = Field(default=None, description="Validation results so far (base loss first).")
-    output: OutputStatus | None = Field(default=None, description="The published artifact; set only after it is committed, before rank 0 exits 0.")
+    output: OutputStatus | None = Field(
+        default=None, description="The published artifact; set only after it is committed, before rank 0 exits 0.",
+    )
 
 
 class ProgressReport(_Wire):

@@ -48,7 +48,8 @@ class Rdma(SpecModel):
     """RDMA / InfiniBand / RoCE settings for multi-node collectives."""
 
     resources: list[RdmaResource] = Field(
-        default_factory=list, max_length=8, json_schema_extra=keyed("name"), description="Device resources requested per node (keyed by name)."
+        default_factory=list, max_length=8, json_schema_extra=keyed("name"),
+        description="Device resources requested per node (keyed by name).",
     )
     networks: list[DNSLabel] = Field(
         default_factory=list, max_length=8, json_schema_extra=as_set(),

@@ -20,7 +20,8 @@ NNODES = "LLMOPS_NNODES"  # number of worker pods in the gang
 NODE_RANK = "LLMOPS_NODE_RANK"  # this pod's index in the gang, 0..NNODES-1
 NPROC_PER_NODE = "LLMOPS_NPROC_PER_NODE"  # processes started per pod (one per GPU)
 LAUNCHER = "LLMOPS_LAUNCHER"  # "torchrun" or "deepspeed"
-DEEPSPEED_ZERO_STAGE = "LLMOPS_DEEPSPEED_ZERO_STAGE"  # "1", "2" or "3"; only with LAUNCHER=deepspeed (read by llmops_runtime.engines.deepspeed)
+# "1", "2" or "3"; only with LAUNCHER=deepspeed (read by llmops_runtime.engines.deepspeed)
+DEEPSPEED_ZERO_STAGE = "LLMOPS_DEEPSPEED_ZERO_STAGE"
 
 # --- identity ---------------------------------------------------------------------------------
 JOB_NAME = "LLMOPS_JOB_NAME"  # TrainingJob name

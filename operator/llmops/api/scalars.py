@@ -48,7 +48,10 @@ EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN, min_length=
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 # A qualified name as pods want it in label/annotation/nodeSelector keys: an optional DNS-subdomain
 # prefix and '/', then 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric.
-QUALIFIED_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"  # the prefix and '/'
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"  # the name
+)
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]
 

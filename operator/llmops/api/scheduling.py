@@ -27,7 +27,10 @@ class Gang(SpecModel):
     backend: GangBackend = Field(default=GangBackend.AUTO, description="Gang backend: auto, native, volcano, coscheduling, kueue or none.")
     timeout_seconds: int | None = Field(
         default=None, ge=1, le=86400,
-        description="How long the gang may wait to be placed; then every pod is deleted, the job reports Queued (SchedulingTimeout) and retries with backoff.",
+        description=(
+            "How long the gang may wait to be placed; then every pod is deleted, "
+            "the job reports Queued (SchedulingTimeout) and retries with backoff."
+        ),
     )
 
 

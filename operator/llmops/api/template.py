@@ -20,7 +20,9 @@ class KeyRef(SpecModel):
     """A key in a Secret or ConfigMap of the same namespace (name only, no namespace)."""
 
     name: DNSSubdomain = Field(description="Object name in the job's namespace.")
-    key: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = Field(description="Key inside the object.")
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = Field(
+        description="Key inside the object.",
+    )
     optional: bool | None = Field(default=None, description="Start even when the key is missing.")
 
 
@@ -54,7 +56,8 @@ class EnvVarSource(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), has(self.resourceFieldRef)].filter(x, x).size() == 1",
+                "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), has(self.resourceFieldRef)]"
+                ".filter(x, x).size() == 1",
                 "set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
             )
         )
@@ -73,7 +76,9 @@ def _reserved_env_rule() -> dict[str, str]:
 class EnvVar(SpecModel):
     """An environment variable of the trainer container. Reserved names are rejected."""
 
-    name: Annotated[EnvName, Field(json_schema_extra=cel(_reserved_env_rule()))] = Field(description="Variable name; names the operator sets (RANK, WORLD_SIZE, MASTER_ADDR, LLMOPS_*, ...) are refused.")
+    name: Annotated[EnvName, Field(json_schema_extra=cel(_reserved_env_rule()))] = Field(
+        description="Variable name; names the operator sets (RANK, WORLD_SIZE, MASTER_ADDR, LLMOPS_*, ...) are refused.",
+    )
     value: Annotated[str, StringConstraints(max_length=32768)] | None = Field(default=None, description="Literal value.")
     value_from: EnvVarSource | None = Field(default=None, description="Value from a Secret/ConfigMap key or the downward API.")
 
@@ -103,7 +108,9 @@ class NameRef(SpecModel):
 class EnvFromSource(SpecModel):
     """Import every key of a ConfigMap or Secret as environment variables."""
 
-    prefix: Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(default=None, description="Prefix added to each key.")
+    prefix: Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(
+        default=None, description="Prefix added to each key.",
+    )
     config_map_ref: NameRef | None = Field(default=None, description="ConfigMap in the job's namespace.")
     secret_ref: NameRef | None = Field(default=None, description="Secret in the job's namespace.")
 
@@ -113,7 +120,9 @@ class EnvFromSource(SpecModel):
             raise ValueError("set exactly one of configMapRef, secretRef")
         return self
 
-    model_config = ConfigDict(json_schema_extra=cel(("has(self.configMapRef) != has(self.secretRef)", "set exactly one of configMapRef, secretRef")))
+    model_config = ConfigDict(
+        json_schema_extra=cel(("has(self.configMapRef) != has(self.secretRef)", "set exactly one of configMapRef, secretRef"))
+    )
 
 
 class TolerationOperator(str, enum.Enum):
@@ -163,7 +172,9 @@ class SecretSource(SpecModel):
 class EmptyDirSource(SpecModel):
     """Scratch space for the pod's lifetime."""
 
-    medium: Annotated[str, StringConstraints(pattern=r"^(|Memory)$", max_length=6)] | None = Field(default=None, description="\"\" (node disk) or Memory.")
+    medium: Annotated[str, StringConstraints(pattern=r"^(|Memory)$", max_length=6)] | None = Field(
+        default=None, description="\"\" (node disk) or Memory.",
+    )
     size_limit: Quantity | None = Field(default=None, description="Upper bound on usage.")
 
 
@@ -196,7 +207,9 @@ class VolumeMount(SpecModel):
     """Where a volume appears in the trainer container."""
 
     name: DNSLabel = Field(description="Name of a volume in volumes.")
-    mount_path: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^/")] = Field(description="Absolute path in the container.")
+    mount_path: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^/")] = Field(
+        description="Absolute path in the container.",
+    )
     sub_path: Annotated[str, StringConstraints(max_length=1024)] | None = Field(default=None, description="Path inside the volume.")
     read_only: bool = Field(default=False, description="Mount read-only.")
 
@@ -211,7 +224,9 @@ Affinity = Annotated[
     Field(
         json_schema_extra={
             "type": "object",
-            "properties": {k: {**preserve_unknown(), "description": f"core/v1 {k[0].upper()}{k[1:]}, passed through unchanged."} for k in AFFINITY_KEYS},
+            "properties": {
+                k: {**preserve_unknown(), "description": f"core/v1 {k[0].upper()}{k[1:]}, passed through unchanged."} for k in AFFINITY_KEYS
+            },
         }
     ),
 ]
@@ -222,17 +237,30 @@ class PodTemplate(SpecModel):
     owns containers, ports, restart policy and the rendezvous environment."""
 
     labels: dict[LabelKey, LabelValue] = Field(
-        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("labels"), description="Extra labels on every worker pod.")
+        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("labels"),
+        description="Extra labels on every worker pod.")
     annotations: dict[LabelKey, Annotated[str, StringConstraints(max_length=4096)]] = Field(
-        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("annotations"), description="Extra annotations on every worker pod.")
+        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("annotations"),
+        description="Extra annotations on every worker pod.")
     node_selector: dict[LabelKey, LabelValue] = Field(
-        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("nodeSelector"), description="Node labels the pods require.")
+        default_factory=dict, max_length=MAX_MAP, json_schema_extra=qualified_keys("nodeSelector"),
+        description="Node labels the pods require.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=MAX_LIST, description="Taints the pods tolerate.")
-    affinity: Affinity | None = Field(default=None, description="core/v1 Affinity (nodeAffinity, podAffinity, podAntiAffinity), passed through unchanged.")
-    env: list[EnvVar] = Field(default_factory=list, max_length=MAX_LIST, json_schema_extra=keyed("name"), description="Environment of the trainer container (keyed by name; reserved names refused).")
+    affinity: Affinity | None = Field(
+        default=None, description="core/v1 Affinity (nodeAffinity, podAffinity, podAntiAffinity), passed through unchanged.",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=MAX_LIST, json_schema_extra=keyed("name"),
+        description="Environment of the trainer container (keyed by name; reserved names refused).",
+    )
     env_from: list[EnvFromSource] = Field(default_factory=list, max_length=16, description="ConfigMaps/Secrets imported as environment.")
-    volumes: list[Volume] = Field(default_factory=list, max_length=32, json_schema_extra=keyed("name"), description="Extra volumes (keyed by name).")
-    volume_mounts: list[VolumeMount] = Field(default_factory=list, max_length=32, json_schema_extra=keyed("mountPath"), description="Mounts of those volumes in the trainer container.")
+    volumes: list[Volume] = Field(
+        default_factory=list, max_length=32, json_schema_extra=keyed("name"), description="Extra volumes (keyed by name).",
+    )
+    volume_mounts: list[VolumeMount] = Field(
+        default_factory=list, max_length=32, json_schema_extra=keyed("mountPath"),
+        description="Mounts of those volumes in the trainer container.",
+    )
     service_account_name: DNSSubdomain | None = Field(default=None, description="ServiceAccount of the pods (same namespace).")
 
     @field_validator("affinity")

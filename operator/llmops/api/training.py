@@ -82,7 +82,10 @@ class TrainingJobSpec(SpecModel):
     args: list[Arg] = Field(default_factory=list, max_length=256, description="Extra arguments appended to command.")
     launcher: Launcher = Field(
         default=Launcher.TORCHRUN,
-        description="torchrun: plain torch.distributed workers; deepspeed: the same workers under a DeepSpeed ZeRO engine. No SSH either way.",
+        description=(
+            "torchrun: plain torch.distributed workers; deepspeed: the same workers under a DeepSpeed ZeRO engine. "
+            "No SSH either way."
+        ),
     )
     deepspeed: DeepSpeed | None = Field(default=None, description="DeepSpeed settings (launcher deepspeed only; zeroStage 2 when omitted).")
     nodes: int = Field(ge=1, le=MAX_NODES, strict=True, description="Worker pods in the gang, one per node.")
@@ -94,7 +97,9 @@ class TrainingJobSpec(SpecModel):
         default=None, ge=1, le=64, strict=True,
         description="Processes per pod (ranks per node). Default: resources.gpus, or 1 without GPUs.",
     )
-    total_steps: int | None = Field(default=None, ge=1, le=1_000_000_000, description="Declared number of optimizer steps, for progress and ETA.")
+    total_steps: int | None = Field(
+        default=None, ge=1, le=1_000_000_000, description="Declared number of optimizer steps, for progress and ETA.",
+    )
     resources: Resources = Field(default_factory=Resources, description="Per-node resources (GPUs, CPU, memory, /dev/shm).")
     network: Network = Field(default_factory=Network, description="RDMA devices, secondary networks and NCCL settings.")
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Gang scheduling, queue and priority.")
@@ -117,7 +122,8 @@ class TrainingJobSpec(SpecModel):
 
     model_config = ConfigDict(
         json_schema_extra=cel(
-            {"rule": "!has(self.minNodes) || self.minNodes <= self.nodes", "message": "minNodes must be <= nodes", "fieldPath": ".minNodes"},
+            {"rule": "!has(self.minNodes) || self.minNodes <= self.nodes", "message": "minNodes must be <= nodes",
+             "fieldPath": ".minNodes"},
             {"rule": "!has(self.deepspeed) || self.launcher == 'deepspeed'", "message": "deepspeed settings need launcher: deepspeed",
              "fieldPath": ".deepspeed"},
         )
@@ -176,13 +182,17 @@ class GangStatus(StatusModel):
     """The gang object the operator created."""
 
     backend: GangBackend = Field(description="Resolved backend (never auto).")
-    name: Annotated[str, StringConstraints(max_length=253)] | None = Field(default=None, description="PodGroup/Workload name, when the backend has one.")
+    name: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        default=None, description="PodGroup/Workload name, when the backend has one.",
+    )
 
 
 class LastFailure(StatusModel):
     """The previous attempt's failure, remembered for the "same failure again" rules."""
 
-    reason: Annotated[str, StringConstraints(max_length=64)] = Field(description="Condition reason of the failure, e.g. NonFiniteLoss, Hang, OOMKilled.")
+    reason: Annotated[str, StringConstraints(max_length=64)] = Field(
+        description="Condition reason of the failure, e.g. NonFiniteLoss, Hang, OOMKilled.",
+    )
     attempt: int = Field(ge=0, description="Attempt that failed.")
     step: int | None = Field(default=None, ge=0, description="Step it failed at, when known.")
     generation: int | None = Field(default=None, ge=0, description="metadata.generation it failed under.")
@@ -191,20 +201,31 @@ class LastFailure(StatusModel):
 class TrainingJobStatus(StatusModel):
     """Observed state of a TrainingJob (written only by the operator's status computer)."""
 
-    conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra=keyed("type"), description="Queued, Running, Restarting, Suspended, Succeeded, Failed, Stalled, CheckpointFailing.")
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=16, json_schema_extra=keyed("type"),
+        description="Queued, Running, Restarting, Suspended, Succeeded, Failed, Stalled, CheckpointFailing.",
+    )
     observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation this status describes.")
     attempt: int = Field(default=0, ge=0, description="Current gang attempt (0 for the first start).")
     restarts: Restarts = Field(default_factory=Restarts, description="Gang restarts by cause.")
     progress: Progress | None = Field(default=None, description="Latest progress report.")
     checkpoint: CheckpointStatus | None = Field(default=None, description="Newest committed checkpoint.")
     resumed_from_step: int | None = Field(default=None, ge=0, description="Step the current attempt resumed from.")
-    resumed_from_checkpoint: Annotated[str, StringConstraints(max_length=128)] | None = Field(default=None, description="Checkpoint id the current attempt's pods were told to resume from (fixed for the attempt: pod specs are immutable).")
+    resumed_from_checkpoint: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        default=None,
+        description="Checkpoint id the current attempt's pods were told to resume from (fixed for the attempt: pod specs are immutable).",
+    )
     gang: GangStatus | None = Field(default=None, description="Gang backend in use and its object.")
     start_time: Time | None = Field(default=None, description="RFC 3339 time the first attempt started running.")
     completion_time: Time | None = Field(default=None, description="RFC 3339 time the job succeeded or failed.")
-    last_failure: LastFailure | None = Field(default=None, description="The last attempt's failure (for the rules that fail a job when the same failure repeats).")
+    last_failure: LastFailure | None = Field(
+        default=None, description="The last attempt's failure (for the rules that fail a job when the same failure repeats).",
+    )
 
-    @derived(alias="state", description="One word for the job: Queued, Running, Restarting, Suspended, Succeeded or Failed (summarizes the conditions).", json_schema_extra={"maxLength": 32})
+    @derived(
+        alias="state", json_schema_extra={"maxLength": 32},
+        description="One word for the job: Queued, Running, Restarting, Suspended, Succeeded or Failed (summarizes the conditions).",
+    )
     def state(self) -> str:
         return job_state(self.conditions)[0]
 

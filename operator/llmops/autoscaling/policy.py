@@ -355,8 +355,9 @@ def decide(inputs: AutoscaleInputs, behaviour: Behaviour, state: PolicyState) ->
         need = up
     active = work > 0
     last_active = now if active else state.last_active_at
-    needs = tuple((t, n) for t, n in state.needs if now - t < hold) + ((now, need),)
-    base = replace(state, short=short, shortages=shortages, last_active_at=last_active, needs=needs, first_seen_at=first_seen, saturated_concurrency=sat, replica_rate=rate)
+    needs = (*((t, n) for t, n in state.needs if now - t < hold), (now, need))
+    base = replace(state, short=short, shortages=shortages, last_active_at=last_active, needs=needs, first_seen_at=first_seen,
+                   saturated_concurrency=sat, replica_rate=rate)
 
     def out(n: int, reason: Reason, **kw: object) -> tuple[Decision, PolicyState]:
         clamped = _clamp(n, b)

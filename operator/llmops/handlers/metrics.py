@@ -3,6 +3,7 @@ and what it forgets when the object is gone."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -67,10 +68,8 @@ def forget_finetune(ctx: Context, namespace: str, name: str) -> None:
     series = [(m.finetune_validation_loss, (namespace, name, w)) for w in ("latest", "best", "base")]
     series += [(m.finetune_perplexity, (namespace, name)), (m.finetune_dataset_tokens, (namespace, name))]
     for gauge, labels in series:
-        try:
+        with contextlib.suppress(KeyError):  # never set
             gauge.remove(*labels)
-        except KeyError:
-            pass  # never set
 
 
 def record_inference(ctx: Context, svc: InferenceService, pods: Sequence[inference.PodView], decision: ScaleDecision | None) -> None:

@@ -10,6 +10,7 @@ ApiClient for configuration, auth, TLS and connection pooling.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -70,10 +71,8 @@ def api_error(exc: ApiException) -> ApiError:
     except (TypeError, ValueError, AttributeError):
         pass
     header = (exc.headers or {}).get("Retry-After")
-    try:
+    with contextlib.suppress(ValueError):  # an HTTP date: fall back to the details or the caller's backoff
         retry_after = float(header) if header is not None else retry_after
-    except ValueError:
-        pass  # an HTTP date: fall back to the details or the caller's backoff
     return ApiError(exc.status or 0, str(reason), str(message), None if retry_after is None else float(retry_after))
 
 

@@ -212,8 +212,8 @@ def _job_conditions(job: FinetuneJob, observed: Observed, status: FinetuneJobSta
         tj = TrainingJobStatus.model_validate(child.get("status") or {})
         conditions = _mirror(tj.conditions, gen, now)
         if not conditions:
-            conditions = C.set_condition([c for c in prev.conditions if c.type == C.QUEUED],
-                                         _cond(C.QUEUED, True, C.CREATED, f"TrainingJob {tj_name} created; waiting for its first status", gen), now)
+            created = _cond(C.QUEUED, True, C.CREATED, f"TrainingJob {tj_name} created; waiting for its first status", gen)
+            conditions = C.set_condition([c for c in prev.conditions if c.type == C.QUEUED], created, now)
         status.attempt, status.restarts = tj.attempt, tj.restarts
         status.progress = tj.progress or prev.progress
         status.checkpoint = tj.checkpoint or prev.checkpoint
@@ -226,7 +226,8 @@ def _job_conditions(job: FinetuneJob, observed: Observed, status: FinetuneJobSta
         conditions = C.set_condition(queued, _cond(C.QUEUED, True, C.CREATED, f"creating TrainingJob {tj_name}", gen), now)
     if observed.foreign_children:
         names = ", ".join(observed.foreign_children)
-        conditions = C.set_condition(conditions, _cond(C.QUEUED, True, FOREIGN_CHILD, f"children with our names belong to another owner: {names}", gen), now)
+        foreign = _cond(C.QUEUED, True, FOREIGN_CHILD, f"children with our names belong to another owner: {names}", gen)
+        conditions = C.set_condition(conditions, foreign, now)
     refusal = observed.refusal
     if refusal is not None and child is None and not was_finished:
         # The TrainingJob could not even be created: its reason is ours (a 422 can only pass
@@ -264,12 +265,14 @@ def _publish(job: FinetuneJob, observed: Observed, status: FinetuneJobStatus, su
     if failed:
         return _cond(C.PUBLISHED, False, C.JOB_FAILED, "the training failed: nothing to publish", gen), requeue, None
     if not succeeded:
-        return _cond(C.PUBLISHED, False, C.TRAINING, f"publishes adapter {adapter} into {where} after training succeeds", gen), requeue, None
+        return (_cond(C.PUBLISHED, False, C.TRAINING, f"publishes adapter {adapter} into {where} after training succeeds", gen),
+                requeue, None)
     if job.spec.output.mode != OutputMode.ADAPTER:  # refused at admission; kept for objects stored before that rule
         return _cond(C.PUBLISHED, False, NOT_AN_ADAPTER,
                      "output.mode merged is a whole model, not an adapter: serve it with an InferenceService of its own", gen), None, None
     if status.output is None:
-        return _cond(C.PUBLISHED, False, C.WAITING_FOR_OUTPUT, "the job succeeded; its output report was not seen yet", gen), WAIT_SECONDS, None
+        return (_cond(C.PUBLISHED, False, C.WAITING_FOR_OUTPUT, "the job succeeded; its output report was not seen yet", gen),
+                WAIT_SECONDS, None)
     status.served = ServedStatus(inference_service_name=svc_name, adapter_name=adapter)
     service = observed.inference_service
     if service is None:
@@ -284,7 +287,8 @@ def _publish(job: FinetuneJob, observed: Observed, status: FinetuneJobStatus, su
                 WAIT_SECONDS * 6, None)
     ready, message = _adapter_state(service, adapter)
     if ready:
-        return _cond(C.PUBLISHED, True, C.OUTPUT_PUBLISHED, f"adapter {adapter} ({status.output.uri}) is ready in {where}", gen), WATCH_SECONDS, None
+        return (_cond(C.PUBLISHED, True, C.OUTPUT_PUBLISHED, f"adapter {adapter} ({status.output.uri}) is ready in {where}", gen),
+                WATCH_SECONDS, None)
     detail = f": {message}" if message else " yet"
     return _cond(C.PUBLISHED, False, C.ADAPTER_NOT_READY, f"{where} has not loaded adapter {adapter}{detail}", gen), WAIT_SECONDS, None
 
@@ -350,7 +354,8 @@ def published_adapter_details(finetune_job_bodies: Iterable[Mapping[str, Any]], 
             continue
         name = serve.get("adapterName") or meta.get("name", "")
         found.append((st.get("completionTime") or "", meta.get("name", ""),
-                      PublishedAdapter(name=name, uri=output["uri"], manifest_sha256=output.get("manifestSha256"), finetune_job=meta.get("name", ""))))
+                      PublishedAdapter(name=name, uri=output["uri"], manifest_sha256=output.get("manifestSha256"),
+                                       finetune_job=meta.get("name", ""))))
     out: dict[str, PublishedAdapter] = {}
     for _, _, adapter in sorted(found, key=lambda t: (t[0], t[1])):
         out[adapter.name] = adapter  # later completion (then larger name) wins

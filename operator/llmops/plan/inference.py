@@ -372,7 +372,9 @@ def compute_status(svc: InferenceService, observed: Observed, now: dt.datetime) 
         selector=B.selector_string(svc),
         load_seconds=load_seconds(observed.pods, prev.load_seconds),
         last_scale_decision=observed.decision if observed.decision is not None else prev.last_scale_decision,
-        model=ResolvedModel(uri=model_uri, digest=fields.get("digest") or (prev.model.digest if prev.model and prev.model.uri == model_uri else None)),
+        model=ResolvedModel(
+            uri=model_uri, digest=fields.get("digest") or (prev.model.digest if prev.model and prev.model.uri == model_uri else None),
+        ),
         adapters=adapters,
     )
 
@@ -395,11 +397,12 @@ def _degraded(observed: Observed, n: _Counts, failure: tuple[str, str], gen: int
         # The API server refused a child (or, via the Deployment, the server pods): the
         # service cannot become what its spec says until that changes.
         out = [_cond(C.DEGRADED, True, refusal.reason, refusal.message, gen)]
-        return out + [_cond(C.READY, False, refusal.reason, refusal.message, gen)] if n.ready < n.need else out
+        return [*out, _cond(C.READY, False, refusal.reason, refusal.message, gen)] if n.ready < n.need else out
     if failure[0] and (n.ready < n.desired or any(p.failing for p in observed.pods)):
         return [_cond(C.DEGRADED, True, failure[0], failure[1], gen)]
     if n.ready < n.desired:  # not degraded: nothing failed, the rest are starting (reason says so)
-        return [_cond(C.DEGRADED, False, C.REPLICAS_LOADING, f"{n.ready}/{n.desired} replicas ready, the others starting; none failing", gen)]
+        msg = f"{n.ready}/{n.desired} replicas ready, the others starting; none failing"
+        return [_cond(C.DEGRADED, False, C.REPLICAS_LOADING, msg, gen)]
     return [_cond(C.DEGRADED, False, C.REPLICAS_READY, f"{n.ready}/{n.desired} replicas ready", gen)]
 
 
@@ -407,10 +410,13 @@ def _progressing(observed: Observed, n: _Counts, gen: int | None) -> Condition:
     dep, decision = observed.deployment or {}, observed.decision
     if decision is not None and decision.to != decision.from_:
         up = decision.to > decision.from_
-        return _cond(C.PROGRESSING, True, C.SCALING_UP if up else C.SCALING_DOWN, f"{decision.from_} -> {decision.to}: {decision.reason}", gen)
-    behind = bool(dep) and int((dep.get("status") or {}).get("observedGeneration") or 0) < int((dep.get("metadata") or {}).get("generation") or 0)
+        reason = C.SCALING_UP if up else C.SCALING_DOWN
+        return _cond(C.PROGRESSING, True, reason, f"{decision.from_} -> {decision.to}: {decision.reason}", gen)
+    observed_gen = int((dep.get("status") or {}).get("observedGeneration") or 0)
+    behind = bool(dep) and observed_gen < int((dep.get("metadata") or {}).get("generation") or 0)
     if behind or (bool(dep) and (n.updated < n.desired or n.replicas != n.desired)):
-        return _cond(C.PROGRESSING, True, C.ROLLOUT_IN_PROGRESS, f"{n.updated} updated, {n.replicas} current, {n.desired} desired replicas", gen)
+        msg = f"{n.updated} updated, {n.replicas} current, {n.desired} desired replicas"
+        return _cond(C.PROGRESSING, True, C.ROLLOUT_IN_PROGRESS, msg, gen)
     return _cond(C.PROGRESSING, False, STABLE, f"{n.replicas} replicas at the current revision", gen)
 
 

@@ -344,7 +344,8 @@ def _on_verdict(job: TrainingJob, start: _Start, verdict: Verdict) -> _Phase:
                         by_cause={**restarts.by_cause, reason: restarts.by_cause.get(reason, 0) + 1})
     counted_note = "counted" if verdict.counted else "not counted against maxRestarts"
     msg = f"{verdict.message}; restarting the gang as attempt {attempt} ({counted_note})"
-    return _Phase(attempt, restarts, failure, wanted=(_cond(C.RESTARTING, True, reason, msg, gen), _cond(C.RUNNING, False, reason, msg, gen)),
+    return _Phase(attempt, restarts, failure,
+                  wanted=(_cond(C.RESTARTING, True, reason, msg, gen), _cond(C.RUNNING, False, reason, msg, gen)),
                   events=(Event("Warning", reason, msg),), force_flip=frozenset({C.RESTARTING}), requeue=POLL_SECONDS)
 
 
@@ -371,7 +372,8 @@ def _placing(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Sta
     if refusal is not None and workers and not C.is_true(wanted, C.RUNNING):
         # A retried refusal (a missing ServiceAccount, quota): the job waits for the cluster to
         # change; the handler re-applies with a growing delay.
-        wanted += [_cond(C.QUEUED, True, refusal.reason, refusal.message, gen), _cond(C.RUNNING, False, refusal.reason, refusal.message, gen)]
+        wanted += [_cond(C.QUEUED, True, refusal.reason, refusal.message, gen),
+                   _cond(C.RUNNING, False, refusal.reason, refusal.message, gen)]
     return _Phase(start.attempt, restarts, start.last_failure, wanted=tuple(wanted), events=placed.events, requeue=placed.requeue,
                   workers=workers, started=workers and not start.cur_pods)
 
@@ -388,7 +390,8 @@ def _assemble(job: TrainingJob, observed: Observed, now: dt.datetime, start: _St
     if observed.foreign_children:
         # Never adopted or overwritten: the user decides (shown on Queued, which is what blocks).
         names = ", ".join(sorted(observed.foreign_children))
-        conditions = merged(conditions, [_cond(C.QUEUED, True, FOREIGN_CHILD, f"children with our names belong to another owner: {names}", gen)], now, C.JOB_TYPES)
+        foreign = _cond(C.QUEUED, True, FOREIGN_CHILD, f"children with our names belong to another owner: {names}", gen)
+        conditions = merged(conditions, [foreign], now, C.JOB_TYPES)
     # A report left on the Lease by an older attempt is not this attempt's progress.
     report = observed.progress if observed.progress is not None and observed.progress.attempt == attempt else None
     last = phase.last_failure
@@ -405,7 +408,9 @@ def _assemble(job: TrainingJob, observed: Observed, now: dt.datetime, start: _St
     return Plan(status=status, desired=desired, requeue_after=requeue, events=events, last_failure=last, verdict=phase.verdict)
 
 
-def _children(job: TrainingJob, observed: Observed, now: dt.datetime, status: TrainingJobStatus, phase: _Phase) -> tuple[list[dict[str, Any]], float | None]:
+def _children(
+    job: TrainingJob, observed: Observed, now: dt.datetime, status: TrainingJobStatus, phase: _Phase
+) -> tuple[list[dict[str, Any]], float | None]:
     """The base objects always (until the TTL after the end), the workers only while placing or
     running; and when to look again (the TTL, the deadline)."""
     done = C.is_true(status.conditions, C.SUCCEEDED) or C.is_true(status.conditions, C.FAILED)
@@ -463,7 +468,8 @@ def _held(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Start)
     if not cur_pods and restarting and restart_cond is not None:
         left = _left(restart_cond, _backoff(backoff.initial_seconds, backoff.max_seconds, start.restarts.total), now)
         if left > 0:
-            return _Placed("hold", max(0.5, left), (_cond(C.RUNNING, False, BACKOFF, f"next attempt {attempt} starts in {int(left)}s (restart backoff)", gen),))
+            msg = f"next attempt {attempt} starts in {int(left)}s (restart backoff)"
+            return _Placed("hold", max(0.5, left), (_cond(C.RUNNING, False, BACKOFF, msg, gen),))
     timeouts = start.restarts.by_cause.get(C.SCHEDULING_TIMEOUT, 0)
     queued_cond = C.find_condition(job.status.conditions, C.QUEUED)
     if not cur_pods and timeouts and queued_cond is not None and queued_cond.reason == C.SCHEDULING_TIMEOUT:
@@ -513,7 +519,9 @@ def _gang(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Start)
         hang = spec.failure_policy.hang_timeout_seconds
         # A missing heartbeat wakes nobody: look again at least this often while running.
         return _Placed("run", float(min(hang / 4, 60)) if hang else 60.0, wanted)
-    placement = backend_for(start.backend).placement(observed.gang_object, [_pod_view(p) for p in cur_pods]) if cur_pods else Placement.PENDING
+    placement = (
+        backend_for(start.backend).placement(observed.gang_object, [_pod_view(p) for p in cur_pods]) if cur_pods else Placement.PENDING
+    )
     if placement == Placement.WAITING_FOR_QUOTA:
         reason, what = C.WAITING_FOR_QUOTA, "waiting for queue quota"
     elif not cur_pods or placement == Placement.PENDING:
@@ -531,7 +539,8 @@ def _gang(job: TrainingJob, observed: Observed, now: dt.datetime, start: _Start)
     created = [t for p in cur_pods if (t := parse_time(p.created)) is not None]
     if created and placement != Placement.WAITING_FOR_QUOTA and (now - min(created)).total_seconds() >= timeout:
         msg = f"the gang was not fully running within {timeout}s ({len(running)}/{n} running); all pods deleted, retrying after backoff"
-        return _Placed("timeout", POLL_SECONDS, (_cond(C.QUEUED, True, C.SCHEDULING_TIMEOUT, msg, gen), _cond(C.RUNNING, False, C.SCHEDULING_TIMEOUT, msg, gen)),
+        return _Placed("timeout", POLL_SECONDS,
+                       (_cond(C.QUEUED, True, C.SCHEDULING_TIMEOUT, msg, gen), _cond(C.RUNNING, False, C.SCHEDULING_TIMEOUT, msg, gen)),
                        (Event("Warning", C.SCHEDULING_TIMEOUT, msg),))
     return _Placed("run", POLL_SECONDS, (_cond(C.QUEUED, True, reason, msg, gen), _cond(C.RUNNING, False, reason, msg, gen)))
 
@@ -552,7 +561,9 @@ def _pod_view(p: PodFacts) -> dict[str, Any]:
     }
 
 
-def _health(conditions: list[Condition], job: TrainingJob, observed: Observed, attempt: int, now: dt.datetime, gen: int | None) -> list[Condition]:
+def _health(
+    conditions: list[Condition], job: TrainingJob, observed: Observed, attempt: int, now: dt.datetime, gen: int | None
+) -> list[Condition]:
     """Stalled and CheckpointFailing: present when True, set False once recovered."""
     wanted: list[Condition] = []
     running = C.is_true(conditions, C.RUNNING)
