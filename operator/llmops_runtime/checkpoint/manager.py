@@ -60,7 +60,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .codec import BufferPool, CorruptShard, SafetensorsTiles, iter_safetensors, parse_safetensors, restore, snapshot
-from .store import Conflict, Digest, LocalStore, NotFound, StorageError, Store
+from .store import Conflict, Digest, LocalStore, NotFound, StorageError, Store, io_nice, lower_priority
 
 log = logging.getLogger("llmops.checkpoint")
 
@@ -215,7 +215,11 @@ class CheckpointManager:
         self._last_good = time.monotonic()  # age of "last good" starts at construction
         self._lock = threading.Lock()
         self._pool = BufferPool()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ckpt-persist-r{rank}")
+        # The persist thread writes while training runs: it yields to the loop like the
+        # hashing pool does (store.IoPool: lower priority, same niceness).
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"ckpt-persist-r{rank}", initializer=lower_priority, initargs=(io_nice(),)
+        )
         self._inflight: SaveHandle | None = None
         self._last_ok_step: int | None = None
         self._last_ok_handle: SaveHandle | None = None

@@ -33,7 +33,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .store import Chunk, Conflict, Digest, NotFound, Sha256Pieces, StorageError, Store, check_digest, empty_buffer
+from .store import _READ_POOL, Chunk, Conflict, Digest, NotFound, Sha256Pieces, StorageError, Store, check_digest, empty_buffer
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _LOST_RACE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
@@ -196,7 +196,7 @@ class S3Store(Store):
                 raise
             raise self._err("read", key, e) from e
         if expect is not None:
-            pipe = Sha256Pieces(expect.piece)  # the pieces are hashed on several cores
+            pipe = Sha256Pieces(expect.piece, _READ_POOL)  # the pieces are hashed on several cores
             pipe.update(memoryview(sink.buf).cast("B"))
             check_digest(key, pipe.digest(), expect)
         return sink.buf

@@ -238,3 +238,64 @@ def test_safetensors_read_straight_into_tensors(tmp_path: Path) -> None:
     store.put("t.safetensors", bytes(raw))
     with pytest.raises(IntegrityError):
         store.read_tiles("t.safetensors", d, SafetensorsTiles().tiles)
+
+
+@pytest.fixture()
+def io_pool():  # type: ignore[no-untyped-def]
+    """configure_io for one test; the default pool comes back afterwards."""
+    from llmops_runtime.checkpoint import store as store_mod
+
+    yield store_mod.configure_io
+    store_mod.configure_io()
+
+
+def test_background_hashing_pool_is_capped_and_runs_at_lower_priority(
+    tmp_path: Path, io_pool, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """A write hashes its pieces on at most the configured number of threads, each with
+    the configured niceness added, and the digest is the same as with any pool size."""
+    import os
+    import time
+
+    from llmops_runtime.checkpoint import store as store_mod
+
+    base_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    data = os.urandom(64 * 1024)
+    store = LocalStore(tmp_path / "s")
+    store.piece = 1024  # 64 pieces
+    reference = store.write("ref", [data])
+
+    active, peak, nices = [0], [0], set()
+    lock = threading.Lock()
+    real = store_mod._hash_slices
+
+    def spy(slices):  # type: ignore[no-untyped-def]
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            nices.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        time.sleep(0.002)
+        try:
+            return real(slices)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(store_mod, "_hash_slices", spy)
+    pool = io_pool(threads=2, nice=3)
+    assert pool.threads == 2 and store_mod.io_nice() == 3
+    d = store.write("x", [memoryview(data)[i : i + 777] for i in range(0, len(data), 777)])
+    assert d == reference
+    assert 1 <= peak[0] <= 2
+    assert nices == {min(19, base_nice + 3)}
+
+
+def test_background_pool_defaults_leave_a_core_to_training(io_pool) -> None:  # type: ignore[no-untyped-def]
+    from llmops_runtime.checkpoint import store as store_mod
+
+    pool = io_pool()
+    assert pool.threads == min(16, max(1, store_mod.usable_cpus() - 1))
+    assert pool.nice == store_mod.DEFAULT_IO_NICE > 0
+    for bad in ({"threads": 0}, {"nice": -1}, {"nice": 20}):
+        with pytest.raises(ValueError):
+            io_pool(**bad)
