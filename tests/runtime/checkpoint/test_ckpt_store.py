@@ -299,3 +299,39 @@ def test_background_pool_defaults_leave_a_core_to_training(io_pool) -> None:  # 
     for bad in ({"threads": 0}, {"nice": -1}, {"nice": 20}):
         with pytest.raises(ValueError):
             io_pool(**bad)
+
+
+def test_s3_download_sink_hashes_pieces_as_they_land() -> None:
+    """The S3 download target hashes each piece once all its bytes arrived (ranged GETs in
+    any order, pieces split across writes); a piece written again (a retried GET) is
+    hashed from its final bytes, so the digest is always that of what the buffer holds."""
+    import os
+    import random
+
+    from llmops_runtime.checkpoint.s3 import _BufferSink
+    from llmops_runtime.checkpoint.store import _READ_POOL, Sha256Pieces
+
+    data = bytearray(os.urandom(10_500))
+    piece = 1000
+
+    def expect(buf: bytes) -> Digest:
+        p = Sha256Pieces(piece)
+        p.update(bytes(buf))
+        return p.digest()
+
+    ranges = [(a, min(a + 700, len(data))) for a in range(0, len(data), 700)]
+    random.Random(1).shuffle(ranges)
+    sink = _BufferSink(bytearray(len(data)), piece, _READ_POOL)
+    for a, b in ranges:
+        sink.seek(a)
+        sink.write(bytes(data[a:b]))
+    assert bytes(sink.buf) == bytes(data)
+    assert sink.digest() == expect(data)
+    assert len(sink._early) == 11  # every piece hashed before the end
+
+    sink = _BufferSink(bytearray(len(data)), piece, _READ_POOL)
+    sink.write(bytes(data))
+    data[1500:1600] = os.urandom(100)  # a retry that (here, unlike S3) brought other bytes
+    sink.seek(1200)
+    sink.write(bytes(data[1200:2100]))
+    assert sink.digest() == expect(data)
