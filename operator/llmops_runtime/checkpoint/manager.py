@@ -215,8 +215,8 @@ class CheckpointManager:
         self._last_good = time.monotonic()  # age of "last good" starts at construction
         self._lock = threading.Lock()
         self._pool = BufferPool()
-        # The persist thread writes while training runs: it yields to the loop like the
-        # hashing pool does (store.IoPool: lower priority, same niceness).
+        # The persist thread writes while training runs: it gets the hashing pool's
+        # niceness (store.IoPool; none by default).
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"ckpt-persist-r{rank}", initializer=lower_priority, initargs=(io_nice(),)
         )

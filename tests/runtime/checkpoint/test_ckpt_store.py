@@ -295,7 +295,7 @@ def test_background_pool_defaults_leave_a_core_to_training(io_pool) -> None:  # 
 
     pool = io_pool()
     assert pool.threads == min(16, max(1, store_mod.usable_cpus() - 1))
-    assert pool.nice == store_mod.DEFAULT_IO_NICE > 0
+    assert pool.nice == store_mod.DEFAULT_IO_NICE
     for bad in ({"threads": 0}, {"nice": -1}, {"nice": 20}):
         with pytest.raises(ValueError):
             io_pool(**bad)
