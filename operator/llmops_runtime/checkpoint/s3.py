@@ -5,7 +5,8 @@ through boto3's transfer manager as multipart uploads and ranged parallel downlo
 (``chunk_bytes`` parts, ``max_concurrency`` in flight). The upload source is a
 non-seekable reader over the snapshot's tensor memory that hashes each chunk as the
 transfer manager pulls it, so no serialised copy of the state is built and the sha256 is
-ready when the upload completes.
+ready when the upload completes. A verified download hashes each piece of the hash list as
+soon as the ranged GETs covering it have landed (``_BufferSink``), alongside the download.
 
 Retries: botocore's retry handler (``mode="standard"`` by default, or ``"adaptive"`` for
 client-side rate limiting) retries 5xx, throttling (``SlowDown``) and connection errors
