@@ -74,7 +74,7 @@ class ExitCode(enum.IntEnum):
 
 # --- checkpoint stores (read by llmops_runtime.checkpoint.open_store) ------------------------
 PVC_ROOT = "LLMOPS_PVC_ROOT"  # where pvc://claim/path URIs are mounted (default /mnt/pvc/<claim>)
-CHECKPOINT_IO_THREADS = "LLMOPS_CHECKPOINT_IO_THREADS"  # threads hashing a checkpoint in the background (default: usable CPUs - 1, 1..16)
+CHECKPOINT_IO_THREADS = "LLMOPS_CHECKPOINT_IO_THREADS"  # threads hashing a checkpoint in the background (default: usable CPUs - 1, 2..16)
 CHECKPOINT_IO_NICE = "LLMOPS_CHECKPOINT_IO_NICE"  # niceness added to the background checkpoint threads (default 0 = training priority; e.g. 5 yields to the loop)
 
 # --- sandbox node agent -> pods (written by llmops.sandbox.node; unset on a real cluster) -----

@@ -294,7 +294,8 @@ def test_background_pool_defaults_leave_a_core_to_training(io_pool) -> None:  # 
     from llmops_runtime.checkpoint import store as store_mod
 
     pool = io_pool()
-    assert pool.threads == min(16, max(1, store_mod.usable_cpus() - 1))
+    assert pool.threads == min(16, max(2, store_mod.usable_cpus() - 1))
+    assert [store_mod.default_io_threads(n) for n in (1, 2, 3, 8, 64)] == [2, 2, 2, 7, 16]
     assert pool.nice == store_mod.DEFAULT_IO_NICE
     for bad in ({"threads": 0}, {"nice": -1}, {"nice": 20}):
         with pytest.raises(ValueError):
