@@ -60,7 +60,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .codec import BufferPool, CorruptShard, SafetensorsTiles, iter_safetensors, parse_safetensors, restore, snapshot
-from .store import Conflict, Digest, LocalStore, NotFound, StorageError, Store, io_nice, lower_priority
+from .store import (
+    Conflict,
+    Digest,
+    LocalStore,
+    NotFound,
+    StorageError,
+    Store,
+    io_nice,
+    lower_priority,
+    waiting_for_save,
+)
 
 log = logging.getLogger("llmops.checkpoint")
 
@@ -143,7 +153,10 @@ class SaveHandle:
 
     def result(self, timeout: float | None = None) -> CheckpointInfo | None:
         try:
-            return self._future.result(timeout)
+            if self._future.done():
+                return self._future.result()
+            with waiting_for_save():  # the loop is blocked: the persist may use every core
+                return self._future.result(timeout)
         except TimeoutError:
             raise
         except Exception as e:  # recorded by the manager already
@@ -273,7 +286,8 @@ class CheckpointManager:
         handle = self._inflight
         info = handle.result() if handle is not None else None
         if not self._closed:
-            self._executor.submit(lambda: None).result()  # drain housekeeping (retention) too
+            with waiting_for_save():
+                self._executor.submit(lambda: None).result()  # drain housekeeping (retention) too
         self._raise_if_too_old()
         return info
 

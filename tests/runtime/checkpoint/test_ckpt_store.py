@@ -336,3 +336,35 @@ def test_s3_download_sink_hashes_pieces_as_they_land() -> None:
     sink.seek(1200)
     sink.write(bytes(data[1200:2100]))
     assert sink.digest() == expect(data)
+
+
+def test_cap_is_lifted_while_someone_waits_for_the_save(io_pool) -> None:  # type: ignore[no-untyped-def]
+    """While a thread is blocked on a save (waiting_for_save) the training loop is not
+    running, so the pool may run up to its size before the cap; afterwards the cap holds."""
+    import time
+
+    from llmops_runtime.checkpoint import store as store_mod
+
+    pool = io_pool(threads=1, nice=0)
+    assert pool.boosted_threads >= 4
+    lock = threading.Lock()
+
+    def run_batch() -> int:
+        active, peak = [0], [0]
+
+        def task() -> None:
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.05)
+            with lock:
+                active[0] -= 1
+
+        for f in [pool.submit(task) for _ in range(8)]:
+            f.result()
+        return peak[0]
+
+    assert run_batch() == 1
+    with store_mod.waiting_for_save():
+        assert run_batch() > 1
+    assert run_batch() == 1
