@@ -13,7 +13,10 @@ every tensor (what optimizer.step() does to memory), timed to show the step time
 (a) stall   = time save() blocks the loop (the snapshot), vs. a synchronous torch.save of
               the same state to the same directory (+fsync)      -> target <= 0.2
               and vs. a bare in-memory clone of the state (floor) -> target <= 1.5
-              also: loop slowdown while the background persist runs (GIL contention)
+(d) loop slowdown = a training step's time while a background persist runs / idle step
+              time (CPU/GIL contention), with the background pool as configured (capped
+              below the core count, lower priority) and, in the same run, as it was before
+              issue 20 (hashing on 2x the cores at the loop's priority); printed, no target
 (b) persist = bytes / background persist time (shards + manifest + pointer), vs. a raw
               write of the same number of bytes to the same store (local: write+fsync;
               S3: boto3 multipart upload with the same transfer settings) -> target >= 0.7
@@ -40,6 +43,7 @@ Every target line ends in PASS or MISS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import random
@@ -51,7 +55,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -150,8 +154,15 @@ def bench_store(name: str, uri: str, size_mb: float, reps: int, raw_write: Calla
     state = make_state(size_mb)
     store = open_store(uri)
     mgr = CheckpointManager(store, f"bench-{uuid.uuid4().hex[:6]}", 0, 0, 1, keep_last=2)
+    # The background pool as it was before issue 20 (hashing on 2x the cores, at training
+    # priority), on its own prefix, for the loop-slowdown comparison in the same run.
+    with uncapped_pool():
+        mgr_old = CheckpointManager(open_store(uri.rstrip("/") + "-uncapped"), f"bench-{uuid.uuid4().hex[:6]}", 0, 0, 1,
+                                    keep_last=2)  # its persist thread is created at training priority
+        assert mgr_old.save(0, state).result() is not None, mgr_old.last_error  # its warm-up
     rows: dict[str, list[float]] = {k: [] for k in (
-        "step", "stall", "sync_save", "clone", "persist", "persist_busy", "raw_write", "load", "raw_read", "slow_step")}
+        "step", "stall", "sync_save", "clone", "persist", "persist_busy", "raw_write", "load", "raw_read", "slow_step",
+        "persist_busy_uncapped", "slow_step_uncapped")}
     # warm-up (first touch of pinned/pooled buffers, imports, connections)
     warm = mgr.save(0, state).result()
     assert warm is not None, mgr.last_error
@@ -180,27 +191,47 @@ def bench_store(name: str, uri: str, size_mb: float, reps: int, raw_write: Calla
             raise RuntimeError(f"save failed: {mgr.last_error}")
         rows["persist"].append(time.perf_counter() - t0 - handle.stall_seconds)
         # the hidden cost: keep "training" while a persist runs (CPU/GIL contention)
-        train_step(state)
-        h2 = mgr.save(2 * rep + 1, state)
-        t1 = time.perf_counter()
-        slow: list[float] = []
-        while not h2.done():
-            s, _ = timed(lambda: train_step(state))
-            slow.append(s)
-        rows["persist_busy"].append(time.perf_counter() - t1)
-        if slow:
-            rows["slow_step"].append(statistics.median(slow))
-        if h2.result() is None:
-            raise RuntimeError(f"save failed: {mgr.last_error}")
+        # (with the capped, lower-priority pool, then with the pool as it was before; the
+        # order alternates with the repetition)
+        for variant in ("", "_uncapped") if rep % 2 else ("_uncapped", ""):
+            m = mgr if not variant else mgr_old
+            train_step(state)
+            with uncapped_pool() if variant else contextlib.nullcontext():
+                h2 = m.save(2 * rep + 1, state)
+                t1 = time.perf_counter()
+                slow: list[float] = []
+                while not h2.done():
+                    s, _ = timed(lambda: train_step(state))
+                    slow.append(s)
+                rows["persist_busy" + variant].append(time.perf_counter() - t1)
+                if slow:
+                    rows["slow_step" + variant].append(statistics.median(slow))
+                if h2.result() is None:
+                    raise RuntimeError(f"save failed: {m.last_error}")
+                m.wait()
         if not rep % 2:
             rows["raw_write"].append(raw_write(nbytes))
         load_s, _ = timed(lambda: mgr.load(info))
         rows["load"].append(load_s)
         rows["raw_read"].append(raw_read())
     mgr.close()
+    mgr_old.close()
     med = {k: statistics.median(v) for k, v in rows.items() if v}
     med["bytes"] = float(nbytes)
     return med
+
+
+@contextlib.contextmanager
+def uncapped_pool() -> Iterator[None]:
+    """The background hashing pool as it was before issue 20: 2x the cores (4..16 threads)
+    at the training loop's priority; the default (capped, lower priority) afterwards."""
+    from llmops_runtime.checkpoint.store import configure_io, usable_cpus
+
+    configure_io(threads=min(16, max(4, 2 * usable_cpus())), nice=0)
+    try:
+        yield
+    finally:
+        configure_io()
 
 
 def _torch_save_bytes(state: Any) -> memoryview:
@@ -228,9 +259,19 @@ def report(name: str, med: dict[str, float], local: bool) -> list[tuple[str, flo
     print(f"  restore (load)      {med['load'] * 1e3:9.1f} ms   {mb / med['load']:8.1f} MiB/s")
     print(f"  raw read            {med['raw_read'] * 1e3:9.1f} ms   {mb / med['raw_read']:8.1f} MiB/s")
     print(f"  persist while the loop keeps stepping {med['persist_busy'] * 1e3:.1f} ms")
-    if "slow_step" in med:
-        print(f"  step time during that persist {med['slow_step'] * 1e3:.1f} ms ({med['slow_step'] / med['step']:.2f}x idle)")
     out: list[tuple[str, float, str, bool]] = []
+    loop_rows: list[tuple[str, float, str, bool]] = []
+    from llmops_runtime.checkpoint.store import io_pool, usable_cpus
+
+    pool = io_pool()
+    for variant, what in (("", f"background pool {pool.threads} thread(s), nice {pool.nice}"),
+                          ("_uncapped", f"before issue 20: {min(16, max(4, 2 * usable_cpus()))} threads, nice 0")):
+        if "slow_step" + variant in med:
+            r = med["slow_step" + variant] / med["step"]
+            print(f"  step time during that persist {med['slow_step' + variant] * 1e3:.1f} ms ({r:.2f}x idle; {what};"
+                  f" persist {med['persist_busy' + variant] * 1e3:.0f} ms)")
+            label = "(d) loop step during persist / idle step" + (" (pool before #20)" if variant else "")
+            loop_rows.append((f"{name} {label}", r, "", True))
     if local:
         r = med["stall"] / med["sync_save"]
         out.append((f"{name} (a) stall / sync torch.save", r, "<= 0.2", r <= 0.2))
@@ -240,7 +281,7 @@ def report(name: str, med: dict[str, float], local: bool) -> list[tuple[str, flo
     out.append((f"{name} (b) persist throughput / raw write", r, ">= 0.7", r >= 0.7))
     r = med["load"] / med["raw_read"]
     out.append((f"{name} (c) restore / raw read", r, "<= 1.5", r <= 1.5))
-    return out
+    return out + loop_rows
 
 
 def main(argv: list[str] | None = None) -> int:

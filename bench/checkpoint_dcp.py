@@ -14,7 +14,9 @@ Per repetition every variant, in an order that rotates with the repetition, does
     barrier -> restore of this rank's shard -> barrier
 
 Times are the maximum over ranks of one repetition, then the median over repetitions (a
-warm-up repetition is dropped). DCP restores in place into the live state (its normal
+warm-up repetition is dropped). ``ours-pre20`` is our engine with its background hashing
+pool as it was before issue 20 (2x the cores, at the loop's priority): a same-run
+before/after of the pool cap, printed without a target. DCP restores in place into the live state (its normal
 use); ours returns fresh tensors (sha256-verified). Both use the same directory or bucket.
 
 S3: ours through ``S3Store``; DCP through its ``FileSystemWriter``/``FileSystemReader`` over a
@@ -24,6 +26,7 @@ GETs with the same transfer settings as ours), since s3fs (fsspec's S3) is not i
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -127,16 +130,24 @@ def unavailable_variants() -> list[str]:
 
 
 class _Ours:
-    def __init__(self, uri: str, rank: int, world: int) -> None:
+    """Our engine; ``pre20``: with the background hashing pool as it was before issue 20
+    (2x the cores, training priority; ``checkpoint.uncapped_pool``), for a same-run
+    before/after of the pool cap."""
+
+    def __init__(self, uri: str, rank: int, world: int, pre20: bool = False) -> None:
+        from checkpoint import uncapped_pool
         from llmops_runtime.checkpoint import CheckpointManager, open_store
 
-        self.mgr = CheckpointManager(open_store(uri), "bench-dcp", 0, rank, world, keep_last=2)
+        self.pool = uncapped_pool if pre20 else contextlib.nullcontext
+        with self.pool():
+            self.mgr = CheckpointManager(open_store(uri), "bench-dcp", 0, rank, world, keep_last=2)
         self.info: Any = None
 
     def save(self, step: int, state: dict[str, Any]) -> float:
-        h = self.mgr.save(step, state)
-        stall = time.perf_counter()
-        self.info = h.result()
+        with self.pool():
+            h = self.mgr.save(step, state)
+            stall = time.perf_counter()
+            self.info = h.result()
         if self.info is None:
             raise RuntimeError(f"save failed: {self.mgr.last_error}")
         return stall
@@ -244,7 +255,8 @@ def _worker(rank: int, world: int, cfg: dict[str, Any]) -> None:
             dcp_root = os.path.join(cfg["root"], "dcp")
         state = make_state(cfg["size_mb"] / world)
         dcp_state = {f"rank{rank}": state}  # rank-unique keys: each rank writes its own shard
-        variants: dict[str, Any] = {"ours": _Ours(ours_uri, rank, world)}
+        variants: dict[str, Any] = {"ours": _Ours(ours_uri, rank, world),
+                                    "ours-pre20": _Ours(ours_uri + "-pre20", rank, world, pre20=True)}
         for name in cfg["variants"]:
             variants[name] = _DCP(name, cfg["kind"], dcp_root, rank, s3)
         names = list(variants)
@@ -305,7 +317,7 @@ Row = tuple[str, float, str, bool]
 def report(label: str, med: dict[str, dict[str, float]]) -> list[Row]:
     """Prints the setting's medians; returns ratio rows ours/DCP with their targets."""
     ours = med["ours"]
-    dcps = {n: r for n, r in med.items() if n != "ours"}
+    dcps = {n: r for n, r in med.items() if not n.startswith("ours")}
     print(f"\n[{label}] medians, ms (max over ranks per repetition)")
     print(f"  {'variant':12s} {'stall':>9s} {'durable':>9s} {'restore':>9s}")
     for n, r in med.items():
@@ -319,6 +331,8 @@ def report(label: str, med: dict[str, dict[str, float]]) -> list[Row]:
     for m in METRICS:
         for n, r in dcps.items():
             out.append((f"{label} {m} ours/{n}", ours[m] / r[m], "", True))
+        if "ours-pre20" in med:  # the same engine with the background pool as before issue 20
+            out.append((f"{label} {m} ours-pre20/best DCP", med["ours-pre20"][m] / min(r[m] for r in dcps.values()), "", True))
         best_name = min(dcps, key=lambda n: dcps[n][m])
         ratio = ours[m] / dcps[best_name][m]
         tgt, ok = targets[m]

@@ -78,6 +78,10 @@ class ExitCode(enum.IntEnum):
 
 # --- checkpoint stores (read by llmops_runtime.checkpoint.open_store) ------------------------
 PVC_ROOT = "LLMOPS_PVC_ROOT"  # where pvc://claim/path URIs are mounted (default /mnt/pvc/<claim>)
+# threads hashing a checkpoint in the background (default: usable CPUs - 1, 2..16)
+CHECKPOINT_IO_THREADS = "LLMOPS_CHECKPOINT_IO_THREADS"
+# niceness added to the background checkpoint threads (default 0 = training priority; e.g. 5 yields to the loop)
+CHECKPOINT_IO_NICE = "LLMOPS_CHECKPOINT_IO_NICE"
 
 # --- model fetch init step (written by llmops_runtime.serve.fetch, read by the InferenceService status) ---
 # The fetcher ends with a one-line termination message "<Reason>: <detail>" (to

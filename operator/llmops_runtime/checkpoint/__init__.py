@@ -31,6 +31,10 @@ Interface (stable; used by the launcher and ``step_done`` bookkeeping)::
     mgr.superseded: bool                       # a newer attempt owns the pointer: stop (zombie)
     mgr.close()
 
+    store.configure_io(threads=None, nice=None)  # the background hashing pool: threads
+        # (default usable cores - 1, 2..16; $LLMOPS_CHECKPOINT_IO_THREADS) and niceness added to
+        # it and to persist threads created afterwards (default 0; $LLMOPS_CHECKPOINT_IO_NICE)
+
 ``CheckpointInfo(id="step-00000120", step, uri, time, attempt, run_id, world_size, manifest)``:
 ``uri`` is the manifest's full URI, ``manifest`` its key under the store, ``time`` RFC 3339
 (when the manifest was written); ``info.to_json()`` gives a dict.

@@ -8,8 +8,8 @@ split in two phases so the training loop blocks only for the first:
    into a host buffer (pinned memory for CUDA tensors, reused across saves through a
    :class:`BufferPool`, so steady-state saves allocate nothing and take no page faults) and
    encode everything else to JSON bytes right away. Large CPU tensors are copied in
-   ``COPY_SLICE`` slices on a pool of threads (one per core): the loop is blocked anyway,
-   so the copy may use every core. After it returns the caller may mutate
+   ``COPY_SLICE`` slices by the caller and a pool of threads together (one per core, see
+   ``_copy_all``): the loop is blocked anyway, so the copy may use every core. After it returns the caller may mutate
    its state freely: the snapshot shares nothing with it.
 2. :func:`iter_safetensors` (background thread): stream the tensors as one standard
    safetensors file, chunk by chunk straight from the host buffers (no serialised copy of
@@ -29,6 +29,7 @@ Inf are allowed (Python's json reads back what it writes).
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import struct
@@ -71,8 +72,10 @@ _TAGS = ("__tuple__", "__items__", "__tensor__", "__ndarray__", "__npscalar__", 
 CHUNK = 8 << 20
 #: Slice of a large CPU tensor copied by one task of the snapshot's copy pool.
 COPY_SLICE = 4 << 20
-_COPY_WORKERS = min(8, os.cpu_count() or 1)
-_COPY_POOL = ThreadPoolExecutor(max_workers=_COPY_WORKERS, thread_name_prefix="ckpt-copy")
+#: Threads copying a snapshot, the caller's included: the loop is blocked anyway, so every
+#: core this process may use (at full priority, unlike the background pool).
+_COPY_WORKERS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+_COPY_POOL = ThreadPoolExecutor(max_workers=max(1, _COPY_WORKERS - 1), thread_name_prefix="ckpt-copy")
 
 
 class NotPortable(TypeError):
@@ -200,18 +203,37 @@ def snapshot(state: Any, pool: BufferPool | None = None) -> Snapshot:
         raise NotPortable(f"{path or '<root>'}: {type(value).__qualname__} cannot be saved without pickle")
 
     tree = walk(state, "")
-    if len(copies) > 1 and _COPY_WORKERS > 1:
-        for f in [_COPY_POOL.submit(d.copy_, s) for d, s in copies]:
-            f.result()
-    else:
-        for d, s in copies:
-            d.copy_(s)
+    _copy_all(copies)
     if cuda_used:
         # Copies were queued non_blocking into pinned buffers; the snapshot is consistent
         # only once they landed.
         torch.cuda.synchronize()
     skeleton = json.dumps({"format": FORMAT, "tree": tree}, separators=(",", ":")).encode()
     return Snapshot(skeleton=skeleton, tensors=tensors)
+
+
+def _copy_all(copies: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Copy every (dst, src) slice, on the calling thread and ``_COPY_WORKERS - 1`` pool
+    threads at once. The slices are taken from one shared counter (``next`` on an
+    ``itertools.count`` is atomic under the GIL), so the work balances itself: a pool
+    thread the scheduler starts late (a loaded host) takes fewer slices, and the caller,
+    which is blocked until the last slice anyway, never idles waiting for a thread to
+    wake up. ``Tensor.copy_`` releases the GIL, so the copies run in parallel."""
+    if not copies:
+        return
+    taken = itertools.count()
+
+    def drain() -> None:
+        for i in taken:
+            if i >= len(copies):
+                return
+            d, s = copies[i]
+            d.copy_(s)
+
+    helpers = [_COPY_POOL.submit(drain) for _ in range(min(_COPY_WORKERS, len(copies)) - 1)]
+    drain()
+    for f in helpers:
+        f.result()
 
 
 def _byte_view(t: torch.Tensor) -> memoryview:

@@ -60,7 +60,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .codec import BufferPool, CorruptShard, SafetensorsTiles, iter_safetensors, parse_safetensors, restore, snapshot
-from .store import Conflict, Digest, LocalStore, NotFound, StorageError, Store
+from .store import (
+    Conflict,
+    Digest,
+    LocalStore,
+    NotFound,
+    StorageError,
+    Store,
+    io_nice,
+    lower_priority,
+    waiting_for_save,
+)
 
 log = logging.getLogger("llmops.checkpoint")
 
@@ -143,7 +153,10 @@ class SaveHandle:
 
     def result(self, timeout: float | None = None) -> CheckpointInfo | None:
         try:
-            return self._future.result(timeout)
+            if self._future.done():
+                return self._future.result()
+            with waiting_for_save():  # the loop is blocked: the persist may use every core
+                return self._future.result(timeout)
         except TimeoutError:
             raise
         except Exception as e:  # recorded by the manager already
@@ -215,7 +228,11 @@ class CheckpointManager:
         self._last_good = time.monotonic()  # age of "last good" starts at construction
         self._lock = threading.Lock()
         self._pool = BufferPool()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ckpt-persist-r{rank}")
+        # The persist thread writes while training runs: it gets the hashing pool's
+        # niceness (store.IoPool; none by default).
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"ckpt-persist-r{rank}", initializer=lower_priority, initargs=(io_nice(),)
+        )
         self._inflight: SaveHandle | None = None
         self._last_ok_step: int | None = None
         self._last_ok_handle: SaveHandle | None = None
@@ -269,7 +286,8 @@ class CheckpointManager:
         handle = self._inflight
         info = handle.result() if handle is not None else None
         if not self._closed:
-            self._executor.submit(lambda: None).result()  # drain housekeeping (retention) too
+            with waiting_for_save():
+                self._executor.submit(lambda: None).result()  # drain housekeeping (retention) too
         self._raise_if_too_old()
         return info
 

@@ -5,7 +5,8 @@ through boto3's transfer manager as multipart uploads and ranged parallel downlo
 (``chunk_bytes`` parts, ``max_concurrency`` in flight). The upload source is a
 non-seekable reader over the snapshot's tensor memory that hashes each chunk as the
 transfer manager pulls it, so no serialised copy of the state is built and the sha256 is
-ready when the upload completes.
+ready when the upload completes. A verified download hashes each piece of the hash list as
+soon as the ranged GETs covering it have landed (``_BufferSink``), alongside the download.
 
 Retries: botocore's retry handler (``mode="standard"`` by default, or ``"adaptive"`` for
 client-side rate limiting) retries 5xx, throttling (``SlowDown``) and connection errors
@@ -24,7 +25,9 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import boto3
@@ -33,7 +36,20 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .store import Chunk, Conflict, Digest, NotFound, Sha256Pieces, StorageError, Store, check_digest, empty_buffer
+from .store import (
+    _READ_POOL,
+    Chunk,
+    Conflict,
+    Digest,
+    NotFound,
+    Sha256Pieces,
+    StorageError,
+    Store,
+    _hash_slices,
+    _root,
+    check_digest,
+    empty_buffer,
+)
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _LOST_RACE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
@@ -75,13 +91,25 @@ class _HashingReader(io.RawIOBase):
 
 
 class _BufferSink:
-    """A seekable write target over a preallocated bytearray (parallel ranged GETs land
-    at their offsets without an intermediate copy of the whole object)."""
+    """A seekable write target over a preallocated buffer (parallel ranged GETs land at
+    their offsets without an intermediate copy of the whole object).
 
-    def __init__(self, buf: bytearray | np.ndarray) -> None:
+    With ``piece`` (a hash-list digest is expected), each piece is hashed on ``pool`` as
+    soon as all of its bytes have landed, so verification runs while the rest of the
+    object is still downloading instead of after it; a piece written more than once (a
+    retried ranged GET) is hashed again at the end from what the buffer finally holds."""
+
+    def __init__(self, buf: bytearray | np.ndarray, piece: int | None = None, pool: Any = None) -> None:
         self.buf = buf
         self._mv = memoryview(buf).cast("B")
         self._pos = 0
+        self._piece = piece if piece and len(self._mv) else None
+        self._pool = pool
+        n = -(-len(self._mv) // piece) if self._piece and piece else 0
+        self._filled = [0] * n
+        self._early: dict[int, Future[bytes]] = {}
+        self._again: set[int] = set()
+        self._lock = threading.Lock()
 
     def seek(self, pos: int, whence: int = 0) -> int:
         self._pos = pos if whence == 0 else (self._pos + pos if whence == 1 else len(self.buf) + pos)
@@ -91,12 +119,44 @@ class _BufferSink:
         return self._pos
 
     def write(self, data: bytes) -> int:
-        end = self._pos + len(data)
+        start, end = self._pos, self._pos + len(data)
         if end > len(self._mv):
             raise StorageError("object grew while downloading")
-        self._mv[self._pos : end] = data
+        self._mv[start:end] = data
         self._pos = end
+        if self._piece is not None:
+            self._landed(start, end)
         return len(data)
+
+    def _piece_span(self, i: int) -> tuple[int, int]:
+        assert self._piece is not None
+        return i * self._piece, min((i + 1) * self._piece, len(self._mv))
+
+    def _landed(self, start: int, end: int) -> None:
+        assert self._piece is not None
+        with self._lock:
+            while start < end:
+                i = start // self._piece
+                a, b = self._piece_span(i)
+                k = min(end, b) - start
+                self._filled[i] += k
+                if self._filled[i] == b - a and i not in self._again:
+                    self._early[i] = self._pool.submit(_hash_slices, [self._mv[a:b]])
+                elif self._filled[i] > b - a:
+                    self._again.add(i)  # rewritten after it was hashed: hash the final bytes
+                start += k
+
+    def digest(self) -> Digest:
+        """The hash-list digest of the buffer (after the download completed)."""
+        assert self._piece is not None
+        futures = []
+        for i in range(len(self._filled)):
+            f = self._early.get(i)
+            if f is None or i in self._again:
+                a, b = self._piece_span(i)
+                f = self._pool.submit(_hash_slices, [self._mv[a:b]])
+            futures.append(f)
+        return Digest(_root([f.result() for f in futures]), len(self._mv), self._piece)
 
 
 class S3Store(Store):
@@ -186,7 +246,8 @@ class S3Store(Store):
             size = expect.size if expect is not None else self._head(key)
             if size is None:
                 raise NotFound(f"read {self.url(key)}: not found")
-            sink = _BufferSink(alloc(size))
+            piece = expect.piece if expect is not None else None
+            sink = _BufferSink(alloc(size), piece, _READ_POOL)
             if size:
                 self.client.download_fileobj(self.bucket, self._k(key), sink, Config=self.transfer)
         except (ClientError, BotoCoreError, OSError) as e:
@@ -195,8 +256,10 @@ class S3Store(Store):
             if isinstance(e, StorageError):
                 raise
             raise self._err("read", key, e) from e
-        if expect is not None:
-            pipe = Sha256Pieces(expect.piece)  # the pieces are hashed on several cores
+        if expect is not None and sink._piece is not None:
+            check_digest(key, sink.digest(), expect)  # most pieces were hashed while downloading
+        elif expect is not None:  # a whole-file sha256 (format /1) or an empty object
+            pipe = Sha256Pieces(expect.piece, _READ_POOL)
             pipe.update(memoryview(sink.buf).cast("B"))
             check_digest(key, pipe.digest(), expect)
         return sink.buf

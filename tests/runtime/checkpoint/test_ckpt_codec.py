@@ -199,3 +199,80 @@ def test_large_tensors_copied_in_slices_round_trip() -> None:
     for k, v in expect.items():
         assert back[k].dtype == v.dtype and back[k].shape == v.shape
         assert torch.equal(back[k].reshape(-1).view(torch.uint8), v.contiguous().reshape(-1).view(torch.uint8)), k
+
+
+def test_reused_staging_buffers_give_the_same_bytes_as_fresh_ones() -> None:
+    """Saves into the pool's reused buffers (and copied by the caller with the pool's
+    threads) produce byte-identical shards to a snapshot into freshly allocated buffers,
+    save after save, while the state changes in between."""
+    from llmops_runtime.checkpoint.codec import COPY_SLICE
+
+    g = torch.Generator().manual_seed(3)
+    state = {"w": torch.randn(5 * COPY_SLICE // 4 + 17, generator=g), "b": torch.randn(31, generator=g), "n": 1}
+    pool = BufferPool()
+    ptrs = None
+    for i in range(3):
+        reused = snapshot(state, pool)
+        fresh = snapshot(state, BufferPool())
+        assert reused.skeleton == fresh.skeleton
+        assert b"".join(bytes(c) for c in iter_safetensors(reused.tensors)) == b"".join(
+            bytes(c) for c in iter_safetensors(fresh.tensors)
+        )
+        now = {k: t.data_ptr() for k, t in reused.tensors.items()}
+        assert ptrs is None or now == ptrs  # the same buffers every time: nothing allocated
+        ptrs = now
+        state["w"].add_(float(i + 1))
+        state["n"] += 1
+
+
+def test_snapshot_copy_does_not_wait_for_a_late_pool_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller copies slices itself, taking them from the same counter as the pool's
+    threads: a helper that starts only after the caller finished finds nothing left, and
+    every byte is still copied (a loaded host cannot make the stall wait for a wake-up)."""
+    from concurrent.futures import Future
+
+    from llmops_runtime.checkpoint import codec
+
+    class LateExecutor:
+        """Runs a submitted task only when its result is asked for (as late as possible)."""
+
+        def submit(self, fn: Any) -> Future[Any]:
+            fut: Future[Any] = Future()
+            orig = fut.result
+
+            def result(timeout: float | None = None) -> Any:
+                if not fut.done():
+                    fut.set_result(fn())
+                return orig(timeout)
+
+            fut.result = result  # type: ignore[method-assign]
+            return fut
+
+    copied_by_helper: list[int] = []
+    monkeypatch.setattr(codec, "_COPY_POOL", LateExecutor())
+    monkeypatch.setattr(codec, "_COPY_WORKERS", 3)
+    real_copy = torch.Tensor.copy_
+    helper_running = [False]
+
+    def drain_marker(fn: Any) -> Any:
+        def run() -> Any:
+            helper_running[0] = True
+            try:
+                return fn()
+            finally:
+                helper_running[0] = False
+        return run
+
+    submit = LateExecutor.submit
+    monkeypatch.setattr(LateExecutor, "submit", lambda self, fn: submit(self, drain_marker(fn)))
+
+    def counting_copy(self: torch.Tensor, src: torch.Tensor, *a: Any, **kw: Any) -> torch.Tensor:
+        if helper_running[0]:
+            copied_by_helper.append(1)
+        return real_copy(self, src, *a, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "copy_", counting_copy)
+    big = torch.randn(4 * codec.COPY_SLICE // 4 + 5)
+    snap = snapshot({"big": big}, BufferPool())
+    assert torch.equal(snap.tensors["big"], big)
+    assert copied_by_helper == []

@@ -374,3 +374,28 @@ def test_loaded_tensors_are_private_copies(tmp_path: Any) -> None:
     m.mapped_loads = False
     assert same(m.load(info), state)
     m.close()
+
+
+def test_persist_thread_yields_to_training(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The background persist (shard writes, barrier, manifest, pointer) runs on a thread
+    with the background pool's niceness added, so it yields to the loop; the save commits
+    and loads back bitwise as usual."""
+    import os
+
+    from llmops_runtime.checkpoint import store as store_mod
+
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    store_mod.configure_io(nice=4)
+    try:
+        m = mgr(str(tmp_path / "ckpt"))
+        seen: set[int] = set()
+        m.store.fault_hook = lambda op, key: seen.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        state = make_state(5)
+        info = m.save(5, state).result()
+        assert info is not None
+        assert seen == {min(19, base + 4)}
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller is untouched
+        assert same(m.load(info), state)
+        m.close()
+    finally:
+        store_mod.configure_io()

@@ -238,3 +238,133 @@ def test_safetensors_read_straight_into_tensors(tmp_path: Path) -> None:
     store.put("t.safetensors", bytes(raw))
     with pytest.raises(IntegrityError):
         store.read_tiles("t.safetensors", d, SafetensorsTiles().tiles)
+
+
+@pytest.fixture()
+def io_pool():  # type: ignore[no-untyped-def]
+    """configure_io for one test; the default pool comes back afterwards."""
+    from llmops_runtime.checkpoint import store as store_mod
+
+    yield store_mod.configure_io
+    store_mod.configure_io()
+
+
+def test_background_hashing_pool_is_capped_and_runs_at_lower_priority(
+    tmp_path: Path, io_pool, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """A write hashes its pieces on at most the configured number of threads, each with
+    the configured niceness added, and the digest is the same as with any pool size."""
+    import os
+    import time
+
+    from llmops_runtime.checkpoint import store as store_mod
+
+    base_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    data = os.urandom(64 * 1024)
+    store = LocalStore(tmp_path / "s")
+    store.piece = 1024  # 64 pieces
+    reference = store.write("ref", [data])
+
+    active, peak, nices = [0], [0], set()
+    lock = threading.Lock()
+    real = store_mod._hash_slices
+
+    def spy(slices):  # type: ignore[no-untyped-def]
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            nices.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        time.sleep(0.002)
+        try:
+            return real(slices)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(store_mod, "_hash_slices", spy)
+    pool = io_pool(threads=2, nice=3)
+    assert pool.threads == 2 and store_mod.io_nice() == 3
+    d = store.write("x", [memoryview(data)[i : i + 777] for i in range(0, len(data), 777)])
+    assert d == reference
+    assert 1 <= peak[0] <= 2
+    assert nices == {min(19, base_nice + 3)}
+
+
+def test_background_pool_defaults_leave_a_core_to_training(io_pool) -> None:  # type: ignore[no-untyped-def]
+    from llmops_runtime.checkpoint import store as store_mod
+
+    pool = io_pool()
+    assert pool.threads == min(16, max(2, store_mod.usable_cpus() - 1))
+    assert [store_mod.default_io_threads(n) for n in (1, 2, 3, 8, 64)] == [2, 2, 2, 7, 16]
+    assert pool.nice == store_mod.DEFAULT_IO_NICE
+    for bad in ({"threads": 0}, {"nice": -1}, {"nice": 20}):
+        with pytest.raises(ValueError):
+            io_pool(**bad)
+
+
+def test_s3_download_sink_hashes_pieces_as_they_land() -> None:
+    """The S3 download target hashes each piece once all its bytes arrived (ranged GETs in
+    any order, pieces split across writes); a piece written again (a retried GET) is
+    hashed from its final bytes, so the digest is always that of what the buffer holds."""
+    import os
+    import random
+
+    from llmops_runtime.checkpoint.s3 import _BufferSink
+    from llmops_runtime.checkpoint.store import _READ_POOL, Sha256Pieces
+
+    data = bytearray(os.urandom(10_500))
+    piece = 1000
+
+    def expect(buf: bytes) -> Digest:
+        p = Sha256Pieces(piece)
+        p.update(bytes(buf))
+        return p.digest()
+
+    ranges = [(a, min(a + 700, len(data))) for a in range(0, len(data), 700)]
+    random.Random(1).shuffle(ranges)
+    sink = _BufferSink(bytearray(len(data)), piece, _READ_POOL)
+    for a, b in ranges:
+        sink.seek(a)
+        sink.write(bytes(data[a:b]))
+    assert bytes(sink.buf) == bytes(data)
+    assert sink.digest() == expect(data)
+    assert len(sink._early) == 11  # every piece hashed before the end
+
+    sink = _BufferSink(bytearray(len(data)), piece, _READ_POOL)
+    sink.write(bytes(data))
+    data[1500:1600] = os.urandom(100)  # a retry that (here, unlike S3) brought other bytes
+    sink.seek(1200)
+    sink.write(bytes(data[1200:2100]))
+    assert sink.digest() == expect(data)
+
+
+def test_cap_is_lifted_while_someone_waits_for_the_save(io_pool) -> None:  # type: ignore[no-untyped-def]
+    """While a thread is blocked on a save (waiting_for_save) the training loop is not
+    running, so the pool may run up to its size before the cap; afterwards the cap holds."""
+    import time
+
+    from llmops_runtime.checkpoint import store as store_mod
+
+    pool = io_pool(threads=1, nice=0)
+    assert pool.boosted_threads >= 4
+    lock = threading.Lock()
+
+    def run_batch() -> int:
+        active, peak = [0], [0]
+
+        def task() -> None:
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.05)
+            with lock:
+                active[0] -= 1
+
+        for f in [pool.submit(task) for _ in range(8)]:
+            f.result()
+        return peak[0]
+
+    assert run_batch() == 1
+    with store_mod.waiting_for_save():
+        assert run_batch() > 1
+    assert run_batch() == 1
