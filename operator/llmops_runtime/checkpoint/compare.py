@@ -41,7 +41,7 @@ def differences(a: Any, b: Any, path: str = "") -> list[str]:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and type(a) is type(b):
         if len(a) != len(b):
             return [f"{where}: lengths {len(a)} != {len(b)}"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}/{i}")]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{path}/{i}")]
     if isinstance(a, float) and isinstance(b, float):
         return [] if struct.pack("<d", a) == struct.pack("<d", b) else [f"{where}: {a!r} != {b!r}"]
     return [] if type(a) is type(b) and a == b else [f"{where}: {a!r} != {b!r}"]

@@ -34,6 +34,7 @@ import errno as _errno
 import fcntl
 import hashlib
 import mmap
+import contextlib
 import os
 import shutil
 import sys
@@ -187,10 +188,8 @@ def lower_priority(nice: int) -> None:
     if nice <= 0 or not hasattr(os, "setpriority"):
         return
     tid = threading.get_native_id()
-    try:
+    with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError:
-        pass
 
 
 def io_pool() -> IoPool:
@@ -527,10 +526,8 @@ class LocalStore(Store):
             raise _storage_error(f"write {self.url(key)}", e) from e
         finally:
             pipe.close()
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
 
     def read(self, key: str, expect: Digest | None = None) -> bytearray:
         return self._read_into(key, expect, bytearray)  # type: ignore[no-any-return]
