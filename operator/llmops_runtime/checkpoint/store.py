@@ -29,12 +29,12 @@ a full disk at that exact point. Production code never sets it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno as _errno
 import fcntl
 import hashlib
 import mmap
-import contextlib
 import os
 import shutil
 import sys
