@@ -52,7 +52,7 @@ class Cluster:
 
     def events(self, name: str, reason: str) -> list[dict]:
         return [e for e in self.kube.list("v1", "Event", self.namespace)
-                if e["involvedObject"]["name"] == name and e["reason"] == reason]
+                if e["involvedObject"].get("name") == name and e["reason"] == reason]
 
     def retries(self, kind: str, name: str, reason: str) -> list[float]:
         """The delays the operator chose after each refusal of this object (from its log)."""

@@ -5,7 +5,7 @@ Two copies of the sample TrainingJob (2 nodes x 2 processes, gloo, checkpoints e
 steps to the sandbox's S3) run side by side under the real operator: one is left alone,
 the other loses every process of worker pod w1 to SIGKILL 2-3 times at seeded random steps,
 one of them while a checkpoint persist is in flight (the test-only entry
-``tests/runtime/drill_train.py`` holds rank 0's manifest write for a few seconds). The
+``tests/runtime/drill_train.py`` holds rank 0's manifest write until the test has killed the gang). The
 operator restarts the gang each time from the last committed checkpoint.
 
 Compared bitwise: every rank's per-step loss and sample ids (the trainer's ``--log-file``;
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "manifests" / "samples" / "trainingjob-tiny-cpu.yaml"
 DRILL_TRAIN = ROOT / "tests" / "runtime" / "drill_train.py"
 STEPS, EVERY, WORLD = 40, 5, 4
-HOLD_SECONDS = 4.0
+HOLD_SECONDS = 4.0  # the reference job's hold (timing only: it never changes numbers)
 SEEDS = [int(s) for s in os.environ.get("LLMOPS_TEST_DRILL_SEEDS", "1").split(",")]
 
 pytestmark = pytest.mark.timeout(1200)
@@ -54,7 +54,7 @@ def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         yield sb
 
 
-def manifest(name: str, log: Path, held: int) -> str:
+def manifest(name: str, log: Path, hold: str) -> str:
     body = yaml.safe_load(SAMPLE.read_text())
     body["metadata"]["name"] = name
     spec = body["spec"]
@@ -69,7 +69,7 @@ def manifest(name: str, log: Path, held: int) -> str:
         {"name": "TRAIN_STEP_DELAY", "value": "0.1"},
         {"name": "TRAIN_LOG_FILE", "value": str(log)},
         # Both jobs hold the same checkpoint: the hold changes timing, never numbers.
-        {"name": "DRILL_SLOW_PERSIST", "value": f"{held}:{HOLD_SECONDS}"},
+        {"name": "DRILL_SLOW_PERSIST", "value": hold},
     ]
     return yaml.safe_dump(body)
 
@@ -99,10 +99,13 @@ class Job:
     def __init__(self, sb: Sandbox, kube: Kube, name: str, log: Path) -> None:
         self.sb, self.kube, self.name, self.log = sb, kube, name, log
         self.applied = 0.0
+        self.release = Path(f"{log}.release")  # the held persist goes on once this file exists
 
-    def apply(self, held: int) -> None:
+    def apply(self, held: int, until_released: bool = False) -> None:
+        """Rank 0 holds checkpoint ``held``'s commit: until ``release`` exists, or a few seconds."""
         self.applied = time.monotonic()
-        body = yaml.safe_load(manifest(self.name, self.log, held))
+        hold = f"{held}:@{self.release}" if until_released else f"{held}:{HOLD_SECONDS}"
+        body = yaml.safe_load(manifest(self.name, self.log, hold))
         body["metadata"]["namespace"] = "default"
         self.kube.apply(body)
 
@@ -164,6 +167,7 @@ def kill_drill(job: Job, kills: list[Kill]) -> tuple[float, list[Recovery]]:
         if kill.persist:
             assert job.pointer_step() < kill.step - 1, "the held checkpoint committed before the kill"
         killed_at, last = job.kill_w1(attempt)
+        job.release.touch()  # the next attempt commits that step normally
         first = job.wait_step(attempt + 1, 1)  # any step of the next attempt
         resumed_from = min(logged(job.log, attempt + 1)) - 1
         recoveries.append(Recovery(first - killed_at, last - resumed_from))
@@ -179,7 +183,7 @@ def test_killed_job_ends_bitwise_like_the_job_left_alone(sandbox: Sandbox, tmp_p
     held = next(k.step - 1 for k in kills if k.persist)
     ref, got = Job(sandbox, kube, f"drill{seed}-ref", tmp_path / "ref"), Job(sandbox, kube, f"drill{seed}-kill", tmp_path / "kill")
     ref.apply(held)
-    got.apply(held)
+    got.apply(held, until_released=True)  # no machine is too slow for the kill's window
     cold_start, recoveries = kill_drill(got, kills)
     done = got.succeeded()
     ref.succeeded()

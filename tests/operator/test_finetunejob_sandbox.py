@@ -156,7 +156,7 @@ def test_killed_worker_resumes_from_checkpoint_bitwise_and_publishes(world) -> N
     assert (published / "adapter_model.safetensors").read_bytes() == (pvc / "out" / "ft-ref" / "adapter_model.safetensors").read_bytes()
     assert "Published" not in {c["type"] for c in st["conditions"]}  # no serve: no Published condition
     events = [e for e in kube.list("v1", "Event", NS)
-              if e["involvedObject"]["name"] == "ft-kill" and e["involvedObject"]["kind"] == "FinetuneJob"]
+              if e["involvedObject"].get("name") == "ft-kill" and e["involvedObject"]["kind"] == "FinetuneJob"]
     assert [e["reason"] for e in events].count("Completed") == 1, [(e["reason"], e["message"]) for e in events]
 
 
@@ -173,7 +173,7 @@ def test_serve_create_makes_an_unowned_service_and_reports_publishing(world) -> 
     published = condition(ref, "Published")
     # True once the InferenceService lists the adapter ready; until then False with the reason.
     assert published["reason"] in ("AdapterNotReady", "OutputPublished"), published
-    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "ft-ref"]
+    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"].get("name") == "ft-ref"]
     assert [e["reason"] for e in events].count("InferenceServiceCreated") == 1
 
 

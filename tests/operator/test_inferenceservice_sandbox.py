@@ -179,7 +179,7 @@ def test_ready_then_scale_up_one_load_time_at_a_time(sandbox: Sandbox, kube: Kub
     assert len(watch.raised_at) == 2, watch.samples
     (t0, _), (t1, (wanted_before, ready_before)) = watch.raised_at
     assert ready_before == wanted_before or t1 - t0 >= first_load - 2, (watch.raised_at, first_load)
-    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "chat" and e["reason"] == "ScalingUp"]
+    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"].get("name") == "chat" and e["reason"] == "ScalingUp"]
     assert len(events) == 2, [(e["reason"], e["message"]) for e in events]
 
     # load gone: scale down to minReplicas, but only after the hold (2 x the measured load time)
@@ -309,7 +309,7 @@ def test_failing_revision_leaves_the_old_one_serving(sandbox: Sandbox, kube: Kub
         log = sandbox.workdir / "operator.log"
         eventually(lambda: "canary: not scaling up 1 -> 2" in log.read_text(errors="replace"), timeout=REQUEUE_SECONDS + 10)
     assert {w for w, _ in watch.samples} == {1}, watch.samples
-    ups = [e["message"] for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "canary" and e["reason"] == "ScalingUp"]
+    ups = [e["message"] for e in kube.list("v1", "Event", NS) if e["involvedObject"].get("name") == "canary" and e["reason"] == "ScalingUp"]
     assert not ups, ups
     assert [p["metadata"]["uid"] for p in _ready_pods(kube, "canary")] == [old["metadata"]["uid"]]
     _post(f"http://{ip}:8000/standin/load", {"waiting": 0})

@@ -48,7 +48,7 @@ def test_report_invalid(kube: Kube, fresh_namespace: str, kind: str) -> None:
     rv = got["metadata"]["resourceVersion"]
     report_invalid(ctx, kind, got, exc, NOW)  # the same generation again: nothing written
     assert kube.get("llmops.dev/v1alpha1", kind, fresh_namespace, "bad")["metadata"]["resourceVersion"] == rv
-    events = [e for e in kube.list("v1", "Event", fresh_namespace) if e["involvedObject"]["name"] == "bad"]
+    events = [e for e in kube.list("v1", "Event", fresh_namespace) if e["involvedObject"].get("name") == "bad"]
     assert [e["reason"] for e in events] == ["InvalidSpec"]
     jobs = {s.labels["condition"]: s.value for fam in m.registry.collect() if fam.name == "llmops_jobs" for s in fam.samples
             if s.labels["kind"] == kind}

@@ -115,7 +115,7 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(sandbox: Sandbox) ->
     assert watch.violations == []
     table = kubectl(sandbox, "get", "tj", "resume")
     assert "resume" in table and "60" in table
-    events = [e for e in kube.list("v1", "Event", "default") if e["involvedObject"]["name"] == "resume"]
+    events = [e for e in kube.list("v1", "Event", "default") if e["involvedObject"].get("name") == "resume"]
     restarts = [e for e in events if "restarting the gang" in e["message"]]
     assert len(restarts) == 1, [(e["reason"], e["message"]) for e in events]  # one Event per transition
 

@@ -261,7 +261,7 @@ def test_preemption_restart_not_counted(kube: Kube, parallel_jobs: list[str], wa
     st = after["status"]
     assert st["restarts"]["byCause"] == {"Preempted": 1}, st["restarts"]
     assert st["restarts"]["counted"] == 0 and st["restarts"]["total"] == 1
-    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "preempt" and e["reason"] == "Preempted"]
+    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"].get("name") == "preempt" and e["reason"] == "Preempted"]
     assert len(events) == 1, [e["message"] for e in events]
     assert {p["metadata"]["name"] for p in pods(kube, "preempt", live_only=True)} == {"preempt-w0-a1", "preempt-w1-a1"}
     finish(kube, "preempt")
@@ -280,7 +280,7 @@ def test_gang_not_placed_times_out_and_fails_after_bounded_tries(kube: Kube, par
     # 3 pods of 5 CPUs on two 8-CPU nodes: each fits a node, the gang never does. Each timeout
     # is Queued/SchedulingTimeout only for its 1-2 s backoff, too short to catch by polling on
     # a loaded machine: its Event is the lasting record of that transition.
-    eventually(lambda: [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "gang"
+    eventually(lambda: [e for e in kube.list("v1", "Event", NS) if e["involvedObject"].get("name") == "gang"
                         and e["reason"] == "SchedulingTimeout" and "not fully running within 2s" in e["message"]], timeout=90)
     done = eventually(lambda: (t := get(kube, "gang")) and has(t, "Failed") and t, timeout=180)
     assert condition(done, "Failed")["reason"] == "SchedulingTimeout"
@@ -320,7 +320,7 @@ def test_missing_config_or_secret_fails_after_startup_grace_without_burning_budg
     assert (tj["status"].get("restarts") or {}).get("total", 0) == 0  # no budget burned
     eventually(lambda: not pods(kube, name, live_only=True), timeout=60)  # nothing held
     # While in grace the job said so (Queued with the same reason), one Event per transition.
-    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == name and e["reason"] == reason]
+    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"].get("name") == name and e["reason"] == reason]
     assert sorted(e["message"].split(":")[0] for e in events) == ["Failed", "Queued"], [e["message"] for e in events]
     assert all(e["count"] == 1 for e in events if "count" in e)
     finish(kube, name)
@@ -400,7 +400,7 @@ def test_hang_restarts_the_gang(sandbox: Sandbox, kube: Kube, parallel_jobs: lis
     # The Restarting condition with reason Hang may already have given way to the next
     # attempt's; the remembered failure and the Event stay.
     assert tj["status"]["lastFailure"]["reason"] == "Hang"
-    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "hang"]
+    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"].get("name") == "hang"]
     assert any("Hang" in (e.get("reason", "") + e.get("message", "")) for e in events), [e["reason"] for e in events]
     finish(kube, "hang")
     assert watch.of("hang") == []
@@ -468,7 +468,7 @@ def test_api_faults_converge(sandbox: Sandbox, kube: Kube, parallel_jobs: list[s
     assert tj["status"]["attempt"] == 0 and (tj["status"].get("restarts") or {}).get("total", 0) == 0
     assert len(pods(kube, "faulty")) == 2
     # Exactly one Event per transition despite the failed writes.
-    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "faulty"]
+    events = [e for e in kube.list("v1", "Event", NS) if e["involvedObject"].get("name") == "faulty"]
     reasons = [e["reason"] for e in events]
     assert len(reasons) == len(set(reasons)), reasons
     finish(kube, "faulty")

@@ -5,7 +5,8 @@
 * ``DRILL_SLOW_PERSIST="STEP,STEP:SECONDS"``: rank 0 holds the manifest write of those
   checkpoints for SECONDS (store fault hook), so a drill can SIGKILL the gang while a
   persist is certainly in flight (shards written, nothing committed yet) while training
-  goes on.
+  goes on. ``"STEP:@PATH"`` holds it until the file PATH exists instead: a drill that kills
+  during the hold releases it afterwards, so no machine is too slow for the window.
 * ``DRILL_OMIT=optimizer|scheduler|model``: that object's state is left out of every
   checkpoint and not restored (negative control: the drill must notice); ``DRILL_OMIT=ddp-hook``
   averages gradients with plain DDP, without the layout-independent hook of
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from llmops_runtime import ddp as rddp
@@ -29,14 +31,21 @@ from torch import nn
 
 
 def _slow_persist(spec: str) -> None:
-    steps, _, seconds = spec.partition(":")
+    steps, _, until = spec.partition(":")
     slow = {f"step-{int(s):08d}/manifest" for s in steps.split(",") if s}
-    delay = float(seconds or 1.0)
     opened = cstore.open_store
+
+    def hold() -> None:
+        if not until.startswith("@"):
+            time.sleep(float(until or 1.0))
+            return
+        release = Path(until[1:])
+        while not release.exists():  # the drill kills this process meanwhile, or releases it
+            time.sleep(0.02)
 
     def open_slow(uri: str, **options: Any) -> cstore.Store:
         store = opened(uri, **options)
-        store.fault_hook = lambda op, key: time.sleep(delay) if op == "write" and key.startswith(tuple(slow)) else None
+        store.fault_hook = lambda op, key: hold() if op == "write" and key.startswith(tuple(slow)) else None
         return store
 
     cstore.open_store = open_slow
