@@ -60,6 +60,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from llmops.api import runtime_env as E
+from llmops.api.checkpoint import Checkpoint
 from llmops.api.conditions import parse_time
 from llmops.api.progress import CommittedCheckpoint, FinetuneReport
 from llmops.api.runtime_env import ExitCode
@@ -69,6 +70,8 @@ from llmops_runtime import data as rdata
 from llmops_runtime import localenv as L
 from llmops_runtime import progress as rprogress
 from llmops_runtime import rng as rrng
+
+KEEP_LAST: int = Checkpoint.model_fields["keep_last"].default  # spec.checkpoint.keepLast's default, declared once
 
 log = logging.getLogger("llmops_runtime.session")
 
@@ -87,7 +90,7 @@ class SessionConfig(BaseModel):
     checkpoint_uri: str | None = Field(default=None, description="Store URI; None disables checkpoints.")
     every_steps: int = Field(default=0, ge=0, description="Checkpoint every N steps (0 = never by steps).")
     every_seconds: float = Field(default=0.0, ge=0, description="Checkpoint every S seconds (0 = never by time).")
-    keep: int = Field(default=3, ge=1, description="Committed checkpoints retained.")
+    keep: int = Field(default=KEEP_LAST, ge=1, description="Committed checkpoints retained.")
     max_age_seconds: float | None = Field(default=None, ge=0, description="Storage failures tolerated this long.")
     resume_from: str | None = Field(default=None, description="Operator's hint: the checkpoint it saw committed.")
     continue_other_runs: bool = Field(default=False, description="resumePolicy Continue: another run's checkpoints may be resumed.")
@@ -110,7 +113,7 @@ class SessionConfig(BaseModel):
             checkpoint_uri=env.get(E.CHECKPOINT_URI) or None,
             every_steps=num(E.CHECKPOINT_EVERY_STEPS, int, 0),
             every_seconds=num(E.CHECKPOINT_EVERY_SECONDS, float, 0.0),
-            keep=num(E.CHECKPOINT_KEEP, int, 3),
+            keep=num(E.CHECKPOINT_KEEP, int, KEEP_LAST),
             max_age_seconds=num(E.CHECKPOINT_MAX_AGE_SECONDS, float, None),
             resume_from=env.get(E.RESUME_FROM) or None,
             continue_other_runs=env.get(E.RESUME_POLICY) == "Continue",

@@ -197,8 +197,8 @@ class ScaleUp(SpecModel):
     stabilization_seconds: int = Field(
         default=0, ge=0, le=3600,
         description=(
-            "Window the signal must stay high. The builtin policy waits at least 0.1 x the measured load time "
-            "for a first shortage, and only this window for one that recurs within the scale-down hold."
+            "Window the signal must stay high before a scale-up. The builtin policy also adds replicas "
+            "at most once per measured load time (the replicas already loading count)."
         ),
     )
     max_step: int | None = Field(

@@ -61,10 +61,14 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from llmops.api.inference import InferenceServiceSpec
+from llmops.api.inference import Autoscaling, InferenceServiceSpec, ScaleDown, ScaleToZero, ScaleUp
+
+
+def _default(model: Any, name: str) -> Any:
+    """A ``spec.autoscaling`` field's default, from the API model (one place declares it)."""
+    return model.model_fields[name].default
 
 __all__ = [
     "AutoscaleInputs",
@@ -147,18 +151,18 @@ class Behaviour:
     min_replicas: int = 1
     max_replicas: int = 1
     signal: SignalKind = SignalKind.QUEUE
-    target: float = 4.0
-    scale_up_stabilization_seconds: float = 0.0
+    target: float = _default(Autoscaling, "target")
+    scale_up_stabilization_seconds: float = _default(ScaleUp, "stabilization_seconds")
     # Not in the CR: the stabilisation window may grow with the load time (see step 1). 0 (off)
     # was chosen on the tune half of the bench's trace (docs/autoscaling.md): with the
     # arrival-rate cap and one scale-up per load time, waiting a fraction of L bought less
     # than it cost in attainment.
     scale_up_stabilization_load_time_fraction: float = 0.0
     scale_up_max_step: int | None = None
-    scale_down_hold_load_time_multiple: float = 3.0
-    scale_down_min_hold_seconds: float = 300.0
-    scale_to_zero_enabled: bool = False
-    scale_to_zero_idle_seconds: float = 900.0
+    scale_down_hold_load_time_multiple: float = _default(ScaleDown, "hold_load_time_multiple")
+    scale_down_min_hold_seconds: float = _default(ScaleDown, "min_hold_seconds")
+    scale_to_zero_enabled: bool = _default(ScaleToZero, "enabled")
+    scale_to_zero_idle_seconds: float = _default(ScaleToZero, "idle_seconds")
     # Not in the CR: operator settings with sensible defaults.
     default_load_seconds: float = 300.0  # before any load was measured
     tolerance: float = 0.1  # HPA's dead band around the target

@@ -59,6 +59,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from llmops.api.checkpoint import Checkpoint
+
 from .codec import BufferPool, CorruptShard, SafetensorsTiles, iter_safetensors, parse_safetensors, restore, snapshot
 from .store import (
     Conflict,
@@ -71,6 +73,8 @@ from .store import (
     lower_priority,
     waiting_for_save,
 )
+
+KEEP_LAST: int = Checkpoint.model_fields["keep_last"].default  # spec.checkpoint.keepLast's default, declared once
 
 log = logging.getLogger("llmops.checkpoint")
 
@@ -197,7 +201,7 @@ class CheckpointManager:
         attempt: int,
         rank: int,
         world_size: int,
-        keep_last: int = 3,
+        keep_last: int = KEEP_LAST,
         max_age_seconds: float | None = None,
         barrier_timeout: float = 600,
         continue_other_runs: bool = False,
