@@ -306,7 +306,8 @@ def test_llmops_node_killed_leaves_no_orphans(kube, server, ns, tmp_path) -> Non
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        eventually(lambda: condition(kube.get("/api/v1/nodes/node-b"), "Ready") == "True", timeout=120)  # a new process: slow to start on a loaded machine
+        # a new process: slow to start on a loaded machine
+        eventually(lambda: condition(kube.get("/api/v1/nodes/node-b"), "Ready") == "True", timeout=120)
         pidfile = tmp_path / "pids"
         # `$$$$`: kubelet-style expansion turns `$$` into `$`, so the shell sees `$$`
         script = f"sleep 300 & echo $! $$$$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; wait"
