@@ -162,20 +162,19 @@ class Controller:
 
             @kopf.on.event(GROUP, VERSION, reg.plural, registry=registry, id=f"enqueue-{kind}")
             def on_owner(name: str, namespace: str, body: kopf.Body, type: str | None, _kind: str = kind, **_: object) -> None:
-                if self._seen(body, type):
+                if self._news(body, type, (_kind, namespace, name)):
                     self.enqueue((_kind, namespace, name))
 
         for group, version, plural in CHILD_WATCHES:
             @kopf.on.event(group, version, plural, registry=registry, id=f"wake-owner-{plural}",
                            labels={labels.MANAGED_BY: labels.MANAGED_BY_VALUE})
             def on_child(meta: dict, namespace: str, body: kopf.Body, type: str | None, **_: object) -> None:
-                if not self._seen(body, type):
-                    return
                 child_labels = meta.get("labels") or {}
                 owner_kind = child_labels.get(labels.PART_OF)
                 owner = child_labels.get(labels.OWNER_NAME)
-                if owner_kind in self.kinds and owner:
-                    self.enqueue((owner_kind, namespace, owner))
+                key = (owner_kind or "", namespace, owner or "")
+                if self._news(body, type, key) and owner_kind in self.kinds and owner:
+                    self.enqueue(key)
 
         @kopf.on.startup(registry=registry)
         def configure(settings: kopf.OperatorSettings, **_: object) -> None:
@@ -198,16 +197,16 @@ class Controller:
             else:
                 settings.peering.standalone = True
 
-    def _seen(self, body: kopf.Body, event_type: str | None) -> bool:
-        """Whether an event is news. The object goes into the cache first, so the reconcile it
-        triggers reads it at least as new as the event (the cache's own watch may lag a
-        moment). The event of an object exactly as our own last write left it is no news (our
-        status write, a child we created): no reconcile for it. Kopf's first listing
+    def _news(self, body: kopf.Body, event_type: str | None, key: Key) -> bool:
+        """Whether an event is news to the reconcile ``key``. The object goes into the cache
+        first, so the reconcile it triggers reads it at least as new as the event (the cache's
+        own watch may lag a moment). An object exactly as that same reconcile's last write
+        left it (its status write, a child it applied) is no news to it. Kopf's first listing
         (``event_type`` None) always is."""
         if self.cache is None:
             return True
         obj = dict(body)
-        news = event_type is None or not self.cache.own_write(obj)
+        news = event_type is None or not self.cache.written_by(obj, key)
         self.cache.observe(obj, deleted=event_type == "DELETED")
         return news
 
@@ -235,7 +234,11 @@ class Controller:
             self.metrics.queue_wait_seconds.labels(kind).observe(max(0.0, time.monotonic() - enqueued))
         start = time.perf_counter()
         try:
-            after = reg.reconcile(self.ctx, namespace, name)
+            if self.cache is not None:
+                with self.cache.writing_as(key):
+                    after = reg.reconcile(self.ctx, namespace, name)
+            else:
+                after = reg.reconcile(self.ctx, namespace, name)
         except Exception:
             self.metrics.reconciles.labels(kind, "error").inc()
             raise

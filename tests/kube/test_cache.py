@@ -59,6 +59,16 @@ def test_a_filtered_cache_answers_only_lists_that_imply_its_filter() -> None:
     assert inf.answers("m=op,job=x") and not inf.answers("job=x") and not inf.answers(None)
 
 
+def test_a_write_is_no_news_only_to_the_reconcile_that_made_it() -> None:
+    kube = CachedKube(Kube(None), [("v1", "ConfigMap", None)])  # type: ignore[arg-type]
+    made = obj("child", "5")
+    with kube.writing_as(("FinetuneJob", "ns", "ft")):
+        kube._remember(made)
+    assert kube.written_by(made, ("FinetuneJob", "ns", "ft"))  # the writer: nothing new
+    assert not kube.written_by(made, ("TrainingJob", "ns", "child"))  # the child's own reconcile: news
+    assert not kube.written_by(obj("child", "6"), ("FinetuneJob", "ns", "ft"))  # a later change: news
+
+
 class Counting(CachedKube):
     """Counts the requests that reach the API server (watch streams go around ``_request``)."""
 

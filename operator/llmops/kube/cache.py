@@ -23,6 +23,7 @@ Correctness rules, because a cache can lag:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -190,7 +191,9 @@ class CachedKube(Kube):
         super().__init__(kube.api, kube.field_manager)
         self.informers = {(av, k): Informer(self, av, k, f) for av, k, f in kinds}
         self._stop = threading.Event()
-        self._written: dict[tuple[str, str, str, str], str] = {}  # (apiVersion, kind, namespace, name) -> rv of our last write
+        # (apiVersion, kind, namespace, name) -> (rv of our last write, the reconcile that made it)
+        self._written: dict[tuple[str, str, str, str], tuple[str, Any]] = {}
+        self._writer = threading.local()  # the reconcile this thread runs (``writing_as``)
         self._applied: dict[tuple[str, str, str, str], str] = {}  # ... -> digest of our last apply of it
 
     def start(self) -> None:
@@ -235,13 +238,23 @@ class CachedKube(Kube):
             if inf is not None:
                 inf.observe(obj)
                 with inf.lock:
-                    self._written[_ident(obj)] = obj["metadata"].get("resourceVersion", "")
+                    self._written[_ident(obj)] = (obj["metadata"].get("resourceVersion", ""), getattr(self._writer, "key", None))
         return obj
 
-    def own_write(self, obj: dict[str, Any]) -> bool:
-        """Whether ``obj`` is exactly what our last write of it returned (its event brings nothing new)."""
+    @contextlib.contextmanager
+    def writing_as(self, key: Any) -> Iterator[None]:
+        """Writes in this block are made by the reconcile ``key`` (see ``written_by``)."""
+        self._writer.key = key
+        try:
+            yield
+        finally:
+            self._writer.key = None
+
+    def written_by(self, obj: dict[str, Any], key: Any) -> bool:
+        """Whether ``obj`` is exactly what the reconcile ``key`` last wrote: news to anyone but
+        that reconcile (a child TrainingJob a FinetuneJob applied is news to the TrainingJob)."""
         rv = (obj.get("metadata") or {}).get("resourceVersion")
-        return bool(rv) and self._written.get(_ident(obj)) == rv
+        return bool(rv) and key is not None and self._written.get(_ident(obj)) == (rv, key)
 
     def apply(self, obj: dict) -> dict:
         """Server-side apply, skipped when this exact object was our last apply of it and the
