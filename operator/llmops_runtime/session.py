@@ -29,6 +29,18 @@ What a step boundary does (``step_done``), and why in this order:
 4. *Due checkpoint* (every N steps and/or every S seconds): snapshot and hand it to the
    checkpoint engine, which persists it in the background.
 
+Background staging: the registered optimizer's parameters and state (the bulk of a
+checkpoint) change only inside ``optimizer.step()``. The session therefore lets the engine
+copy them after ``step_done`` returned, while the next forward/backward runs, and
+registers a step pre-hook on the optimizer that waits for that copy
+(``CheckpointManager.wait_staged``) before the step updates anything. Everything else
+(buffers such as batch-norm statistics, which a forward pass updates, RNG, positions) is
+copied before ``step_done`` returns. Code that updates parameters in place outside
+``optimizer.step()`` must call :meth:`Session.wait_staged` first, or set
+``background_staging = False``; a save whose deferred tensors changed before their copy
+ended fails (``TornSnapshot``) rather than commit a torn state, as far as the tensors'
+version counters can tell.
+
 Checkpoint content, per rank: model, optimizer, scheduler and grad-scaler ``state_dict``s,
 the step and consumed samples/tokens, every process-wide RNG (``llmops_runtime.rng``) and the
 data-loader position (``llmops_runtime.data``: sampler epoch/offset, per-worker state and
@@ -222,6 +234,10 @@ class Session:
         self._committed: CommittedCheckpoint | None = None
         self._finetune: FinetuneReport | None = None
         self._finished = False
+        #: copy the guarded optimizers' parameters and state behind the loop (module doc)
+        self.background_staging = True
+        self._guarded: list[torch.optim.Optimizer] = []
+        self._hooks: list[Any] = []
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
@@ -292,6 +308,13 @@ class Session:
             if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
                 raise TypeError(f"{name} has no state_dict/load_state_dict")
             self._objects[name] = obj
+        # DeepSpeed: its optimizer is the torch one (no ZeRO) or wraps it (ZeRO: the torch
+        # optimizer's parameters are the fp32 partitions, which only its step() updates)
+        wrapper = getattr(engine, "optimizer", None)
+        for opt in (optimizer, wrapper, getattr(wrapper, "optimizer", None)):
+            if isinstance(opt, torch.optim.Optimizer) and opt not in self._guarded:
+                self._guarded.append(opt)
+                self._hooks.append(opt.register_step_pre_hook(self._before_optimizer_step))
         if dataloader is not None:
             if not (hasattr(dataloader, "state_dict") and hasattr(dataloader, "load_state_dict")):
                 raise TypeError("dataloader must be stateful (use llmops_runtime.data.make_loader or StatefulDataLoader)")
@@ -479,13 +502,37 @@ class Session:
         self.reporter = None
         return delivered
 
+    def wait_staged(self) -> float:
+        """Block until the last checkpoint's background copy is complete (seconds blocked);
+        called by the optimizer step pre-hook, and needed before any other in-place update
+        of the optimizer's parameters or state."""
+        wait = getattr(self.manager, "wait_staged", None)
+        return float(wait()) if wait is not None else 0.0
+
     # --- internals ---------------------------------------------------------------------------
+    def _before_optimizer_step(self, _optimizer: Any, _args: Any, _kwargs: Any) -> None:
+        self.wait_staged()
+
+    def _deferrable(self) -> Any | None:
+        """The ``defer`` predicate of a background-staged save: memory of the guarded
+        optimizers' parameters and state, which only their (hooked) ``step()`` changes."""
+        if not self.background_staging or not self._guarded:
+            return None
+        from llmops_runtime.checkpoint import sharing_memory_with
+
+        owned = [p for opt in self._guarded for group in opt.param_groups for p in group["params"]]
+        owned += [v for opt in self._guarded for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+        return sharing_memory_with(owned)
+
     def _save(self, blocking: bool) -> None:
         from llmops_runtime.checkpoint import CheckpointError
 
         assert self.manager is not None
         try:
-            self.manager.save(self.step, self.state_dict(), blocking=blocking)
+            if blocking:
+                self.manager.save(self.step, self.state_dict(), blocking=True)
+            else:
+                self.manager.save(self.step, self.state_dict(), blocking=False, defer=self._deferrable())
         except CheckpointError as error:
             # The engine raises only when storage has failed for longer than the allowed age.
             self._shutdown(wait=False)
@@ -552,6 +599,9 @@ class Session:
         if self.reporter is not None and not keep_reporter:
             self.reporter.close()
             self.reporter = None
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
 
 
 def _committed(info: Any) -> CommittedCheckpoint:

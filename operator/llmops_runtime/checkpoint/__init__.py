@@ -8,7 +8,7 @@ Interface (stable; used by the launcher and ``step_done`` bookkeeping)::
     mgr = CheckpointManager(store, run_id, attempt, rank, world_size, keep_last=3,
                             max_age_seconds=None, barrier_timeout=600)
 
-    handle = mgr.save(step, state, blocking=False, extra=None)
+    handle = mgr.save(step, state, blocking=False, extra=None, defer=None)
         # state: this rank's nested tree (dicts incl. int keys, lists, tuples, tensors on any
         # device, numpy arrays/scalars, numbers, str, bytes, None). Blocks only for the
         # in-memory snapshot (and, if the previous save is still running, for that one:
@@ -16,6 +16,12 @@ Interface (stable; used by the launcher and ``step_done`` bookkeeping)::
         # handle.result() -> CheckpointInfo | None (None = failed, reason in handle.error).
         # Saving the step already saved is a no-op; an older step raises ValueError.
         # `extra` (JSON) is stored in rank 0's manifest.
+        # defer: background staging, a predicate over the state's tensors (e.g.
+        # sharing_memory_with(optimizer's params and state)): those tensors are copied
+        # after save() returns, by copy-pool threads, and must not be updated in place
+        # before mgr.wait_staged() returned.
+    mgr.wait_staged() -> float                # block until the in-flight save's copy is complete
+                                               # (helping with it); seconds, added to its stall
     mgr.wait() -> CheckpointInfo | None       # the in-flight save's result (+ retention done)
     mgr.latest(verify=True, deep=False)        # newest committed (pointer -> manifest -> files
                                                # present with recorded sizes; deep: + sha256)
@@ -51,13 +57,14 @@ rank's shard is durable"; only rank 0 commits. The commit protocol is described 
 ``manager.py``; stores in ``store.py`` / ``s3.py``; the pickle-free state format in ``codec.py``.
 """
 
-from .codec import NotPortable
+from .codec import NotPortable, sharing_memory_with
 from .manager import (
     CheckpointCorrupt,
     CheckpointError,
     CheckpointInfo,
     CheckpointManager,
     SaveHandle,
+    TornSnapshot,
     checkpoint_id,
 )
 from .store import Digest, IntegrityError, LocalStore, StorageError, Store, open_store
@@ -74,6 +81,8 @@ __all__ = [
     "SaveHandle",
     "StorageError",
     "Store",
+    "TornSnapshot",
     "checkpoint_id",
     "open_store",
+    "sharing_memory_with",
 ]

@@ -11,6 +11,12 @@ split in two phases so the training loop blocks only for the first:
    ``COPY_SLICE`` slices by the caller and a pool of threads together (one per core, see
    ``_copy_all``): the loop is blocked anyway, so the copy may use every core. After it returns the caller may mutate
    its state freely: the snapshot shares nothing with it.
+
+   Background staging (``defer``): the large tensors the caller promises not to change
+   until it calls :meth:`Staging.wait` (the optimizer's parameters and state, guarded by a
+   step pre-hook) are not copied in the call; their slices are left in a :class:`Staging`
+   that copy-pool threads work through while the loop runs its next forward/backward.
+   Everything else is still copied before :func:`snapshot` returns.
 2. :func:`iter_safetensors` (background thread): stream the tensors as one standard
    safetensors file, chunk by chunk straight from the host buffers (no serialised copy of
    the whole state is ever built), so the store can hash and upload while reading.
@@ -33,7 +39,9 @@ import itertools
 import json
 import os
 import struct
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,18 +133,123 @@ class Snapshot:
 
     skeleton: bytes
     tensors: dict[str, torch.Tensor]
+    #: copies still running after ``snapshot`` returned (``defer``); None: all done
+    staging: Staging | None = None
 
     @property
     def tensor_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
 
-def snapshot(state: Any, pool: BufferPool | None = None) -> Snapshot:
-    """Freeze ``state``: copy tensors/arrays to host buffers, encode the rest to JSON."""
+Copy = tuple[torch.Tensor, torch.Tensor]  # (dst, src)
+
+
+class Staging:
+    """The copies of a snapshot that run after :func:`snapshot` returned (background staging).
+
+    Slices are taken from one shared counter by copy-pool threads (:meth:`start`) and by any
+    thread that calls :meth:`wait`: a loop that reaches its optimizer step before the copy
+    is done blocks only for what is left, and copies it itself rather than idling. The
+    thread that finishes the last slice compares every source's version counter with the
+    one it had at ``save()`` and only then marks the staging done: an in-place update that
+    ran before the wait (a broken promise) fails the save instead of committing a torn
+    state. The check cannot see an update still running at that instant, so it is a net,
+    not the guarantee; the guarantee is waiting before the update."""
+
+    def __init__(self, copies: list[Copy], sources: list[torch.Tensor], cuda: list[Copy]) -> None:
+        self._copies = copies
+        self._taken = itertools.count()
+        self._left = len(copies)
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._versions = [(t, _version(t)) for t in sources]
+        self.error: str | None = None
+        self._cuda_event: Any = None
+        if cuda:  # queued behind the eager copies on the current stream; consumers sync the event
+            for d, s in cuda:
+                d.copy_(s, non_blocking=True)
+            self._cuda_event = torch.cuda.Event()
+            self._cuda_event.record()
+        if not copies:
+            self._finish()
+
+    def start(self, helpers: int | None = None) -> None:
+        """Hand the slices to ``helpers`` copy-pool threads (default: the pool's size)."""
+        n = max(1, _COPY_WORKERS - 1) if helpers is None else helpers
+        for _ in range(min(n, len(self._copies))):
+            _COPY_POOL.submit(self._drain)
+
+    def _drain(self) -> None:
+        for i in self._taken:
+            if i >= len(self._copies):
+                return
+            d, s = self._copies[i]
+            try:
+                d.copy_(s)
+            except Exception as e:  # noqa: BLE001 - recorded; the save fails with it
+                self.error = self.error or f"staging copy failed: {type(e).__name__}: {e}"
+            with self._lock:
+                self._left -= 1
+                last = self._left == 0
+            if last:
+                self._finish()
+
+    def _finish(self) -> None:
+        changed = sum(1 for t, v in self._versions if _version(t) != v)
+        if changed and self.error is None:
+            self.error = (f"{changed} tensor(s) were updated in place while being staged "
+                          "(call wait_staged() before the optimizer step)")
+        self._versions = []  # no references to the live state beyond the copy
+        self._done.set()
+
+    def done(self) -> bool:
+        return self._done.is_set() and (self._cuda_event is None or bool(self._cuda_event.query()))
+
+    def wait(self, help: bool = True) -> float:
+        """Block until every copy landed (``help``: copy the slices left meanwhile); seconds."""
+        t0 = time.perf_counter()
+        if help:
+            self._drain()
+        self._done.wait()
+        if self._cuda_event is not None:
+            self._cuda_event.synchronize()
+        return time.perf_counter() - t0
+
+
+def sharing_memory_with(tensors: Iterable[torch.Tensor]) -> Callable[[torch.Tensor], bool]:
+    """A ``defer`` predicate: True for a tensor whose memory belongs to one of ``tensors``
+    (a ``state_dict`` holds detached views of the parameters, not the parameters)."""
+    keys = {_storage_key(t) for t in tensors}
+    keys.discard(None)
+    return lambda t: _storage_key(t) in keys
+
+
+def _storage_key(t: torch.Tensor) -> tuple[str, int] | None:
+    ptr = t.untyped_storage().data_ptr()
+    return None if ptr == 0 else (str(t.device), ptr)
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return int(t._version)
+    except RuntimeError:  # inference-mode tensors keep no version counter
+        return -1
+
+
+def snapshot(state: Any, pool: BufferPool | None = None,
+             defer: Callable[[torch.Tensor], bool] | None = None) -> Snapshot:
+    """Freeze ``state``: copy tensors/arrays to host buffers, encode the rest to JSON.
+
+    ``defer(t)`` True: a tensor whose copy may finish after this returns
+    (``Snapshot.staging``); the caller must not update it in place before
+    ``staging.wait()``."""
     pool = pool if pool is not None else BufferPool()
     tensors: dict[str, torch.Tensor] = {}
     cuda_used = False
-    copies: list[tuple[torch.Tensor, torch.Tensor]] = []  # (dst, src) flat slices, done after the walk
+    copies: list[Copy] = []  # (dst, src) flat slices, done after the walk
+    later: list[Copy] = []  # deferred CPU slices
+    later_cuda: list[Copy] = []
+    sources: list[torch.Tensor] = []  # the deferred tensors, for the version check
 
     def unique(path: str) -> str:
         name = path or "_"
@@ -159,13 +272,22 @@ def snapshot(state: Any, pool: BufferPool | None = None) -> Snapshot:
             if src.dtype not in _DTYPE_CODES:
                 raise NotPortable(f"{path or '<root>'}: tensor dtype {src.dtype} is not supported by safetensors")
             buf = pool.take(name, src)
+            big = src.is_contiguous() and src.numel() * src.element_size() > COPY_SLICE and src.device.type == "cpu"
+            deferred = defer is not None and src.numel() > 0 and defer(src)
+            if deferred:
+                sources.append(src)
             if src.device.type == "cuda":
-                cuda_used = True
-                buf.copy_(src, non_blocking=True)
-            elif src.is_contiguous() and src.numel() * src.element_size() > COPY_SLICE and src.device.type == "cpu":
+                if deferred:
+                    later_cuda.append((buf, src))
+                else:
+                    cuda_used = True
+                    buf.copy_(src, non_blocking=True)
+            elif big:
                 step = max(1, COPY_SLICE // src.element_size())
                 d, s = buf.reshape(-1), src.reshape(-1)
-                copies.extend((d[i : i + step], s[i : i + step]) for i in range(0, d.numel(), step))
+                (later if deferred else copies).extend((d[i : i + step], s[i : i + step]) for i in range(0, d.numel(), step))
+            elif deferred:
+                later.append((buf, src))
             else:
                 buf.copy_(src)
             tensors[name] = buf
@@ -209,7 +331,8 @@ def snapshot(state: Any, pool: BufferPool | None = None) -> Snapshot:
         # only once they landed.
         torch.cuda.synchronize()
     skeleton = json.dumps({"format": FORMAT, "tree": tree}, separators=(",", ":")).encode()
-    return Snapshot(skeleton=skeleton, tensors=tensors)
+    staging = Staging(later, sources, later_cuda) if sources else None
+    return Snapshot(skeleton=skeleton, tensors=tensors, staging=staging)
 
 
 def _copy_all(copies: list[tuple[torch.Tensor, torch.Tensor]]) -> None:

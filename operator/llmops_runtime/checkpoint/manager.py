@@ -39,7 +39,14 @@ partial checkpoint is removed only once something newer is committed, and nothin
 may be about to resume from is ever deleted.
 
 Asynchrony: ``save()`` blocks for the in-memory snapshot only (``codec.snapshot``); the
-shard writes, the barrier, the manifest and the pointer run on one background thread. At
+shard writes, the barrier, the manifest and the pointer run on one background thread.
+With ``defer`` (background staging) it does not even wait for the copy of the tensors
+``defer`` selects: copy-pool threads finish it while the loop runs its next
+forward/backward, and the caller must call :meth:`CheckpointManager.wait_staged` before it
+updates any of them in place (the runtime's session does so in an optimizer step pre-hook).
+The persist thread starts writing only once that copy is complete, so what is written is
+the state at ``save()``, byte for byte; the time the loop spends in ``wait_staged`` counts
+as stall. At
 most one save is in flight: a new ``save()`` first waits for the previous one (the wait is
 reported in the handle, so a too-short interval shows up as stall instead of silently
 queueing snapshots in host memory). Storage failures are recorded (``failing_since``,
@@ -54,6 +61,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -61,7 +69,16 @@ from typing import Any
 
 from llmops.api.checkpoint import Checkpoint
 
-from .codec import BufferPool, CorruptShard, SafetensorsTiles, iter_safetensors, parse_safetensors, restore, snapshot
+from .codec import (
+    BufferPool,
+    CorruptShard,
+    SafetensorsTiles,
+    Staging,
+    iter_safetensors,
+    parse_safetensors,
+    restore,
+    snapshot,
+)
 from .store import (
     Conflict,
     Digest,
@@ -101,6 +118,10 @@ class OwnedByAnotherRun(CheckpointError):
 
 class CheckpointCorrupt(CheckpointError):
     """A committed checkpoint's files are missing or do not match its manifest."""
+
+
+class TornSnapshot(CheckpointError):
+    """A tensor whose copy was deferred changed before the copy finished: the save fails."""
 
 
 def checkpoint_id(step: int) -> str:
@@ -151,9 +172,15 @@ class SaveHandle:
     snapshot_bytes: int
     _future: Future[CheckpointInfo | None]
     error: str | None = None
+    staging: Staging | None = None  # background staging (``save(defer=...)``), else None
+    staging_wait_seconds: float = 0.0  # time the caller spent in ``wait_staged`` for this save
 
     def done(self) -> bool:
         return self._future.done()
+
+    def staged(self) -> bool:
+        """The state at ``save()`` is fully copied: updating it in place is safe again."""
+        return self.staging is None or self.staging.done()
 
     def result(self, timeout: float | None = None) -> CheckpointInfo | None:
         try:
@@ -169,7 +196,7 @@ class SaveHandle:
 
     @property
     def stall_seconds(self) -> float:
-        return self.snapshot_seconds + self.waited_seconds
+        return self.snapshot_seconds + self.waited_seconds + self.staging_wait_seconds
 
 
 def _info_from(d: dict[str, Any], store: Store) -> CheckpointInfo:
@@ -245,9 +272,13 @@ class CheckpointManager:
     # ------------------------------------------------------------------ saving
 
     def save(
-        self, step: int, state: dict[str, Any], *, blocking: bool = False, extra: dict[str, Any] | None = None
+        self, step: int, state: dict[str, Any], *, blocking: bool = False, extra: dict[str, Any] | None = None,
+        defer: Callable[[Any], bool] | None = None,
     ) -> SaveHandle:
         """Snapshot ``state`` now and persist it in the background (see the module essay).
+
+        ``defer(tensor)`` True: that tensor is copied in the background after this returns;
+        call :meth:`wait_staged` before updating it in place.
 
         Raises :class:`CheckpointError` when storage has been failing for longer than
         ``max_age_seconds``, and ``codec.NotPortable`` when ``state`` holds an object that
@@ -268,11 +299,14 @@ class CheckpointManager:
             assert self._last_ok_handle is not None
             return self._last_ok_handle  # this step is already durable: saving it again is a no-op
         t1 = time.monotonic()
-        snap = snapshot(state, self._pool)
+        snap = snapshot(state, self._pool, defer=defer)
+        if snap.staging is not None:
+            snap.staging.start()
         snap_s = time.monotonic() - t1
         extra = json.loads(json.dumps(extra)) if extra else None  # freeze it, refuse non-JSON now
         fut = self._executor.submit(self._persist, step, snap, extra)
-        handle = SaveHandle(step, cid, snap_s, waited, snap.tensor_bytes + len(snap.skeleton), fut)
+        handle = SaveHandle(step, cid, snap_s, waited, snap.tensor_bytes + len(snap.skeleton), fut,
+                            staging=snap.staging)
         self._inflight = handle
         fut.add_done_callback(lambda f: self._remember_ok(handle, f))
         if blocking:
@@ -283,6 +317,18 @@ class CheckpointManager:
     def _remember_ok(self, handle: SaveHandle, fut: Future[CheckpointInfo | None]) -> None:
         if not fut.cancelled() and fut.exception() is None:
             self._last_ok_handle = handle
+
+    def wait_staged(self) -> float:
+        """Block until the in-flight save's background copy is complete (helping with it);
+        the seconds blocked, also added to that save's ``stall_seconds``. After it returns,
+        the tensors the save deferred may be updated in place. Cheap when nothing is left."""
+        handle = self._inflight
+        if handle is None or handle.staged():
+            return 0.0
+        assert handle.staging is not None
+        seconds = handle.staging.wait()
+        handle.staging_wait_seconds += seconds
+        return seconds
 
     def wait(self) -> CheckpointInfo | None:
         """Wait for the in-flight save and the retention that follows it; the save's info,
@@ -324,6 +370,10 @@ class CheckpointManager:
         return info
 
     def _persist_inner(self, step: int, snap: Any, extra: dict[str, Any] | None) -> CheckpointInfo:
+        if snap.staging is not None:  # write nothing before the state at save() is complete
+            snap.staging.wait(help=False)
+            if snap.staging.error:
+                raise TornSnapshot(f"step {step}: {snap.staging.error}")
         store = self.store
         cid = checkpoint_id(step)
         t_key, s_key, d_key = shard_keys(cid, self.rank, self.attempt)
