@@ -3,7 +3,7 @@ measured side by side in the same run (medians of --reps repetitions, interleave
 machine noise hits every variant alike).
 
     python bench/checkpoint.py [--size-mb 256] [--reps 7] [--s3-size-mb N] [--no-s3] [--dir D]
-                               [--dcp-ranks 1,4] [--no-dcp]
+                               [--dcp-ranks 1,4] [--no-dcp] [--fwd-ms 100]
 
 State model: a training state of --size-mb MB (fp32 parameters + Adam's two moments, i.e.
 parameters are a third of it, in 16 MiB tensors plus small bias-like tensors, integer-keyed
@@ -26,14 +26,20 @@ every tensor (what optimizer.step() does to memory), timed to show the step time
 (d) vs. torch.distributed.checkpoint (DCP) async_save, side by side (bench/checkpoint_dcp.py):
     the same state model and the same store, local directory at every --dcp-ranks world size
     (spawned processes, gloo, each rank saving its own shard of --size-mb / ranks) and S3
-    at 1 rank. DCP variants: its default (FileSystemWriter as its own stager), DefaultStager
-    with StagingOptions (shared memory; pinned memory only with CUDA), and
+    at 1 rank. Each save is followed by the next step's forward/backward (--fwd-ms of
+    read-only compute) and its in-place update; a variant that stages in the background
+    (ours-bg, dcp-async) waits for its staging before the update, and that wait is stall.
+    DCP variants: its default (FileSystemWriter as its own stager), DefaultStager with
+    StagingOptions (shared memory; pinned memory only with CUDA) staging synchronously
+    (dcp-stager) and in its own thread (dcp-async), and
     cache_staged_state_dict=True where the installed torch can run it (it needs an
-    accelerator; otherwise the bench says it was skipped). Printed as ratios ours/DCP:
-    stall (save call returns)          vs. the best DCP variant -> target <= 0.5
-    durable (save call -> committed)   vs. the best DCP variant -> target <= 1.0
-    restore (this rank's shard loaded) vs. the best DCP variant -> target <= 1.0
-    and per variant, without a target.
+    accelerator; otherwise the bench says it was skipped). Printed as ratios ours/DCP, for
+    ours (staging inside save()) and ours-bg (background staging, the runtime's default):
+    stall (save call + staging wait)    vs. the best DCP variant -> target <= 0.5
+    durable (save call -> committed)    vs. the best DCP variant -> target <= 1.0
+    restore (this rank's shard loaded)  vs. the best DCP variant -> target <= 1.0
+    loop (step with a save / idle step) vs. the best DCP variant, no target
+    and ours-bg per DCP variant, without a target.
 
 S3 runs against a moto server started as a separate process on 127.0.0.1 (loopback: the
 figures say how much the engine adds on top of the transfer path, not what S3 does).
@@ -112,6 +118,26 @@ def train_step(state: dict[str, Any]) -> None:
     for t in tensors_of(state["model"]):
         t.mul_(0.999).add_(1e-4)
     state["step"] += 1
+
+
+_FWD = torch.randn(256, 256, generator=torch.Generator().manual_seed(1))
+
+
+def forward_backward(iters: int) -> None:
+    """Read-only compute standing in for a step's forward/backward (matrix products that
+    leave the state alone); ``fwd_iters_for`` sizes ``iters`` to a wall time."""
+    x = _FWD
+    for _ in range(iters):
+        x = torch.tanh(x @ _FWD)
+
+
+def fwd_iters_for(ms: float) -> int:
+    """Iterations of :func:`forward_backward` taking about ``ms`` on this machine now."""
+    forward_backward(5)
+    t0 = time.perf_counter()
+    forward_backward(50)
+    per = (time.perf_counter() - t0) / 50
+    return max(1, round(ms / 1e3 / per))
 
 
 def fsync_write(path: str, data: Any) -> None:
@@ -234,6 +260,14 @@ def uncapped_pool() -> Iterator[None]:
         configure_io()
 
 
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def _torch_save_bytes(state: Any) -> memoryview:
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -293,10 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default=None, help="directory for the local store (default: a temp dir)")
     ap.add_argument("--dcp-ranks", default="1,4", help="world sizes of the local side-by-side runs vs. DCP")
     ap.add_argument("--no-dcp", action="store_true", help="skip the side-by-side runs vs. DCP")
+    ap.add_argument("--fwd-ms", type=float, default=100, help="forward/backward stand-in per step in the DCP runs")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # the loop is single-threaded here; keep the comparison honest
+    fwd_iters = fwd_iters_for(args.fwd_ms)
     print(f"checkpoint bench: {args.size_mb:g} MB state, {args.reps} reps (medians), "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__}")
+          f"{os.cpu_count()} CPUs, torch {torch.__version__}, load average {_loadavg()}; "
+          f"forward/backward {fwd_iters} iterations (~{args.fwd_ms:g} ms when calibrated)")
     ratios: list[tuple[str, float, str, bool]] = []
     base = tempfile.mkdtemp(prefix="ckpt-bench-", dir=args.dir)
     try:
@@ -327,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in checkpoint_dcp.unavailable_variants():
                 print(f"\nDCP variant skipped: {line}")
             for world in [int(x) for x in args.dcp_ranks.split(",") if x]:
-                dmed = checkpoint_dcp.run_setting("local", world, args.size_mb, args.reps, base)
+                dmed = checkpoint_dcp.run_setting("local", world, args.size_mb, args.reps, base, fwd_iters)
                 ratios += checkpoint_dcp.report(f"dcp local {world}r", dmed)
 
         if not args.no_s3:
@@ -368,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
 
                     env = {k: os.environ[k] for k in (
                         "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")}
-                    dmed = checkpoint_dcp.run_setting("s3", 1, size, args.reps, base, bucket=bucket, env=env)
+                    dmed = checkpoint_dcp.run_setting("s3", 1, size, args.reps, base, fwd_iters, bucket=bucket, env=env)
                     ratios += checkpoint_dcp.report("dcp s3 1r", dmed)
             finally:
                 proc.terminate()
@@ -376,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
+    print(f"\nload average at the end: {_loadavg()}")
     print(f"\n  {'ratio':56s} {'value':>7s}   {'target':7s}  result")
     for name, value, target, ok in ratios:
         verdict = ("PASS" if ok else "MISS") if target else "-"
