@@ -35,6 +35,7 @@ Inf are allowed (Python's json reads back what it writes).
 from __future__ import annotations
 
 import base64
+import collections
 import itertools
 import json
 import os
@@ -156,11 +157,14 @@ class Staging:
     state. The check cannot see an update still running at that instant, so it is a net,
     not the guarantee; the guarantee is waiting before the update."""
 
-    def __init__(self, copies: list[Copy], sources: list[torch.Tensor], cuda: list[Copy]) -> None:
+    def __init__(self, copies: list[Copy], sources: list[torch.Tensor], cuda: list[Copy],
+                 owners: list[str] | None = None) -> None:
         self._copies = copies
+        self._owners = owners or [""] * len(copies)  # the tensor name of each slice
+        self._pending = collections.Counter(self._owners)  # slices left per tensor name
         self._taken = itertools.count()
         self._left = len(copies)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._done = threading.Event()
         self._versions = [(t, _version(t)) for t in sources]
         self.error: str | None = None
@@ -191,6 +195,9 @@ class Staging:
             with self._lock:
                 self._left -= 1
                 last = self._left == 0
+                self._pending[self._owners[i]] -= 1
+                if not self._pending[self._owners[i]]:
+                    self._lock.notify_all()
             if last:
                 self._finish()
 
@@ -204,6 +211,14 @@ class Staging:
 
     def done(self) -> bool:
         return self._done.is_set() and (self._cuda_event is None or bool(self._cuda_event.query()))
+
+    def wait_for(self, name: str) -> None:
+        """Block (without helping) until every slice of tensor ``name`` is copied: the
+        persist may write a tensor as soon as its own copy landed."""
+        if self._cuda_event is not None:
+            self._cuda_event.synchronize()
+        with self._lock:
+            self._lock.wait_for(lambda: self._pending[name] <= 0)
 
     def wait(self, help: bool = True) -> float:
         """Block until every copy landed (``help``: copy the slices left meanwhile); seconds."""
@@ -248,6 +263,7 @@ def snapshot(state: Any, pool: BufferPool | None = None,
     cuda_used = False
     copies: list[Copy] = []  # (dst, src) flat slices, done after the walk
     later: list[Copy] = []  # deferred CPU slices
+    owners: list[str] = []  # the tensor name of each deferred slice
     later_cuda: list[Copy] = []
     sources: list[torch.Tensor] = []  # the deferred tensors, for the version check
 
@@ -286,8 +302,11 @@ def snapshot(state: Any, pool: BufferPool | None = None,
                 step = max(1, COPY_SLICE // src.element_size())
                 d, s = buf.reshape(-1), src.reshape(-1)
                 (later if deferred else copies).extend((d[i : i + step], s[i : i + step]) for i in range(0, d.numel(), step))
+                if deferred:
+                    owners.extend([name] * (len(later) - len(owners)))
             elif deferred:
                 later.append((buf, src))
+                owners.append(name)
             else:
                 buf.copy_(src)
             tensors[name] = buf
@@ -331,7 +350,7 @@ def snapshot(state: Any, pool: BufferPool | None = None,
         # only once they landed.
         torch.cuda.synchronize()
     skeleton = json.dumps({"format": FORMAT, "tree": tree}, separators=(",", ":")).encode()
-    staging = Staging(later, sources, later_cuda) if sources else None
+    staging = Staging(later, sources, later_cuda, owners) if sources else None
     return Snapshot(skeleton=skeleton, tensors=tensors, staging=staging)
 
 
@@ -386,12 +405,16 @@ def safetensors_header(tensors: dict[str, torch.Tensor]) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
-def iter_safetensors(tensors: dict[str, torch.Tensor], chunk: int = CHUNK) -> Iterator[memoryview]:
-    """Stream a safetensors file of ``tensors`` as byte chunks, straight from their memory."""
+def iter_safetensors(tensors: dict[str, torch.Tensor], chunk: int = CHUNK,
+                     staging: Staging | None = None) -> Iterator[memoryview]:
+    """Stream a safetensors file of ``tensors`` as byte chunks, straight from their memory
+    (``staging``: each tensor once its background copy landed)."""
     yield memoryview(safetensors_header(tensors))
-    for _name, t in _file_order(tensors):
+    for name, t in _file_order(tensors):
         if t.numel() == 0:
             continue
+        if staging is not None:
+            staging.wait_for(name)
         view = _byte_view(t)
         for start in range(0, len(view), chunk):
             yield view[start : start + chunk]

@@ -370,14 +370,16 @@ class CheckpointManager:
         return info
 
     def _persist_inner(self, step: int, snap: Any, extra: dict[str, Any] | None) -> CheckpointInfo:
-        if snap.staging is not None:  # write nothing before the state at save() is complete
-            snap.staging.wait(help=False)
-            if snap.staging.error:
-                raise TornSnapshot(f"step {step}: {snap.staging.error}")
         store = self.store
         cid = checkpoint_id(step)
         t_key, s_key, d_key = shard_keys(cid, self.rank, self.attempt)
-        t_digest = store.write(t_key, iter_safetensors(snap.tensors))
+        # background staging: each tensor is written as soon as its copy landed; nothing is
+        # marked done before the whole copy is complete and found untouched
+        t_digest = store.write(t_key, iter_safetensors(snap.tensors, staging=snap.staging))
+        if snap.staging is not None:
+            snap.staging.wait(help=False)
+            if snap.staging.error:
+                raise TornSnapshot(f"step {step}: {snap.staging.error}")
         s_digest = store.write(s_key, [snap.skeleton])
         done = {
             "format": DONE_FORMAT,
