@@ -12,11 +12,12 @@ split in two phases so the training loop blocks only for the first:
    ``_copy_all``): the loop is blocked anyway, so the copy may use every core. After it returns the caller may mutate
    its state freely: the snapshot shares nothing with it.
 
-   Background staging (``defer``): the large tensors the caller promises not to change
-   until it calls :meth:`Staging.wait` (the optimizer's parameters and state, guarded by a
-   step pre-hook) are not copied in the call; their slices are left in a :class:`Staging`
-   that copy-pool threads work through while the loop runs its next forward/backward.
-   Everything else is still copied before :func:`snapshot` returns.
+   Background staging (``defer``): the tensors the caller promises not to change until
+   :meth:`Staging.wait` returned (the optimizer's parameters and state, guarded by a step
+   pre-hook) are not copied in the call; their slices are left in a :class:`Staging` that
+   copy-pool threads work through while the loop runs its next forward/backward, and the
+   writer streams each tensor once its own copy landed. Everything else is still copied
+   before :func:`snapshot` returns.
 2. :func:`iter_safetensors` (background thread): stream the tensors as one standard
    safetensors file, chunk by chunk straight from the host buffers (no serialised copy of
    the whole state is ever built), so the store can hash and upload while reading.
