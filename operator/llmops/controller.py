@@ -1,10 +1,11 @@
 """Wiring of the operator process: Kopf for watching/peering/login/probes, our work queue for
 reconciles, one reconcile function per kind.
 
-Flow: Kopf `on.event` handlers (for our CRs and for owned children such as pods and progress
-Leases) only enqueue the owner's key; worker threads take keys from the queue and call the
-kind's reconcile function, which reads the world fresh (level-triggered), applies, prunes,
-writes status once, and returns when it wants to be called again. See kube/workqueue.py for
+Flow: Kopf `on.event` handlers for our CRs, and the watch caches' informers for owned children
+such as pods and progress Leases (Kopf's, when there is no cache), only enqueue the owner's
+key; worker threads take keys from the queue and call the kind's reconcile function, which
+reads the world (level-triggered), applies, prunes, writes status once, and returns when it
+wants to be called again. See kube/workqueue.py for
 why Kopf's timers/daemons are not used (they add finalizers to every CR).
 """
 
@@ -109,7 +110,8 @@ class Controller:
         cache: bool = True,
     ) -> None:
         self.kubeconfig = kubeconfig
-        self.api_client = load_api_client(kubeconfig)
+        # One connection per worker and per watch cache stream (each holds one for its life).
+        self.api_client = load_api_client(kubeconfig, connections=workers + len(CACHED_KINDS) + 4)
         plain = Kube(self.api_client)
         # Reads from watch caches (kube.cache) when the operator watches the whole cluster; an
         # operator limited to namespaces may not list cluster-wide and reads from the API server.
