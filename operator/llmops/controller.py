@@ -1,11 +1,10 @@
 """Wiring of the operator process: Kopf for watching/peering/login/probes, our work queue for
 reconciles, one reconcile function per kind.
 
-Flow: Kopf `on.event` handlers for our CRs, and the watch caches' informers for owned children
-such as pods and progress Leases (Kopf's, when there is no cache), only enqueue the owner's
-key; worker threads take keys from the queue and call the kind's reconcile function, which
-reads the world (level-triggered), applies, prunes, writes status once, and returns when it
-wants to be called again. See kube/workqueue.py for
+Flow: Kopf `on.event` handlers (for our CRs and for owned children such as pods and progress
+Leases) only enqueue the owner's key; worker threads take keys from the queue and call the
+kind's reconcile function, which reads the world (level-triggered), applies, prunes, writes
+status once, and returns when it wants to be called again. See kube/workqueue.py for
 why Kopf's timers/daemons are not used (they add finalizers to every CR).
 """
 
@@ -59,15 +58,12 @@ class KindRegistration:
     reconcile: ReconcileFn
 
 
-#: Child resources whose events wake their owner: (apiVersion, kind, plural). With watch caches
-#: the informers deliver these events (one stream per kind, decoded once); Kopf then watches
-#: only the owner kinds, and its per-event work (a deep copy of every body for its diff base)
-#: is not spent on the thousands of pod events a fleet makes.
+#: Child resources whose events wake their owner: (group, version, plural)
 CHILD_WATCHES = [
-    ("v1", "Pod", "pods"),
-    ("coordination.k8s.io/v1", "Lease", "leases"),
-    ("apps/v1", "Deployment", "deployments"),
-    (f"{GROUP}/{VERSION}", "TrainingJob", "trainingjobs"),  # FinetuneJob children
+    ("", "v1", "pods"),
+    ("coordination.k8s.io", "v1", "leases"),
+    ("apps", "v1", "deployments"),
+    (GROUP, VERSION, "trainingjobs"),  # FinetuneJob children
 ]
 
 #: Kinds read from watch caches: (apiVersion, kind, label filter). Whole kinds where a reconcile
@@ -170,16 +166,16 @@ class Controller:
                 if self._news(body, type, (_kind, namespace, name)):
                     self.enqueue((_kind, namespace, name))
 
-        for api_version, kind, plural in CHILD_WATCHES:
-            if self.cache is not None:
-                self.cache.informers[(api_version, kind)].on_event = self._wake_owner
-                continue
-            group, _, version = api_version.rpartition("/")
-
+        for group, version, plural in CHILD_WATCHES:
             @kopf.on.event(group, version, plural, registry=registry, id=f"wake-owner-{plural}",
                            labels={labels.MANAGED_BY: labels.MANAGED_BY_VALUE})
-            def on_child(body: kopf.Body, type: str | None, **_: object) -> None:
-                self._wake_owner(dict(body), type)
+            def on_child(meta: dict, namespace: str, body: kopf.Body, type: str | None, **_: object) -> None:
+                child_labels = meta.get("labels") or {}
+                owner_kind = child_labels.get(labels.PART_OF)
+                owner = child_labels.get(labels.OWNER_NAME)
+                key = (owner_kind or "", namespace, owner or "")
+                if self._news(body, type, key) and owner_kind in self.kinds and owner:
+                    self.enqueue(key)
 
         @kopf.on.startup(registry=registry)
         def configure(settings: kopf.OperatorSettings, **_: object) -> None:
@@ -201,19 +197,6 @@ class Controller:
                 settings.peering.priority = self.priority
             else:
                 settings.peering.standalone = True
-
-    def _wake_owner(self, child: dict, event_type: str | None) -> None:
-        """Enqueue the owner of one of our children, unless the event shows the child exactly as
-        that owner's reconcile last wrote it (no news to it; the cache holds it already)."""
-        meta = child.get("metadata") or {}
-        child_labels = meta.get("labels") or {}
-        if child_labels.get(labels.MANAGED_BY) != labels.MANAGED_BY_VALUE:
-            return  # informers of whole kinds see everyone's objects
-        key = (child_labels.get(labels.PART_OF) or "", meta.get("namespace") or "", child_labels.get(labels.OWNER_NAME) or "")
-        if key[0] not in self.kinds or not key[2]:
-            return
-        if event_type is None or self.cache is None or not self.cache.written_by(child, key):
-            self.enqueue(key)
 
     def _news(self, body: kopf.Body, event_type: str | None, key: Key) -> bool:
         """Whether an event is news to the reconcile ``key``. The object goes into the cache

@@ -95,9 +95,6 @@ class Informer:
     # (namespace, value of index_label) -> names: a reconcile lists its own children in O(children)
     # however many objects the kind has (a scan per list made a fleet of N jobs cost O(N^2)).
     index: dict[tuple[str, str], set[str]] = field(default_factory=dict)
-    # Called on the informer's thread after each object is cached: (object, event type), the
-    # type None for an object of a (re)list, which may hide events missed meanwhile.
-    on_event: Callable[[dict[str, Any], str | None], None] | None = None
     forget: Callable[[dict[str, Any]], None] | None = None  # called with each object deleted from the cache
     synced: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -206,9 +203,6 @@ class Informer:
                 self._index(key, obj)
         self.resource_version = (listing.get("metadata") or {}).get("resourceVersion", "")
         self.synced.set()
-        if self.on_event is not None:
-            for obj in fresh.values():
-                self.on_event(obj, None)
 
     def _watch(self) -> bool:
         """Follow the stream until the server ends it (True: resume) or history is gone (False: relist)."""
@@ -225,8 +219,6 @@ class Informer:
             rv = (obj.get("metadata") or {}).get("resourceVersion")
             if kind in ("ADDED", "MODIFIED", "DELETED"):
                 self.observe(obj, deleted=kind == "DELETED")
-                if self.on_event is not None:
-                    self.on_event(obj, kind)
             if rv:
                 self.resource_version = rv
         return True
