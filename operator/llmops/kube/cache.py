@@ -49,17 +49,22 @@ def _rv(obj: dict[str, Any]) -> int:
         return 0
 
 
-def _labels_match(labels: dict[str, str], selector: str | None) -> bool | None:
-    """Whether ``labels`` satisfy an equality selector ("k=v,k2=v2"); None for any other syntax."""
-    if not selector:
-        return True
-    for term in selector.split(","):
+def _equalities(selector: str | None) -> dict[str, str] | None:
+    """An equality selector ("k=v,k2=v2") as {k: v}; None for any other syntax (the API server
+    evaluates those)."""
+    terms: dict[str, str] = {}
+    for term in selector.split(",") if selector else []:
         key, sep, value = term.partition("=")
         if not sep or key.endswith("!") or value.startswith("="):
             return None
-        if labels.get(key.strip()) != value.strip():
-            return False
-    return True
+        terms[key.strip()] = value.strip()
+    return terms
+
+
+def _labels_match(labels: dict[str, str], selector: str | None) -> bool | None:
+    """Whether ``labels`` satisfy an equality selector; None for any other syntax."""
+    terms = _equalities(selector)
+    return None if terms is None else all(labels.get(k) == v for k, v in terms.items())
 
 
 def _slim(obj: dict[str, Any]) -> dict[str, Any]:
@@ -69,17 +74,6 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
     if isinstance(meta, dict):
         meta.pop("managedFields", None)
     return obj
-
-
-def _equality(selector: str | None, label: str | None) -> str | None:
-    """The value ``selector`` requires of ``label`` ("k=v" among its terms), else None."""
-    if not selector or not label:
-        return None
-    for term in selector.split(","):
-        key, sep, value = term.partition("=")
-        if sep and key.strip() == label and not value.startswith("="):
-            return value.strip()
-    return None
 
 
 @dataclass
@@ -112,20 +106,18 @@ class Informer:
         return all(term in wanted for term in self.label_filter.split(","))
 
     def list(self, namespace: str | None, selector: str | None) -> list[dict[str, Any]] | None:
-        value = _equality(selector, self.index_label) if namespace is not None else None
+        terms = _equalities(selector)  # parsed once, not per object
+        if terms is None:
+            return None  # a selector this cache cannot evaluate
+        value = terms.get(self.index_label) if self.index_label and namespace is not None else None
         with self.lock:
             if value is not None:
                 names = self.index.get((namespace or "", value), ())
                 items = [self.objects[(namespace or "", n)] for n in names]
             else:
                 items = [o for (ns, _), o in self.objects.items() if namespace is None or ns == namespace]
-        out = []
-        for o in items:
-            match = _labels_match((o.get("metadata") or {}).get("labels") or {}, selector)
-            if match is None:
-                return None  # a selector this cache cannot evaluate
-            if match:
-                out.append(o)
+        out = [o for o in items
+               if all(((o.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in terms.items())]
         return sorted(out, key=lambda o: o["metadata"]["name"])
 
     def get(self, namespace: str | None, name: str) -> dict[str, Any] | None:

@@ -247,7 +247,7 @@ class FaultProxy:
         if info is not None and info.verb is not None:
             try:
                 self.faults.check(info.verb, info.plural, info.sub, info.namespace,
-                                  created_name(info.verb, info.name, await request.read()))
+                                  created_name(info.verb, info.name, await request.read() if info.verb == "create" else b""))
             except ApiError as e:
                 return error_response(e)
             gone = expired(info, request.query, self.expired_before)

@@ -125,7 +125,7 @@ class Handlers:
         if verb is None:
             raise ApiError(405, f"method {method} not allowed")
         self.faults.check(verb, res.plural, sub, namespace,
-                          created_name(verb, name, await request.read()))
+                          created_name(verb, name, await request.read() if verb == "create" else b""))
         dry_run = q.get("dryRun") == "All"
         FIELD_VALIDATION.set(q.get("fieldValidation", ""))
         # Like the real server: an update's manager defaults to the User-Agent's product name.
