@@ -33,7 +33,12 @@ every tensor (what optimizer.step() does to memory), timed to show the step time
     stall (save call returns)          vs. the best DCP variant -> target <= 0.5
     durable (save call -> committed)   vs. the best DCP variant -> target <= 1.0
     restore (this rank's shard loaded) vs. the best DCP variant -> target <= 1.0
-    and per variant, without a target.
+      "restore": right after the save, with whatever the save left in the page cache
+      (DCP's buffered writes leave the whole checkpoint there; ours, written with
+      O_DIRECT, nothing); "restore-cold" (local): after the files were dropped from the
+      page cache, as after a restart on other nodes
+    and per variant, without a target; "ours-buffered" (local) is our engine writing
+    through the page cache, as before O_DIRECT, for a same-run before/after.
 
 S3 runs against a moto server started as a separate process on 127.0.0.1 (loopback: the
 figures say how much the engine adds on top of the transfer path, not what S3 does).

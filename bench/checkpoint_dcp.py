@@ -12,12 +12,17 @@ Per repetition every variant, in an order that rotates with the repetition, does
     untimed: checkpoints older than the last two deleted (ours: its retention, which runs
           on the persist thread after the commit, so ``wait()``; DCP: rank 0 removes them)
     barrier -> restore of this rank's shard -> barrier
+    local only: the checkpoint's files dropped from the page cache (posix_fadvise DONTNEED,
+          both variants) -> barrier -> restore again ("restore-cold", what a gang restarted
+          on other nodes, or after the cache was reclaimed, pays) -> barrier
 
 Times are the maximum over ranks of one repetition, then the median over repetitions (a
-warm-up repetition is dropped). ``ours-pre20`` is our engine with its background hashing
-pool as it was before issue 20 (2x the cores, at the loop's priority): a same-run
-before/after of the pool cap, printed without a target. DCP restores in place into the live state (its normal
-use); ours returns fresh tensors (sha256-verified). Both use the same directory or bucket.
+warm-up repetition is dropped). ``ours-buffered`` (local only) is our engine writing through
+the page cache instead of with O_DIRECT (``LocalStore(direct=False)``, what it did before):
+a same-run before/after, printed without a target. A warm "restore" reads pages the save
+left in the page cache: DCP's writes leave them there, ours (O_DIRECT) do not, so it is
+cold for ours either way. DCP restores in place into the live state (its normal use); ours
+returns fresh tensors (sha256-verified). Both use the same directory or bucket.
 
 S3: ours through ``S3Store``; DCP through its ``FileSystemWriter``/``FileSystemReader`` over a
 small boto3 file system (:class:`Boto3FS`, whole-object multipart PUTs and parallel ranged
@@ -26,9 +31,10 @@ GETs with the same transfer settings as ours), since s3fs (fsspec's S3) is not i
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import io
 import json
+import math
 import os
 import shutil
 import statistics
@@ -43,7 +49,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-METRICS = ("stall", "durable", "restore")
+METRICS = ("stall", "durable", "restore", "restore-cold")
 
 
 class Boto3FS:
@@ -130,30 +136,32 @@ def unavailable_variants() -> list[str]:
 
 
 class _Ours:
-    """Our engine; ``pre20``: with the background hashing pool as it was before issue 20
-    (2x the cores, training priority; ``checkpoint.uncapped_pool``), for a same-run
-    before/after of the pool cap."""
+    """Our engine; ``buffered``: its local store writing through the page cache (no
+    O_DIRECT), for a same-run before/after."""
 
-    def __init__(self, uri: str, rank: int, world: int, pre20: bool = False) -> None:
-        from checkpoint import uncapped_pool
+    def __init__(self, uri: str, rank: int, world: int, buffered: bool = False) -> None:
         from llmops_runtime.checkpoint import CheckpointManager, open_store
 
-        self.pool = uncapped_pool if pre20 else contextlib.nullcontext
-        with self.pool():
-            self.mgr = CheckpointManager(open_store(uri), "bench-dcp", 0, rank, world, keep_last=2)
+        store = open_store(uri)
+        if buffered:
+            store.direct = False  # type: ignore[attr-defined]
+        self.root = uri
+        self.mgr = CheckpointManager(store, "bench-dcp", 0, rank, world, keep_last=2)
         self.info: Any = None
 
     def save(self, step: int, state: dict[str, Any]) -> float:
-        with self.pool():
-            h = self.mgr.save(step, state)
-            stall = time.perf_counter()
-            self.info = h.result()
+        h = self.mgr.save(step, state)
+        stall = time.perf_counter()
+        self.info = h.result()
         if self.info is None:
             raise RuntimeError(f"save failed: {self.mgr.last_error}")
         return stall
 
     def load(self, state: dict[str, Any]) -> None:
         self.mgr.load(self.info)
+
+    def files(self) -> str:
+        return os.path.join(self.root, self.info.id)
 
     def settle(self, step: int) -> None:
         self.mgr.wait()  # retention (keep_last) runs after the commit: let it finish
@@ -215,6 +223,9 @@ class _DCP:
             reader.path = self.path
         dcp.load(state, checkpoint_id=self.path, storage_reader=reader)
 
+    def files(self) -> str:
+        return self.path
+
     def settle(self, step: int) -> None:
         if self.rank != 0 or step < 2:
             return
@@ -228,6 +239,17 @@ class _DCP:
     def close(self) -> None:
         if self.stager is not None:
             self.stager.close()
+
+
+def _evict(directory: str) -> None:
+    """Drop a checkpoint's (clean, fsynced) files from the page cache."""
+    for dirpath, _dirs, names in os.walk(directory):
+        for name in names:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
 
 def _worker(rank: int, world: int, cfg: dict[str, Any]) -> None:
@@ -255,8 +277,10 @@ def _worker(rank: int, world: int, cfg: dict[str, Any]) -> None:
             dcp_root = os.path.join(cfg["root"], "dcp")
         state = make_state(cfg["size_mb"] / world)
         dcp_state = {f"rank{rank}": state}  # rank-unique keys: each rank writes its own shard
-        variants: dict[str, Any] = {"ours": _Ours(ours_uri, rank, world),
-                                    "ours-pre20": _Ours(ours_uri + "-pre20", rank, world, pre20=True)}
+        variants: dict[str, Any] = {"ours": _Ours(ours_uri, rank, world)}
+        local = cfg["kind"] == "local"
+        if local:
+            variants["ours-buffered"] = _Ours(ours_uri + "-buffered", rank, world, buffered=True)
         for name in cfg["variants"]:
             variants[name] = _DCP(name, cfg["kind"], dcp_root, rank, s3)
         names = list(variants)
@@ -270,15 +294,25 @@ def _worker(rank: int, world: int, cfg: dict[str, Any]) -> None:
                 step += 1
                 dist.barrier()
                 t0 = time.perf_counter()
-                t_stall = v.save(step, dcp_state if name != "ours" else state)
+                mine = dcp_state if isinstance(v, _DCP) else state
+                t_stall = v.save(step, mine)
                 t_done = time.perf_counter()
                 v.settle(step)  # untimed: old checkpoints deleted (ours: retention; DCP: rmtree)
                 dist.barrier()
                 t1 = time.perf_counter()
-                v.load(dcp_state if name != "ours" else state)
+                v.load(mine)
                 t_load = time.perf_counter() - t1
                 dist.barrier()
-                vals = torch.tensor([t_stall - t0, t_done - t0, t_load], dtype=torch.float64)
+                t_cold = float("nan")
+                if local:
+                    gc.collect()  # the restored tensors map the file until collected
+                    _evict(v.files())
+                    dist.barrier()
+                    t1 = time.perf_counter()
+                    v.load(mine)
+                    t_cold = time.perf_counter() - t1
+                    dist.barrier()
+                vals = torch.tensor([t_stall - t0, t_done - t0, t_load, t_cold], dtype=torch.float64)
                 dist.all_reduce(vals, op=dist.ReduceOp.MAX)
                 if rep:
                     for m, x in zip(METRICS, vals.tolist(), strict=True):
@@ -296,7 +330,8 @@ def _worker(rank: int, world: int, cfg: dict[str, Any]) -> None:
 
 def run_setting(kind: str, world: int, size_mb: float, reps: int, base: str,
                 bucket: str | None = None, env: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
-    """Medians {variant: {stall, durable, restore}} of one setting (see the module doc)."""
+    """Medians {variant: {stall, durable, restore, restore-cold}} of one setting (see the
+    module doc; restore-cold is NaN for S3)."""
     work = tempfile.mkdtemp(prefix=f"dcp-{kind}-{world}-", dir=base)
     try:
         cfg = {
@@ -319,20 +354,22 @@ def report(label: str, med: dict[str, dict[str, float]]) -> list[Row]:
     ours = med["ours"]
     dcps = {n: r for n, r in med.items() if not n.startswith("ours")}
     print(f"\n[{label}] medians, ms (max over ranks per repetition)")
-    print(f"  {'variant':12s} {'stall':>9s} {'durable':>9s} {'restore':>9s}")
+    metrics = [m for m in METRICS if not math.isnan(ours[m])]
+    print(f"  {'variant':13s} " + " ".join(f"{m:>12s}" for m in metrics))
     for n, r in med.items():
-        print(f"  {n:12s} {r['stall'] * 1e3:9.1f} {r['durable'] * 1e3:9.1f} {r['restore'] * 1e3:9.1f}")
+        print(f"  {n:13s} " + " ".join(f"{r[m] * 1e3:12.1f}" for m in metrics))
     out: list[Row] = []
     targets: dict[str, tuple[str, Callable[[float], bool]]] = {
         "stall": ("<= 0.5", lambda x: x <= 0.5),
         "durable": ("<= 1.0", lambda x: x <= 1.0),
         "restore": ("<= 1.0", lambda x: x <= 1.0),
+        "restore-cold": ("<= 1.0", lambda x: x <= 1.0),
     }
-    for m in METRICS:
+    for m in metrics:
         for n, r in dcps.items():
             out.append((f"{label} {m} ours/{n}", ours[m] / r[m], "", True))
-        if "ours-pre20" in med:  # the same engine with the background pool as before issue 20
-            out.append((f"{label} {m} ours-pre20/best DCP", med["ours-pre20"][m] / min(r[m] for r in dcps.values()), "", True))
+        if "ours-buffered" in med:  # the same engine writing through the page cache
+            out.append((f"{label} {m} ours-buffered/best DCP", med["ours-buffered"][m] / min(r[m] for r in dcps.values()), "", True))
         best_name = min(dcps, key=lambda n: dcps[n][m])
         ratio = ours[m] / dcps[best_name][m]
         tgt, ok = targets[m]
