@@ -34,12 +34,17 @@ every tensor (what optimizer.step() does to memory), timed to show the step time
     (dcp-stager) and in its own thread (dcp-async), and
     cache_staged_state_dict=True where the installed torch can run it (it needs an
     accelerator; otherwise the bench says it was skipped). Printed as ratios ours/DCP, for
-    ours (staging inside save()) and ours-bg (background staging, the runtime's default):
+    ours (staging inside save(), the default) and ours-bg (background staging, opt-in):
     stall (save call + staging wait)    vs. the best DCP variant -> target <= 0.5
     durable (save call -> committed)    vs. the best DCP variant -> target <= 1.0
     restore (this rank's shard loaded)  vs. the best DCP variant -> target <= 1.0
+      "restore": right after the save, with whatever the save left in the page cache
+      (DCP's buffered writes leave the whole checkpoint there; ours, written with
+      O_DIRECT, nothing); "restore-cold" (local): after the files were dropped from the
+      page cache, as after a restart on other nodes
     loop (step with a save / idle step) vs. the best DCP variant, no target
-    and ours-bg per DCP variant, without a target.
+    and ours-bg per DCP variant, without a target; "ours-buffered" (local) is our engine
+    writing through the page cache, as before O_DIRECT, for a same-run before/after.
 
 S3 runs against a moto server started as a separate process on 127.0.0.1 (loopback: the
 figures say how much the engine adds on top of the transfer path, not what S3 does).

@@ -3,6 +3,7 @@
 ```
 python -m bench.operator_scale [--jobs 100] [--workers 4] [--nodes auto] [--gpus-per-node 8]
                                [--gpus-per-worker 1] [--real | --kubeconfig PATH [--audit-log PATH]]
+                               [--operator-workers N]
 ```
 
 What it measures, from the moment the first TrainingJob is created (the operator is already
@@ -49,6 +50,7 @@ OPERATOR_TOKEN = "llmops-operator"  # the operator's user on the emulator (its b
 OPERATOR_USER = "llmops-operator"  # the user of the real control plane's operator.kubeconfig
 OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")  # Kopf's aiohttp session, the kubernetes client
 BENCH_AGENT = "llmops-bench"
+SCHEDULER_USER = "system:kube-scheduler"  # its client QPS (default 50) paces binding on a real cluster
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 READ_VERBS = ("get", "list")
 MANAGED = "app.kubernetes.io/managed-by=llmops-operator"
@@ -149,6 +151,23 @@ def proc_usage(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return peak, (int(fields[11]) + int(fields[12])) / ticks
+
+
+def control_plane_pids(state_dir: Path) -> dict[str, int]:
+    """component -> pid of a ../shared/kube cluster (start.sh writes DIR/run/NAME.pid)."""
+    return {f.stem: int(f.read_text().split()[0]) for f in sorted((state_dir / "run").glob("*.pid"))
+            if f.read_text().strip().isdigit()}
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """component -> CPU seconds so far (components that have exited are left out)."""
+    out = {}
+    for name, pid in pids.items():
+        try:
+            out[name] = proc_usage(pid)[1]
+        except OSError:
+            continue
+    return out
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -260,13 +279,14 @@ def create_all(kube: Any, path: str, bodies: list[dict[str, Any]], threads: int 
         list(pool.map(lambda b: kube.request("POST", path, b), bodies))
 
 
-def start_operator(kubeconfig: str, log_path: Path) -> subprocess.Popen[bytes]:
+def start_operator(kubeconfig: str, log_path: Path, workers: int | None = None) -> subprocess.Popen[bytes]:
     """`llmops operator` with default settings (standalone, as the sandbox runs it; no metrics
-    port or liveness endpoint, so runs side by side never clash on ports)."""
+    port or liveness endpoint, so runs side by side never clash on ports); `workers` overrides
+    its reconcile worker count."""
     env = {**os.environ, "KUBECONFIG": kubeconfig,
            "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     argv = [sys.executable, "-m", "llmops.cli", "operator", "--kubeconfig", kubeconfig, "--standalone",
-            "--metrics-port", "0", "--liveness", ""]
+            "--metrics-port", "0", "--liveness", ""] + ([] if workers is None else ["--workers", str(workers)])
     with open(log_path, "ab") as out:
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -361,7 +381,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         tracker = PodTracker(kube, ns)
         tracker.thread.start()
-        operator = start_operator(operator_kc, workdir / "operator.log")
+        operator = start_operator(operator_kc, workdir / "operator.log", args.operator_workers)
         cleanup.append(lambda: stop_process(operator))
         watching = None
         if sandbox is not None:  # exact on the emulator: the operator's watches are open
@@ -370,6 +390,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 return all(counts.get(("watch", res)) for res in ("trainingjobs", "pods", "leases"))
         wait_operator_ready(operator, watching, args.settle, workdir / "operator.log")
         _, cpu_idle = proc_usage(operator.pid)
+        components = {"operator": operator.pid, "bench": os.getpid()}
+        if control_plane is not None:
+            components.update(control_plane_pids(control_plane.state_dir))
+        cpu_before = cpu_seconds(components)
 
         bodies = [job_body(f"scale-{i:05d}", args.workers, args.gpus_per_worker) for i in range(args.jobs)]
         t0 = time.monotonic()
@@ -401,6 +425,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             prev = cur
         peak_rss, cpu = proc_usage(operator.pid)
+        cpu_after = cpu_seconds(components)
+        result["cpu_by_component"] = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
+        result["run_seconds"] = time.monotonic() - t0
         result.update(peak_rss_mib=max(peak, peak_rss), cpu_seconds=cpu - cpu_idle, cpu_idle_startup=cpu_idle)
         tracker.stop.set()
 
@@ -413,12 +440,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "steps": decile_rates(times.values(), t0, args.jobs)}
         children = count_children(kube, ns)
         result["children"] = dict(children)
+        result["pods_seen"] = len(tracker.seen)
         stop_process(operator)
         if sandbox is not None:
             counts = sandbox.server.requests.by_verb_resource(OPERATOR_TOKEN)
         elif control_plane is not None:
             control_plane.stop()  # stop.sh: the apiserver flushes its batched audit log
-            counts = audit_counts(control_plane.audit_log.read_text().splitlines(), user=OPERATOR_USER)
+            audit = control_plane.audit_log.read_text().splitlines()
+            counts = audit_counts(audit, user=OPERATOR_USER)
+            result["scheduler_requests"] = audit_counts(audit, user=SCHEDULER_USER)
         elif args.audit_log:
             time.sleep(args.audit_wait)  # the audit backend writes in batches
             counts = audit_counts(Path(args.audit_log).read_text().splitlines(), user=args.operator_user)
@@ -465,9 +495,23 @@ def report(r: dict[str, Any]) -> None:
               f"reconciles ~ gets of trainingjobs: {gets} ({gets / jobs:.2f} per job)")
     else:
         print("operator requests: not measured (no emulator counters, no audit log)")
+    sched: Counter[tuple[str, str]] = r.get("scheduler_requests") or Counter()
+    if sched:
+        span = r["bound"]["seconds"]
+        print(f"kube-scheduler requests: {sum(sched.values())} ({sum(sched.values()) / span:.1f}/s over the "
+              f"{span:.0f}s to all bound; its client's default limit is 50/s): "
+              + ", ".join(f"{verb} {res} {n}" for (verb, res), n in sched.most_common(4)))
     print(f"children: {sum(r['children'].values())} {r['children']}")
+    if counts and counts.get(("create", "pods"), 0) < r.get("pods_seen", 0):
+        print(f"AUDIT INCOMPLETE: the log has {counts.get(('create', 'pods'), 0)} pod creates for {r['pods_seen']} pods "
+              "made (the apiserver's batched audit backend drops events under load): request figures are low")
     print(f"operator: peak RSS {r['peak_rss_mib']:.0f} MiB, CPU {r['cpu_seconds']:.1f}s during the run "
           f"(+{r['cpu_idle_startup']:.1f}s startup)")
+    if r.get("cpu_by_component"):
+        wall = r["run_seconds"]
+        print(f"CPU seconds from the first job to idle ({wall:.0f}s wall, {os.cpu_count()} cores): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(r["cpu_by_component"].items(), key=lambda kv: -kv[1]))
+            + f"; all {sum(r['cpu_by_component'].values()) / wall:.2f} cores busy on average")
     complete = r["bound"]["jobs"] >= r["jobs"]
     if not complete:
         print(f"INCOMPLETE: {r['bound']['jobs']}/{r['jobs']} jobs bound before --timeout; rates are over those, "
@@ -501,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audit-log", help="with --kubeconfig: the apiserver's JSON audit log")
     p.add_argument("--operator-user", help="with --audit-log: the operator's user (default: by user agent)")
     p.add_argument("--audit-wait", type=float, default=35.0, help="seconds for the batched audit log to flush")
+    p.add_argument("--operator-workers", type=int, help="the operator's --workers (default: its own default)")
     p.add_argument("--namespace", default="bench-scale")
     p.add_argument("--timeout", type=float, default=600.0, help="give up waiting for pods after this long")
     p.add_argument("--settle", type=float, default=3.0,
@@ -512,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     report(result)
     if args.json:
-        out = {**result, "requests": [[v, r, n] for (v, r), n in (result.get("requests") or Counter()).most_common()]}
+        out = {**result, **{key: [[v, r, n] for (v, r), n in (result.get(key) or Counter()).most_common()]
+                            for key in ("requests", "scheduler_requests")}}
         for key in ("created", "bound"):
             out[key] = {**out[key], "steps": [vars(s) for s in out[key]["steps"]]}
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))

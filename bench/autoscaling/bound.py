@@ -44,8 +44,12 @@ Relaxation, step by step (each step can only lower the optimum):
    was admitted by ``T = a_j + slo``; at most ``slots * M_k`` of them still run at T (T in
    the bucket), so for every earlier arrival u of the bucket the fleet did at least the
    work of requests u..j less their ``slots * M_k`` largest in ``[a_u, T]``, and it can do
-   at most ``slots * M_k * (T - a_u)``. Requests failing that for some u cannot meet the SLO
-   at peak M: ``caps[k][M]`` counts the rest. Starts: bucket k has an instant with
+   at most ``slots * M_k * (T - a_u)``. The same holds for u in the previous bucket, where
+   the fleet can do at most ``slots * (M_{k-1} (start_k - a_u) + M_k (T - start_k))``: a
+   backlog carried over from the previous bucket counts. Requests failing that for some u
+   cannot meet the SLO: ``caps[k][M_{k-1}, M_k]`` counts the rest, and the DP carries the
+   previous peak in its state. Its top level C stands for "C or more": served capped at
+   ``max_replicas``, costs counted at C, so any C keeps it a relaxation. Starts: bucket k has an instant with
    N <= c_k (a low) and one with N >= M_k (a high), in some order; along those instants N
    rises by at least (a high) - (the lowest low since the last rise counted), summed. The
    DP takes the cheapest order in every bucket, so the count holds whatever the order.
@@ -54,7 +58,8 @@ What the relaxations forgive (why the bound is below what any policy can reach):
 that must share a replica's 8 slots and KV cache are a fluid; a replica can be ready for
 part of a bucket; a replica needed for a burst is charged its load but only the ready time
 the mean level implies; the SLO's slack lets work near a bucket edge go unaccounted; a
-backlog carried over from the previous bucket is not counted; and draining costs nothing.
+backlog older than the previous bucket is not counted; requests still running at T are
+assumed to have done no work yet; and draining costs nothing.
 So a ratio to the bound above 1.25 is a miss against the target, but not proof that a
 policy with 1.25 exists.
 """
@@ -104,40 +109,58 @@ def bucket_works(reqs: list[Request], model: FleetModel, slo: float, end: float,
     return lengths, works
 
 
+def _prefix_top(sv: np.ndarray) -> np.ndarray:
+    """``top[j, q]``: the sum of the q largest of ``sv[: j + 1]`` (q up to len(sv))."""
+    m = len(sv)
+    tri = np.where(np.tri(m, dtype=bool), sv[None, :], 0.0)
+    return np.concatenate((np.zeros((m, 1)), np.cumsum(-np.sort(-tri, axis=1), axis=1)), axis=1)
+
+
 def fifo_caps(reqs: list[Request], model: FleetModel, slo: float, lengths: list[float], bucket: float,
-              members: list[list[int]], C: int) -> list[np.ndarray]:
-    """Per bucket, ``U[M]``: at most this many of its requests meet the SLO while at most M
-    replicas are ready in the bucket (step 5). The router is FIFO: if request j is admitted by
-    ``T = a_j + slo``, so is every earlier one; at most ``slots * M`` of them still run at T
-    (if T is in the bucket), so for every earlier arrival u in the bucket the fleet did at
-    least ``sum(s_u..s_j) - (the slots * M largest of them)`` slot-seconds in ``[a_u, T]``,
-    which is at most ``slots * M * (T - a_u)``. Requests for which that fails cannot meet the
-    SLO at peak M; requests whose T falls past the bucket are not capped."""
+              members: list[list[int]], p_levels: np.ndarray, m_levels: np.ndarray) -> list[np.ndarray]:
+    """Per bucket, ``U[i, j]``: at most this many of its requests meet the SLO while at most
+    P = ``p_levels[i]`` replicas are ready in the previous bucket and at most M =
+    ``m_levels[j]`` in this one (step 5). The router
+    is FIFO: if request j is admitted by ``T = a_j + slo``, so is every earlier one; at most
+    ``slots * M`` of them still run at T (T in the bucket), so for every earlier arrival u of
+    this bucket or the previous one the fleet did at least ``sum(s_u..s_j)`` less the
+    ``slots * M`` largest service times since the earlier bucket start (a superset, so no
+    more work than the bound claims) in ``[a_u, T]``, and it can do at most ``slots * M *
+    (T - a_u)`` there (u in this bucket) or ``slots * (P * (start - a_u) + M * (T - start))``
+    (u in the previous one: a backlog carried over). Requests for which that fails cannot
+    meet the SLO; requests whose T falls past the bucket are not capped."""
     slots = model.max_num_seqs
     n = len(lengths)
     arrivals: list[list[int]] = [[] for _ in range(n)]
     for i, r in enumerate(reqs):
         arrivals[min(n - 1, int(r.arrival // bucket))].append(i)
-    ok = np.ones((C + 1, len(reqs)), dtype=bool)
+    ok = np.ones((len(p_levels), len(m_levels), len(reqs)), dtype=bool)
+    Ps = np.asarray(p_levels)
     for k, idx in enumerate(arrivals):
         if not idx:
             continue
-        hi = k * bucket + lengths[k]
-        a = np.array([reqs[i].arrival for i in idx])
-        sv = np.array([model.service(reqs[i]) for i in idx])
-        m = len(idx)
+        prev = arrivals[k - 1] if k > 0 else []
+        p, start, hi = len(prev), k * bucket, k * bucket + lengths[k]
+        a = np.array([reqs[i].arrival for i in prev + idx])
+        sv = np.array([model.service(reqs[i]) for i in prev + idx])
         S = np.cumsum(sv)
         S_prev = S - sv
-        # T[j, q]: the q largest service times among the first j + 1 arrivals of the bucket
-        tri = np.where(np.tri(m, dtype=bool), sv[None, :], 0.0)
-        top = np.concatenate((np.zeros((m, 1)), np.cumsum(-np.sort(-tri, axis=1), axis=1)), axis=1)
-        capped = a + slo <= hi
-        for M in range(C + 1):
-            q = min(slots * M, m)
-            R = np.maximum.accumulate(slots * M * a - S_prev)
-            fits = top[:, q] + slots * M * (a + slo) - S >= R - 1e-9
-            ok[M, idx] = fits | ~capped
-    return [ok[:, mem].sum(axis=1) if mem else np.zeros(C + 1, dtype=np.int64) for mem in members]
+        top_all = _prefix_top(sv)[p:]  # over the previous bucket's arrivals and this one's
+        top_cur = _prefix_top(sv[p:])  # over this bucket's only
+        ac, Sc = a[p:], S[p:]
+        capped = ac + slo <= hi
+        for jM, M in enumerate(m_levels):
+            # u in this bucket
+            R = np.maximum.accumulate(slots * M * ac - S_prev[p:])
+            fits = top_cur[:, min(slots * M, len(idx))] + slots * M * (ac + slo) - Sc >= R - 1e-9
+            ok[:, jM, idx] = fits | ~capped
+            if p == 0:
+                continue
+            # u in the previous bucket, for every P at once
+            lhs = top_all[:, min(slots * M, p + len(idx))] + slots * M * (ac + slo) - Sc  # per j
+            R_prev = (slots * Ps[:, None] * a[None, :p] - S_prev[None, :p]).max(axis=1) + slots * (M - Ps) * start  # per P
+            ok[:, jM, idx] &= (lhs[None, :] >= R_prev[:, None] - 1e-9) | ~capped[None, :]
+    return [ok[:, :, mem].sum(axis=2) if mem else np.zeros(ok.shape[:2], dtype=np.int64) for mem in members]
 
 
 def relaxed_minimum(lengths: list[float], works: list[list[float]], lams: np.ndarray, L: float, n0: int,
@@ -209,42 +232,47 @@ def _level_costs(Bk: float, w: list[float], U: np.ndarray | None, lams: np.ndarr
 def relaxed_minimum_peaks(lengths: list[float], works: list[list[float]], caps: list[np.ndarray], lams: np.ndarray, L: float,
                           n0: int, max_replicas: int, slots: int, min_replicas: int) -> np.ndarray:
     """The relaxation with each bucket's peak M as well as its mean level c (step 5): served
-    requests are capped by ``caps[k][M]``, and starts are counted along the instants where N
-    is at most c_k (a low) or at least M_k (a high), in whichever order inside each bucket
-    costs least: a high above the lowest low since the last counted rise counts that rise.
-    State: that lowest low (or none). Exact for this relaxation; vectorised over lambda."""
+    requests are capped by ``caps[k][P, M]`` (P: the previous bucket's peak; ``n0`` before
+    the first), and starts are counted along the instants where N is at most c_k (a low) or
+    at least M_k (a high), in whichever order inside each bucket costs least: a high above
+    the lowest low since the last counted rise counts that rise. State: that lowest low (or
+    none), and the previous peak. Exact for this relaxation; vectorised over lambda."""
     C = max_replicas
     cs = np.arange(C + 1)
     big = 1e18
     nl = len(lams)
-    V = np.full((nl, C + 2), big)  # index C + 1: no low pending
-    V[:, n0] = 0.0
+    V = np.full((nl, C + 2, C + 1), big)  # [lambda, pending low (C + 1: none), previous peak]
+    V[:, n0, n0] = 0.0
     t = 0.0
+    below_mask = cs[None, :] > cs[:, None]  # (c, M): M > c
+    rise_from_c = np.where(below_mask, L * (cs[None, :] - cs[:, None]), big)
     for Bk, w, U in zip(lengths, works, caps, strict=True):
         t += Bk
-        f = _level_costs(Bk, w, U, lams, C, slots, min_replicas)
         allowed = (cs[None, :] >= cs[:, None]) & (cs[:, None] >= min_replicas)  # (c, M): peak >= mean's ceiling
         if t <= L + 1e-9:
             allowed &= (cs[:, None] <= n0) & (cs[None, :] <= n0)
-        f = np.where(allowed[None], f, big)
-        Vm, Vnone = V[:, : C + 1], V[:, C + 1 :]
-        # high first, then low: a high M above the pending low m counts M - m; ends with low c
-        # W[M] = min over m of V(m) + L (M - m)^+ (none pending: no rise)
-        below = np.minimum.accumulate(Vm - L * cs[None, :], axis=1) + L * cs[None, :]  # m <= M
-        above = np.minimum.accumulate(Vm[:, ::-1], axis=1)[:, ::-1]  # m >= M
-        W = np.minimum(np.minimum(below, above), Vnone)
-        to_c = (f + W[:, None, :]).min(axis=2)
-        # low first, then high: the pending low becomes min(m, c); a high M above it counts the
-        # rise and leaves none pending
-        ge = np.minimum(np.minimum.accumulate(Vm[:, ::-1], axis=1)[:, ::-1], Vnone)  # m >= c (or none): low = c
-        lt = np.full_like(Vm, big)
-        lt[:, 1:] = np.minimum.accumulate(Vm - L * cs[None, :], axis=1)[:, :-1]  # m < c: min V(m) - L m
-        rise_from_c = np.where(cs[None, :] > cs[:, None], L * (cs[None, :] - cs[:, None]), big)  # (c, M), M > c
-        via_ge = ge[:, :, None] + rise_from_c[None]
-        via_lt = lt[:, :, None] + L * cs[None, None, :]
-        to_none = (f + np.minimum(via_ge, via_lt)).min(axis=(1, 2))
-        V = np.minimum(np.concatenate((to_c, to_none[:, None]), axis=1), big)
-    return V.min(axis=1)
+        newV = np.full_like(V, big)
+        for P in range(C + 1):
+            Vm, Vnone = V[:, : C + 1, P], V[:, C + 1 :, P]
+            if Vm.min() >= big and Vnone.min() >= big:
+                continue
+            f = np.where(allowed[None], _level_costs(Bk, w, U[P], lams, C, slots, min_replicas), big)
+            # high first, then low: a high M above the pending low m counts M - m; ends with low c
+            below = np.minimum.accumulate(Vm - L * cs[None, :], axis=1) + L * cs[None, :]  # m <= M
+            above = np.minimum.accumulate(Vm[:, ::-1], axis=1)[:, ::-1]  # m >= M
+            W = np.minimum(np.minimum(below, above), Vnone)
+            to_c = f + W[:, None, :]  # [l, c, M] -> state (low c, peak M)
+            # low first, then high: the pending low becomes min(m, c); a high M above it counts
+            # the rise and leaves none pending
+            ge = np.minimum(np.minimum.accumulate(Vm[:, ::-1], axis=1)[:, ::-1], Vnone)  # m >= c (or none)
+            lt = np.full_like(Vm, big)
+            lt[:, 1:] = np.minimum.accumulate(Vm - L * cs[None, :], axis=1)[:, :-1]  # m < c: min V(m) - L m
+            via = np.minimum(ge[:, :, None] + rise_from_c[None], lt[:, :, None] + L * cs[None, None, :])
+            to_none = (f + via).min(axis=1)  # [l, M] -> state (none, peak M)
+            newV[:, : C + 1, :] = np.minimum(newV[:, : C + 1, :], to_c)
+            newV[:, C + 1, :] = np.minimum(newV[:, C + 1, :], to_none)
+        V = np.minimum(newV, big)
+    return V.min(axis=(1, 2))
 
 
 @dataclass(frozen=True)
@@ -283,13 +311,17 @@ def lower_bound(reqs: list[Request], model: FleetModel, slo: float, n0: int, max
         v = relaxed_minimum(lengths, works, all_lams, L, n0, max_replicas, model.max_num_seqs, min_replicas)
         results = [v]
         if peaks:
-            # levels above the most any bucket can use add nothing: cut the DP to those
-            caps = fifo_caps(reqs, model, slo, lengths, b, members, max_replicas)
-            need = max(int(np.searchsorted(u, u[-1])) for u in caps)
+            # Levels 0..C-1 as they are; the top level C stands for "C or more": its served cap
+            # is taken at max_replicas and its costs at C, so the DP stays a relaxation for any
+            # C. C: one above the most replicas any bucket's FIFO cap can use.
+            top = np.array([max_replicas])
+            sat = fifo_caps(reqs, model, slo, lengths, b, members, top, np.arange(max_replicas + 1))
+            need = max(int(np.searchsorted(u[0], u[0, -1])) for u in sat)
             need = max(need, max(math.ceil(sum(w) / model.max_num_seqs / Bk) if Bk > 0 else 0
                                  for w, Bk in zip(works, lengths, strict=True)))
             C = min(max_replicas, max(need, n0, min_replicas) + 1)
-            caps = [u[: C + 1] for u in caps]
+            levels = np.append(np.arange(C), max_replicas)
+            caps = fifo_caps(reqs, model, slo, lengths, b, members, levels, levels)
             results.append(relaxed_minimum_peaks(lengths, works, caps, all_lams, L, n0, C, model.max_num_seqs, min_replicas))
         for v in results:
             inner.append(v[:-1])

@@ -54,8 +54,8 @@ ONLINE = ("hpa-keda", "kpa", "aibrix-apa", "fixed")
 TUNED = {
     "target": 4.0,
     "scale_up_stabilization_load_time_fraction": 0.0,
-    "scale_down_hold_load_time_multiple": 3.0,
-    "scale_down_min_hold_seconds": 300.0,
+    "scale_down_hold_load_time_multiple": 1.0,
+    "scale_down_min_hold_seconds": 900.0,
 }
 
 

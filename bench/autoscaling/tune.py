@@ -34,7 +34,7 @@ from bench.autoscaling.trace import load_trace, split_halves, variant
 GRID = {
     "scale_up_stabilization_load_time_fraction": (0.0, 0.1, 0.3),
     "scale_down_hold_load_time_multiple": (1.0, 3.0),
-    "scale_down_min_hold_seconds": (120.0, 300.0),
+    "scale_down_min_hold_seconds": (120.0, 300.0, 900.0),
     "target": (2.0, 4.0),
 }
 

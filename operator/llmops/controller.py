@@ -3,8 +3,8 @@ reconciles, one reconcile function per kind.
 
 Flow: Kopf `on.event` handlers (for our CRs and for owned children such as pods and progress
 Leases) only enqueue the owner's key; worker threads take keys from the queue and call the
-kind's reconcile function, which reads the world fresh (level-triggered), applies, prunes,
-writes status once, and returns when it wants to be called again. See kube/workqueue.py for
+kind's reconcile function, which reads the world (level-triggered), applies, prunes, writes
+status once, and returns when it wants to be called again. See kube/workqueue.py for
 why Kopf's timers/daemons are not used (they add finalizers to every CR).
 """
 
@@ -106,11 +106,12 @@ class Controller:
         cache: bool = True,
     ) -> None:
         self.kubeconfig = kubeconfig
-        self.api_client = load_api_client(kubeconfig)
+        # One connection per worker and per watch cache stream (each holds one for its life).
+        self.api_client = load_api_client(kubeconfig, connections=workers + len(CACHED_KINDS) + 4)
         plain = Kube(self.api_client)
         # Reads from watch caches (kube.cache) when the operator watches the whole cluster; an
         # operator limited to namespaces may not list cluster-wide and reads from the API server.
-        self.cache = CachedKube(plain, CACHED_KINDS) if cache and not namespaces else None
+        self.cache = CachedKube(plain, CACHED_KINDS, index_label=labels.OWNER_NAME) if cache and not namespaces else None
         self.kube: Kube = self.cache or plain
         self.metrics = metrics or Metrics()
         self.queue = WorkQueue()
@@ -205,7 +206,7 @@ class Controller:
         (``event_type`` None) always is."""
         if self.cache is None:
             return True
-        obj = dict(body)
+        obj = {**body, "metadata": dict(body.get("metadata") or {})}  # the cache trims metadata; not Kopf's copy
         news = event_type is None or not self.cache.written_by(obj, key)
         self.cache.observe(obj, deleted=event_type == "DELETED")
         return news

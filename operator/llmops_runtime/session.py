@@ -29,17 +29,21 @@ What a step boundary does (``step_done``), and why in this order:
 4. *Due checkpoint* (every N steps and/or every S seconds): snapshot and hand it to the
    checkpoint engine, which persists it in the background.
 
-Background staging: the registered optimizer's parameters and state (the bulk of a
-checkpoint) change only inside ``optimizer.step()``. The session therefore lets the engine
-copy them after ``step_done`` returned, while the next forward/backward runs, and
+Background staging (opt-in: ``session.background_staging = True``): the registered
+optimizer's parameters and state (the bulk of a checkpoint) change only inside
+``optimizer.step()``. The session can therefore let the engine copy them after
+``step_done`` returned, while the next forward/backward runs, and
 registers a step pre-hook on the optimizer that waits for that copy
 (``CheckpointManager.wait_staged``) before the step updates anything. Everything else
 (buffers such as batch-norm statistics, which a forward pass updates, RNG, positions) is
 copied before ``step_done`` returns. Code that updates parameters in place outside
-``optimizer.step()`` must call :meth:`Session.wait_staged` first, or set
-``background_staging = False``; a save whose deferred tensors changed before their copy
+``optimizer.step()`` (an EMA, weight surgery, ``p.data`` writes) must call
+:meth:`Session.wait_staged` first, or leave background staging off; a save whose deferred tensors changed before their copy
 ended fails (``TornSnapshot``) rather than commit a torn state, as far as the tensors'
-version counters can tell.
+version counters can tell (writes through ``.data`` bypass them). It is off by default: on
+a CPU host the background copy competes with the forward/backward for the same cores, and
+with 4 ranks on 2 cores the step that contained a save ran 2.40x an idle step against
+1.68x with the copy inside ``save()`` (bench/checkpoint.py).
 
 Checkpoint content, per rank: model, optimizer, scheduler and grad-scaler ``state_dict``s,
 the step and consumed samples/tokens, every process-wide RNG (``llmops_runtime.rng``) and the
@@ -234,8 +238,8 @@ class Session:
         self._committed: CommittedCheckpoint | None = None
         self._finetune: FinetuneReport | None = None
         self._finished = False
-        #: copy the guarded optimizers' parameters and state behind the loop (module doc)
-        self.background_staging = True
+        #: copy the guarded optimizers' parameters and state behind the loop (module doc; opt-in)
+        self.background_staging = False
         self._guarded: list[torch.optim.Optimizer] = []
         self._hooks: list[Any] = []
 

@@ -114,3 +114,14 @@ def test_closed_loop_step_load_no_overshoot(cold: float) -> None:
     assert hpa.max_replicas > 2 * ours.max_replicas
     assert ours.scale_ups <= 1500 / cold + 1
     assert ours.gpu_hours < hpa.gpu_hours
+
+
+def test_the_bench_runs_ours_with_the_operator_defaults() -> None:
+    """The settings tune.py chose are what a user gets without setting them: the bench's
+    ``TUNED`` equals the policy defaults that come from the CR's declared defaults."""
+    from llmops.autoscaling.policy import Behaviour
+
+    from bench.autoscaling.run import TUNED
+
+    d = Behaviour()
+    assert {k: float(getattr(d, k)) for k in TUNED} == TUNED

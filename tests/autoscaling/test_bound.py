@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.autoscaling.bound import lower_bound, relaxed_minimum, relaxed_minimum_peaks  # noqa: E402
+from bench.autoscaling.bound import bucket_works, fifo_caps, lower_bound, relaxed_minimum, relaxed_minimum_peaks  # noqa: E402
 from bench.autoscaling.policies import AibrixApaLike, HpaLike, KpaLike, Oracle, Ours, Static, oracle_needs  # noqa: E402
 from bench.autoscaling.run import our_behaviour  # noqa: E402
 from bench.autoscaling.sim import FleetModel, Request, simulate  # noqa: E402
@@ -66,13 +66,14 @@ def test_dp_equals_brute_force_on_tiny_relaxations(seed: int) -> None:
 
 def brute_peaks(lengths, works, caps, lam, L, n0, cmax, slots, cmin):  # noqa: ANN001, ANN201
     """The peak relaxation by enumeration: levels (c, M), the order of low and high in each
-    bucket, served subsets; starts counted by the documented rule."""
+    bucket, served subsets capped by ``U[previous peak][M]``; starts counted by the
+    documented rule."""
     INF = float("inf")
     pairs = [(c, M) for c in range(cmax + 1) for M in range(c, cmax + 1) if c >= cmin]
     best = INF
     for seq in itertools.product(pairs, repeat=len(lengths)):
         for orders in itertools.product((0, 1), repeat=len(lengths)):
-            total, m, t, ok = 0.0, float(n0), 0.0, True
+            total, m, t, ok, peak = 0.0, float(n0), 0.0, True, n0
             for B, w, U, (c, M), order in zip(lengths, works, caps, seq, orders, strict=True):
                 t += B
                 if t <= L + 1e-9 and n0 < M:
@@ -80,7 +81,7 @@ def brute_peaks(lengths, works, caps, lam, L, n0, cmax, slots, cmin):  # noqa: A
                     break
                 lo, hi = max(c - 1, 0, cmin) * B, c * B
                 f = INF
-                for r in range(min(len(w), U[M]) + 1):
+                for r in range(min(len(w), U[peak][M]) + 1):
                     for sub in itertools.combinations(w, r):
                         need = sum(sub) / slots
                         if need <= hi + 1e-9:
@@ -95,6 +96,7 @@ def brute_peaks(lengths, works, caps, lam, L, n0, cmax, slots, cmin):  # noqa: A
                         gain, m = M - m, INF
                     m = min(m, c)
                 total += f + L * gain
+                peak = M
             if ok:
                 best = min(best, total)
     return best
@@ -105,7 +107,9 @@ def test_peak_dp_equals_brute_force_on_tiny_relaxations(seed: int) -> None:
     rng = np.random.default_rng(100 + seed)
     lengths = [10.0, 10.0, 8.0]
     works = [list(rng.uniform(0.5, 12.0, size=rng.integers(0, 4))) for _ in lengths]
-    caps = [np.minimum(len(w), np.sort(rng.integers(0, len(w) + 1, size=3))) for w in works]
+    # U[P, M]: nondecreasing in both the previous peak P and this bucket's peak M
+    caps = [np.minimum(len(w), np.maximum.accumulate(np.maximum.accumulate(rng.integers(0, len(w) + 1, size=(3, 3)), axis=0), axis=1))
+            for w in works]
     L, n0, cmax, slots, cmin = 12.0, 1, 2, 2, int(rng.integers(0, 2))
     lams = np.array([0.0, 0.5, 2.0, 8.0, 30.0])
     got = relaxed_minimum_peaks(lengths, works, caps, lams, L, n0, cmax, slots, cmin)
@@ -166,3 +170,20 @@ def test_bound_below_brute_force_over_plans() -> None:
         assert b.gpu_hours(a) <= cheapest + 1e-9
     # and the bound is not vacuous: above the always-there minReplicas at the top attainment
     assert b.gpu_hours(reached[-1]) >= reqs[-1].arrival / 3600 - 1e-9
+
+
+@pytest.mark.parametrize(("n", "seed"), [(1, 4), (2, 5), (1, 6)])
+def test_fifo_caps_hold_for_a_fixed_fleet(n: int, seed: int) -> None:
+    """Every request a fixed fleet of n serves within the SLO is counted by the caps at
+    P = M = n; with a backlog carried over from the previous bucket the caps are below the
+    ones that look at the bucket alone (P at the top level)."""
+    reqs = bursty(600, 60, 12, 25.0, seed)
+    model = FleetModel(cold_start=60)
+    res = simulate(reqs, model, Static(n), n)
+    members: list[list[int]] = []
+    lengths, _ = bucket_works(reqs, model, 2.0, reqs[-1].arrival, 10.0, members)
+    levels = np.array([0, n, 64])
+    caps = fifo_caps(reqs, model, 2.0, lengths, 10.0, members, levels, levels)
+    for mem, U in zip(members, caps, strict=True):
+        assert sum(res.delays[i] <= 2.0 for i in mem) <= U[1, 1]
+    assert sum(U[1, 1] for U in caps) < sum(U[2, 1] for U in caps)  # the carried backlog counts

@@ -103,6 +103,20 @@ def test_matching_by_subresource_and_name(faults, kube, fresh_namespace, eventua
     assert faults.injected == 2
 
 
+def test_a_create_is_matched_by_the_name_in_its_body(faults, kube, fresh_namespace) -> None:
+    """A POST carries the new object's name in its body, not its path: a rule naming the object
+    still matches its creation, and only its."""
+    path = ns_path(fresh_namespace, "configmaps")
+    faults.fail(verb="create", resource="configmaps", code=503, name="target")
+    kube.create(path, cm("other"))
+    with pytest.raises(Failed) as e:
+        kube.create(path, cm("target"))
+    assert e.value.status == 503
+    kube.create(path, cm("target"))
+    assert faults.injected == 1
+    assert sorted(c["metadata"]["name"] for c in kube.get(path, query=SELECT)["items"]) == ["other", "target"]
+
+
 def test_faults_start_after_n_matching_requests(faults, kube, fresh_namespace) -> None:
     path = ns_path(fresh_namespace, "configmaps")
     faults.fail(verb="create", resource="configmaps", code=503, count=2, after=2)

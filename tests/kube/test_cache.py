@@ -52,6 +52,26 @@ def test_a_deletion_of_another_object_with_the_name_keeps_the_successor() -> Non
     assert inf.get("ns", "a") is None
 
 
+def test_lists_by_the_indexed_label_read_the_index_and_follow_relabels_and_deletions() -> None:
+    inf = Informer(kube=None, api_version="v1", kind="ConfigMap", index_label="owner")  # type: ignore[arg-type]
+    inf.observe(obj("a1", "1", owner="a", role="w"))
+    inf.observe(obj("a2", "2", owner="a"))
+    inf.observe(obj("b1", "3", owner="b", role="w"))
+    inf.observe(obj("a1", "4", ns="other", owner="a"))
+    inf.observe(obj("none", "5"))
+
+    def names(selector: str, ns: str | None = "ns") -> list[str]:
+        return [o["metadata"]["name"] for o in inf.list(ns, selector) or []]
+
+    assert names("owner=a") == ["a1", "a2"] and names("role=w,owner=a") == ["a1"]
+    assert inf.index == {("ns", "a"): {"a1", "a2"}, ("ns", "b"): {"b1"}, ("other", "a"): {"a1"}}
+    assert names("owner=a", ns=None) == ["a1", "a1", "a2"]  # no namespace: a scan, the same answer
+    inf.observe(obj("a2", "6", owner="b"))  # relabelled: it moves
+    assert names("owner=a") == ["a1"] and names("owner=b") == ["a2", "b1"]
+    inf.observe(obj("a1", "7", owner="a"), deleted=True)
+    assert names("owner=a") == [] and ("ns", "a") not in inf.index
+
+
 def test_a_filtered_cache_answers_only_lists_that_imply_its_filter() -> None:
     inf = Informer(kube=None, api_version="v1", kind="Pod", label_filter="m=op")  # type: ignore[arg-type]
     assert not inf.answers("m=op")  # not synced yet
@@ -67,6 +87,23 @@ def test_a_write_is_no_news_only_to_the_reconcile_that_made_it() -> None:
     assert kube.written_by(made, ("FinetuneJob", "ns", "ft"))  # the writer: nothing new
     assert not kube.written_by(made, ("TrainingJob", "ns", "child"))  # the child's own reconcile: news
     assert not kube.written_by(obj("child", "6"), ("FinetuneJob", "ns", "ft"))  # a later change: news
+
+
+def test_cached_objects_keep_no_managed_fields() -> None:
+    inf = Informer(kube=None, api_version="v1", kind="ConfigMap")  # type: ignore[arg-type]
+    o = obj("a", "1")
+    o["metadata"]["managedFields"] = [{"manager": "llmops-operator", "fieldsV1": {"f:data": {}}}]
+    inf.observe(o)
+    assert "managedFields" not in inf.get("ns", "a")["metadata"] and inf.get("ns", "a")["metadata"]["uid"] == "u1"
+
+
+def test_a_deleted_object_takes_the_memory_of_our_writes_with_it() -> None:
+    kube = CachedKube(Kube(None), [("v1", "ConfigMap", None)])  # type: ignore[arg-type]
+    with kube.writing_as(("TrainingJob", "ns", "tj")):
+        kube._remember(obj("child", "5"))
+    kube._applied[("v1", "ConfigMap", "ns", "child")] = "digest"
+    kube.informers[("v1", "ConfigMap")].observe(obj("child", "6"), deleted=True)  # the watch's DELETED
+    assert kube._written == {} and kube._applied == {}
 
 
 class Counting(CachedKube):

@@ -434,8 +434,8 @@ def test_operator_killed_between_pods_adopts_and_completes_the_gang(
         sandbox: Sandbox, kube: Kube, parallel_jobs: list[str], watch: RankWatch) -> None:
     faults = sandbox.faults
     start = faults.injected
-    for rank in (2, 3):  # the operator gets ranks 0 and 1 in, then every write of 2 and 3 fails
-        faults.fail(verb="patch", resource="pods", code=503, count=10_000, namespace=NS, name=f"halfway-w{rank}-a0")
+    for rank in (2, 3):  # the operator gets ranks 0 and 1 in, then every create of 2 and 3 fails
+        faults.fail(verb="create", resource="pods", code=503, count=10_000, namespace=NS, name=f"halfway-w{rank}-a0")
     kube.create(job("halfway", SLEEP, nodes=4))
     eventually(lambda: len(pods(kube, "halfway")) == 2 and faults.injected > start, timeout=60)
     first = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods(kube, "halfway")}
@@ -455,7 +455,7 @@ def test_api_faults_converge(sandbox: Sandbox, kube: Kube, parallel_jobs: list[s
     faults = sandbox.faults
     start = faults.injected
     faults.fail(verb="patch", resource="trainingjobs/status", code=409, count=3)
-    pod = partial(faults.fail, verb="patch", resource="pods", namespace=NS)
+    pod = partial(faults.fail, verb="create", resource="pods", namespace=NS)
     pod(name="faulty-w0-a0", code=429, retry_after=2)  # throttled: the operator waits as told
     pod(name="faulty-w0-a0", code=500)
     pod(name="faulty-w1-a0", code=409, message='pods "faulty-w1-a0" already exists')
@@ -465,6 +465,7 @@ def test_api_faults_converge(sandbox: Sandbox, kube: Kube, parallel_jobs: list[s
     faults.cut_watches()  # every watch stream drops; resuming from the old version is 410 Gone
     faults.expire_history()
     tj = wait_running(kube, "faulty")
+    assert faults.injected - start == 7  # every rule met its writes: 3 status patches, 4 pod creates
     assert tj["status"]["attempt"] == 0 and (tj["status"].get("restarts") or {}).get("total", 0) == 0
     assert len(pods(kube, "faulty")) == 2
     # Exactly one Event per transition despite the failed writes.

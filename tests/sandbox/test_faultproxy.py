@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import urllib3
 from llmops.sandbox.apiserver import ApiServer
+from llmops.sandbox.apiserver.faults import created_name
 from llmops.sandbox.apiserver.requestinfo import RequestInfo, parse
 from llmops.sandbox.faultproxy import LIST_TOO_OLD, FaultProxy, Upstream, expired, request_headers, response_headers
 
@@ -195,3 +196,14 @@ def test_stop_ends_open_watches(upstream: tuple[ApiServer, Path], tmp_path: Path
     proxy.stop()
     reader.join(30)
     assert not reader.is_alive() and body == [b""]
+
+
+@pytest.mark.parametrize(("verb", "name", "body", "want"), [
+    ("create", None, b'{"metadata": {"name": "w-0"}}', "w-0"),
+    ("create", None, b'{"metadata": {"generateName": "w-"}}', None),
+    ("create", None, b"not json", None),
+    ("create", None, b"", None),
+    ("patch", "w-1", b'{"metadata": {"name": "w-0"}}', "w-1"),
+])
+def test_created_name_reads_a_creates_body(verb: str, name: str | None, body: bytes, want: str | None) -> None:
+    assert created_name(verb, name, body) == want

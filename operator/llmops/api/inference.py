@@ -207,12 +207,13 @@ class ScaleUp(SpecModel):
 
 
 class ScaleDown(SpecModel):
-    """Scale-down behaviour."""
+    """Scale-down behaviour. The defaults were chosen on the tune half of the autoscaling bench
+    (docs/autoscaling.md, "Where every setting comes from")."""
 
     hold_load_time_multiple: float = Field(
-        default=3.0, ge=0, le=100, description="Hold scale-down for this many measured load times after the last high signal.",
+        default=1.0, ge=0, le=100, description="Hold scale-down for this many measured load times after the last high signal.",
     )
-    min_hold_seconds: int = Field(default=300, ge=0, le=86400, description="Lower bound of that hold.")
+    min_hold_seconds: int = Field(default=900, ge=0, le=86400, description="Lower bound of that hold.")
 
 
 class ScaleToZero(SpecModel):

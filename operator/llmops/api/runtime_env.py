@@ -82,6 +82,8 @@ PVC_ROOT = "LLMOPS_PVC_ROOT"  # where pvc://claim/path URIs are mounted (default
 CHECKPOINT_IO_THREADS = "LLMOPS_CHECKPOINT_IO_THREADS"
 # niceness added to the background checkpoint threads (default 0 = training priority; e.g. 5 yields to the loop)
 CHECKPOINT_IO_NICE = "LLMOPS_CHECKPOINT_IO_NICE"
+# "0": local checkpoint files are written through the page cache instead of with O_DIRECT (default 1)
+CHECKPOINT_DIRECT_IO = "LLMOPS_CHECKPOINT_DIRECT_IO"
 
 # --- model fetch init step (written by llmops_runtime.serve.fetch, read by the InferenceService status) ---
 # The fetcher ends with a one-line termination message "<Reason>: <detail>" (to

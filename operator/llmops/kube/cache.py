@@ -28,7 +28,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,17 +49,31 @@ def _rv(obj: dict[str, Any]) -> int:
         return 0
 
 
-def _labels_match(labels: dict[str, str], selector: str | None) -> bool | None:
-    """Whether ``labels`` satisfy an equality selector ("k=v,k2=v2"); None for any other syntax."""
-    if not selector:
-        return True
-    for term in selector.split(","):
+def _equalities(selector: str | None) -> dict[str, str] | None:
+    """An equality selector ("k=v,k2=v2") as {k: v}; None for any other syntax (the API server
+    evaluates those)."""
+    terms: dict[str, str] = {}
+    for term in selector.split(",") if selector else []:
         key, sep, value = term.partition("=")
         if not sep or key.endswith("!") or value.startswith("="):
             return None
-        if labels.get(key.strip()) != value.strip():
-            return False
-    return True
+        terms[key.strip()] = value.strip()
+    return terms
+
+
+def _labels_match(labels: dict[str, str], selector: str | None) -> bool | None:
+    """Whether ``labels`` satisfy an equality selector; None for any other syntax."""
+    terms = _equalities(selector)
+    return None if terms is None else all(labels.get(k) == v for k, v in terms.items())
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``metadata.managedFields`` (no reconcile reads them; on a pod they are a third of its
+    size), so a cache of a fleet's pods costs a fraction of the memory."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
 
 
 @dataclass
@@ -70,7 +84,12 @@ class Informer:
     api_version: str
     kind: str
     label_filter: str | None = None
+    index_label: str | None = None  # lists selecting one value of this label read an index, not every object
     objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (namespace, name) -> object
+    # (namespace, value of index_label) -> names: a reconcile lists its own children in O(children)
+    # however many objects the kind has (a scan per list made a fleet of N jobs cost O(N^2)).
+    index: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    forget: Callable[[dict[str, Any]], None] | None = None  # called with each object deleted from the cache
     synced: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     resource_version: str = ""
@@ -87,15 +106,18 @@ class Informer:
         return all(term in wanted for term in self.label_filter.split(","))
 
     def list(self, namespace: str | None, selector: str | None) -> list[dict[str, Any]] | None:
+        terms = _equalities(selector)  # parsed once, not per object
+        if terms is None:
+            return None  # a selector this cache cannot evaluate
+        value = terms.get(self.index_label) if self.index_label and namespace is not None else None
         with self.lock:
-            items = [o for (ns, _), o in self.objects.items() if namespace is None or ns == namespace]
-        out = []
-        for o in items:
-            match = _labels_match((o.get("metadata") or {}).get("labels") or {}, selector)
-            if match is None:
-                return None  # a selector this cache cannot evaluate
-            if match:
-                out.append(o)
+            if value is not None:
+                names = self.index.get((namespace or "", value), ())
+                items = [self.objects[(namespace or "", n)] for n in names]
+            else:
+                items = [o for (ns, _), o in self.objects.items() if namespace is None or ns == namespace]
+        out = [o for o in items
+               if all(((o.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in terms.items())]
         return sorted(out, key=lambda o: o["metadata"]["name"])
 
     def get(self, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -104,7 +126,7 @@ class Informer:
 
     # --- writes from the stream and from our own writes -------------------------------------
     def observe(self, obj: dict[str, Any], deleted: bool = False) -> None:
-        meta = obj.get("metadata") or {}
+        meta = _slim(obj).get("metadata") or {}
         key = (meta.get("namespace") or "", meta.get("name", ""))
         obj.setdefault("apiVersion", self.api_version)
         obj.setdefault("kind", self.kind)
@@ -114,9 +136,31 @@ class Informer:
                 return  # an older copy (our write's answer arrived after a newer event)
             if deleted:
                 if held is None or (meta.get("uid") in (None, (held.get("metadata") or {}).get("uid"))):
-                    self.objects.pop(key, None)
+                    self._unindex(key, self.objects.pop(key, None))
+                    if self.forget is not None:
+                        self.forget(obj)
             else:
+                self._unindex(key, held)
                 self.objects[key] = obj
+                self._index(key, obj)
+
+    def _index_key(self, key: tuple[str, str], obj: dict[str, Any] | None) -> tuple[str, str] | None:
+        if obj is None or self.index_label is None:
+            return None
+        value = ((obj.get("metadata") or {}).get("labels") or {}).get(self.index_label)
+        return None if value is None else (key[0], value)
+
+    def _index(self, key: tuple[str, str], obj: dict[str, Any]) -> None:
+        at = self._index_key(key, obj)
+        if at is not None:
+            self.index.setdefault(at, set()).add(key[1])
+
+    def _unindex(self, key: tuple[str, str], obj: dict[str, Any] | None) -> None:
+        at = self._index_key(key, obj)
+        if at is not None and at in self.index:
+            self.index[at].discard(key[1])
+            if not self.index[at]:
+                del self.index[at]
 
     # --- the list + watch loop --------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -141,11 +185,14 @@ class Informer:
         listing = self.kube._request("GET", path, query=query)
         fresh = {}
         for o in listing.get("items", []):
+            _slim(o)
             o.setdefault("apiVersion", self.api_version)
             o.setdefault("kind", self.kind)
             fresh[((o["metadata"].get("namespace") or ""), o["metadata"]["name"])] = o
         with self.lock:
-            self.objects = fresh
+            self.objects, self.index = fresh, {}
+            for key, obj in fresh.items():
+                self._index(key, obj)
         self.resource_version = (listing.get("metadata") or {}).get("resourceVersion", "")
         self.synced.set()
 
@@ -187,9 +234,9 @@ class Informer:
 class CachedKube(Kube):
     """``Kube`` whose reads of cached kinds come from informers (see the module doc)."""
 
-    def __init__(self, kube: Kube, kinds: Iterable[tuple[str, str, str | None]]) -> None:
+    def __init__(self, kube: Kube, kinds: Iterable[tuple[str, str, str | None]], index_label: str | None = None) -> None:
         super().__init__(kube.api, kube.field_manager)
-        self.informers = {(av, k): Informer(self, av, k, f) for av, k, f in kinds}
+        self.informers = {(av, k): Informer(self, av, k, f, index_label, forget=self._forget) for av, k, f in kinds}
         self._stop = threading.Event()
         # (apiVersion, kind, namespace, name) -> (rv of our last write, the reconcile that made it)
         self._written: dict[tuple[str, str, str, str], tuple[str, Any]] = {}
@@ -289,9 +336,11 @@ class CachedKube(Kube):
         inf = self.informers.get((obj.get("apiVersion", ""), obj.get("kind", "")))
         if inf is not None:
             inf.observe(obj, deleted)
-            if deleted:
-                self._written.pop(_ident(obj), None)
-                self._applied.pop(_ident(obj), None)
+
+    def _forget(self, obj: dict[str, Any]) -> None:
+        """A deleted object's memory of our writes goes with it (a fleet's churn must not grow it)."""
+        self._written.pop(_ident(obj), None)
+        self._applied.pop(_ident(obj), None)
 
 
 def _holds(existing: Any, desired: Any) -> bool:

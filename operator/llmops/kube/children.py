@@ -3,7 +3,8 @@
 Every child the operator owns carries the managed-by and owner labels and a controller
 ownerReference to its parent's uid. Apply = server-side apply with one field manager (never
 create-if-absent, so a child edited by hand converges back). Pods are the exception: a pod's
-spec is immutable, so a pod is applied once and then left alone. Prune = delete owned children that are no longer desired, guarded by the
+spec is immutable, so a pod is created once (no read first: a taken name answers 409) and
+then left alone. Prune = delete owned children that are no longer desired, guarded by the
 child's uid so a same-named successor is safe.
 
 A child with our name but another controller (another uid, or none) is never adopted or
@@ -85,6 +86,20 @@ def list_owned(kube: Kube, owner: dict, kinds: Iterable[tuple[str, str]]) -> dic
     return found
 
 
+def _create(kube: Kube, obj: dict, owner_uid: str) -> bool:
+    """Create ``obj``; on 409 True when the object holding the name is ours (it exists: a read
+    that missed it), False when another owner holds the name."""
+    try:
+        kube.create(obj)
+        return True
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+    meta = obj["metadata"]
+    existing = kube.get(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+    return existing is None or controller_uid(existing) == owner_uid
+
+
 def sync_children(
     kube: Kube,
     owner: dict,
@@ -105,13 +120,18 @@ def sync_children(
         key = _key(obj)
         if key[1] == "Pod" and key in observed:
             continue
-        if key not in observed:
-            existing = kube.get(obj["apiVersion"], obj["kind"], ns, obj["metadata"]["name"])
-            if existing is not None and controller_uid(existing) != uid:
-                result.foreign.append(key)
-                continue
         try:
-            kube.apply(obj)
+            if key[1] == "Pod":  # create-once: no read first; a name that is taken answers 409
+                if not _create(kube, obj, uid):
+                    result.foreign.append(key)
+                    continue
+            else:
+                if key not in observed:
+                    existing = kube.get(obj["apiVersion"], obj["kind"], ns, obj["metadata"]["name"])
+                    if existing is not None and controller_uid(existing) != uid:
+                        result.foreign.append(key)
+                        continue
+                kube.apply(obj)
         except ApiError as exc:
             result.refused = refusal_of(exc, obj)
             if result.refused is None:

@@ -76,13 +76,17 @@ def api_error(exc: ApiException) -> ApiError:
     return ApiError(exc.status or 0, str(reason), str(message), None if retry_after is None else float(retry_after))
 
 
-def load_api_client(kubeconfig: str | None = None) -> ApiClient:
+def load_api_client(kubeconfig: str | None = None, connections: int | None = None) -> ApiClient:
     """In-cluster config when running in a pod, else the given or default kubeconfig.
 
     Never touches the `kubernetes` package's global default configuration, so several
-    clients (tests, the sandbox) can coexist in one process.
+    clients (tests, the sandbox) can coexist in one process. ``connections``: how many
+    requests may be open at once (the client's default is 5 per core; past it each request
+    opens and drops a TLS connection), for a caller with many threads or watch streams.
     """
     configuration = kubernetes.client.Configuration()
+    if connections is not None:
+        configuration.connection_pool_maxsize = connections
     if kubeconfig is None:
         try:
             kubernetes.config.load_incluster_config(client_configuration=configuration)

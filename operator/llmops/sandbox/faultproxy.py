@@ -53,7 +53,7 @@ import yarl
 from aiohttp import web
 
 from .apiserver.errors import ApiError, error_response, too_old_resource_version
-from .apiserver.faults import Faults
+from .apiserver.faults import Faults, created_name
 from .apiserver.requestinfo import RequestInfo, parse
 from .kubeconfig import write_kubeconfig
 
@@ -246,7 +246,8 @@ class FaultProxy:
         info = parse(request.method, request.path, request.query)
         if info is not None and info.verb is not None:
             try:
-                self.faults.check(info.verb, info.plural, info.sub, info.namespace, info.name)
+                self.faults.check(info.verb, info.plural, info.sub, info.namespace,
+                                  created_name(info.verb, info.name, await request.read() if info.verb == "create" else b""))
             except ApiError as e:
                 return error_response(e)
             gone = expired(info, request.query, self.expired_before)

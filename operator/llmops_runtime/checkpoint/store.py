@@ -4,11 +4,12 @@ The commit protocol (``manager.py``) needs only six operations, each with a prec
 failure contract, so that a local directory, a PVC and S3 behave the same:
 
 * ``write(key, chunks, create_only=)``: the object appears whole or not at all (local:
-  temp file + fsync + ``os.replace``/``os.link``; S3: a PUT or a completed multipart
-  upload), and the sha256 and size of what was written come back, computed while writing
-  (a sha256 hash list over 16 MiB pieces, see :class:`Digest`: the pieces are hashed on a
-  pool of threads, in parallel with each other and with the I/O). ``create_only`` never replaces
-  an existing object (used for manifests, so nothing committed is ever overwritten).
+  temp file written with ``O_DIRECT`` where the file system takes it, + fsync +
+  ``os.replace``/``os.link``; S3: a PUT or a completed multipart upload), and the sha256
+  and size of what was written come back, computed while writing (a sha256 hash list over
+  16 MiB pieces, see :class:`Digest`: the pieces are hashed on a pool of threads, in
+  parallel with each other and with the I/O). ``create_only`` never replaces an existing
+  object (used for manifests, so nothing committed is ever overwritten).
 * ``read(key, expect=)``: the whole object; with ``expect`` its sha256 and size are checked
   (:class:`IntegrityError` otherwise). Local reads ``pread`` the pieces on the same pool, each
   task hashing what it just read while it is still in the CPU cache.
@@ -30,14 +31,12 @@ a full disk at that exact point. Production code never sets it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno as _errno
 import fcntl
 import hashlib
 import mmap
 import os
 import shutil
-import sys
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -51,6 +50,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import torch
+from llmops.api.runtime_env import CHECKPOINT_DIRECT_IO as DIRECT_IO_ENV
 from llmops.api.runtime_env import CHECKPOINT_IO_NICE as IO_NICE_ENV
 from llmops.api.runtime_env import CHECKPOINT_IO_THREADS as IO_THREADS_ENV
 from llmops.api.runtime_env import PVC_ROOT as PVC_ROOT_ENV
@@ -407,29 +407,99 @@ def check_digest(key: str, got: Digest, expect: Digest | None) -> None:
         )
 
 
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
+#: O_DIRECT alignment of buffer addresses, file offsets and lengths (4096 satisfies every
+#: logical block size in use: 512 and 4096).
+DIRECT_ALIGN = 4096
+#: Size of one aligned bounce buffer: an object is written 8 MiB at a time.
+_BOUNCE_BYTES = 8 << 20
+_BOUNCES: list[np.ndarray] = []  # reused across writes: never allocated or page-faulted again
+_BOUNCES_LOCK = threading.Lock()
+
+
+def direct_io_default() -> bool:
+    """Whether local checkpoint files are written with O_DIRECT (``$LLMOPS_CHECKPOINT_DIRECT_IO``,
+    default 1 where the OS has it; a file system that refuses it falls back by itself)."""
+    return hasattr(os, "O_DIRECT") and _env_int(DIRECT_IO_ENV, 1) != 0
+
+
+@contextmanager
+def _bounce() -> Iterator[np.ndarray]:
+    with _BOUNCES_LOCK:
+        buf = _BOUNCES.pop() if _BOUNCES else None
+    if buf is None:  # an anonymous map is page-aligned
+        buf = np.frombuffer(mmap.mmap(-1, _BOUNCE_BYTES), dtype=np.uint8)
     try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+        yield buf
+    finally:
+        with _BOUNCES_LOCK:
+            _BOUNCES.append(buf)
 
 
-_SYNC_FILE_RANGE = _sync_file_range()
-_KICK_BYTES = 8 << 20
+def _pwrite_all(fd: int, view: memoryview | np.ndarray, offset: int) -> None:
+    mv = memoryview(view).cast("B")
+    while len(mv):  # a write may be short
+        n = os.pwrite(fd, mv, offset)
+        mv, offset = mv[n:], offset + n
 
 
-def _start_writeback(fd: int, offset: int, n: int) -> None:
-    """Start writing [offset, offset+n) to disk now (Linux ``sync_file_range`` with
-    ``SYNC_FILE_RANGE_WRITE``, asynchronous, advisory): the disk works while the rest of the
-    object is still being copied, and the final fsync has less left to flush (measured:
-    256 MiB write + fsync 168 -> 116 ms). Durability still comes from the fsync alone."""
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, offset, n, 2)
+class _FileWriter:
+    """Writes a stream of chunks to ``fd`` from offset 0.
+
+    ``direct``: the descriptor was opened with ``O_DIRECT``. Chunks are then gathered in an
+    aligned bounce buffer and written 8 MiB at a time straight to the device; the last,
+    partial block is padded to the alignment and the file truncated to its real size. The
+    page cache is bypassed: on the development VM, buffered writes of a 256 MiB shard took
+    150-950 ms (the kernel providing fresh page-cache pages) and direct ones 155-220 ms, and
+    a checkpoint does not evict the node's dataset and model pages. A file system that
+    refuses ``O_DIRECT`` for a write (``EINVAL``) gets it again buffered, and the rest of
+    the file follows buffered."""
+
+    def __init__(self, fd: int, direct: bool, buf: np.ndarray) -> None:
+        self.fd, self.direct, self.buf = fd, direct, buf
+        self.offset = 0  # file bytes written
+        self.fill = 0  # bytes waiting in the bounce buffer (direct only)
+
+    def feed(self, chunk: memoryview) -> None:
+        if not self.direct:
+            _pwrite_all(self.fd, chunk, self.offset)
+            self.offset += len(chunk)
+            return
+        src = np.frombuffer(chunk, dtype=np.uint8)
+        while len(src):
+            take = min(len(src), len(self.buf) - self.fill)
+            self.buf[self.fill : self.fill + take] = src[:take]  # numpy copies without the GIL
+            self.fill += take
+            src = src[take:]
+            if self.fill == len(self.buf):
+                self._flush(self.fill)
+
+    def _flush(self, n: int) -> None:
+        try:
+            _pwrite_all(self.fd, self.buf[:n], self.offset)
+        except OSError as e:
+            if e.errno != _errno.EINVAL or not self.direct:
+                raise
+            self._go_buffered()  # this file system does not take O_DIRECT writes
+            _pwrite_all(self.fd, self.buf[:n], self.offset)
+        self.offset += n
+        self.fill = 0
+
+    def _go_buffered(self) -> None:
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        self.direct = False
+
+    def finish(self) -> None:
+        """Write what is left and make the file exactly as long as the stream."""
+        if not self.fill:
+            return
+        size = self.offset + self.fill
+        if self.direct:
+            padded = -(-self.fill // DIRECT_ALIGN) * DIRECT_ALIGN
+            self._flush(padded)
+            os.ftruncate(self.fd, size)
+        else:
+            self._flush(self.fill)
+        self.offset = size
 
 
 def _span(views: list[memoryview], start: int, end: int) -> list[memoryview]:
@@ -473,9 +543,11 @@ class LocalStore(Store):
     #: longest sleep between two polls of the shard barrier (listing a directory is cheap)
     poll_max_seconds = 0.01
 
-    def __init__(self, root: str | os.PathLike[str], uri: str | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], uri: str | None = None, direct: bool | None = None) -> None:
         self.root = Path(root)
         self.uri = uri or str(self.root)
+        #: write files with O_DIRECT (see :class:`_FileWriter`); None: :func:`direct_io_default`
+        self.direct = direct_io_default() if direct is None else direct
         self._locks = threading.Lock()
 
     def _path(self, key: str) -> Path:
@@ -497,20 +569,29 @@ class LocalStore(Store):
         try:
             self._fault("write", key)
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb", buffering=0) as f:
-                fd, written, kicked = f.fileno(), 0, 0
-                for chunk in chunks:
-                    pipe.update(chunk)  # hashed on other cores while this thread writes
-                    view = memoryview(chunk).cast("B")
-                    written += len(view)
-                    while len(view):  # a raw write may be short
-                        view = view[os.write(fd, view) :]
-                    if written - kicked >= _KICK_BYTES:
-                        _start_writeback(fd, kicked, written - kicked)
-                        kicked = written
-                    self._fault("chunk", key)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+            fd, direct = -1, self.direct
+            if direct:
+                try:
+                    fd = os.open(tmp, flags | os.O_DIRECT, 0o644)
+                except OSError as e:
+                    if e.errno != _errno.EINVAL:  # EINVAL: this file system has no O_DIRECT
+                        raise
+                    direct = False
+            if fd < 0:
+                fd = os.open(tmp, flags, 0o644)
+            try:
+                with _bounce() as buf:
+                    out = _FileWriter(fd, direct, buf)
+                    for chunk in chunks:
+                        pipe.update(chunk)  # hashed on other cores while this thread writes
+                        out.feed(memoryview(chunk).cast("B"))
+                        self._fault("chunk", key)
+                    out.finish()
                 os.fsync(fd)  # the hash may still be running: overlap it with the flush
-                digest = pipe.digest()
+            finally:
+                os.close(fd)
+            digest = pipe.digest()
             self._fault("commit", key)
             if create_only:
                 try:

@@ -113,6 +113,8 @@ def trained_session(tmp_path: Any) -> tuple[Session, Net, torch.optim.Optimizer]
     cfg = SessionConfig(checkpoint_uri=str(tmp_path / "store"), every_steps=1)
     session = Session(cfg, manager=CheckpointManager(open_store(cfg.checkpoint_uri), "run", 0, 0, 1))
     session.register(model=net, optimizer=opt)
+    assert session.background_staging is False  # opt-in
+    session.background_staging = True
     return session, net, opt
 
 

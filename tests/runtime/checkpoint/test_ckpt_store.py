@@ -5,11 +5,16 @@ concurrent writers, URI parsing (absolute path, file://, pvc://, s3://)."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
+import os
 import threading
 from pathlib import Path
 
 import pytest
+from llmops.api.runtime_env import CHECKPOINT_DIRECT_IO
+from llmops_runtime.checkpoint import store as store_mod
 from llmops_runtime.checkpoint.store import (
     Conflict,
     Digest,
@@ -368,3 +373,73 @@ def test_cap_is_lifted_while_someone_waits_for_the_save(io_pool) -> None:  # typ
     with store_mod.waiting_for_save():
         assert run_batch() > 1
     assert run_batch() == 1
+
+
+# --- O_DIRECT writes -------------------------------------------------------------------------
+
+_DIRECT_SIZES = [0, 1, 4095, 4096, 4097, (8 << 20) - 1, 8 << 20, (8 << 20) + 4096 + 3, (17 << 20) + 5]
+
+
+def _chunks_of(data: bytes, cut: int) -> list[memoryview]:
+    return [memoryview(data)[i : i + cut] for i in range(0, len(data), cut)] or [memoryview(b"")]
+
+
+@pytest.mark.parametrize("size", _DIRECT_SIZES)
+def test_direct_writes_are_byte_exact_at_every_alignment(tmp_path: Path, size: int) -> None:
+    data = hashlib.sha256(str(size).encode()).digest() * (size // 32 + 1)
+    data = data[:size]
+    store = LocalStore(tmp_path, direct=True)
+    d = store.write("k.bin", _chunks_of(data, 3 << 20 if size > 4097 else 1000))  # chunks straddle the bounce buffer
+    assert (tmp_path / "k.bin").read_bytes() == data
+    assert d.size == size and bytes(store.read("k.bin", expect=d)) == data
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_direct_writes_bypass_the_page_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shard's descriptor is opened with O_DIRECT (where the file system takes it) and
+    every block write but the padded last one is a whole bounce buffer."""
+    opened: list[int] = []
+    real_open = os.open
+
+    def spy_open(path, flags, *a):  # type: ignore[no-untyped-def]
+        opened.append(flags)
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(store_mod.os, "open", spy_open)
+    data = os.urandom((8 << 20) * 2 + 100)
+    LocalStore(tmp_path, direct=True).write("k.bin", _chunks_of(data, 1 << 20))
+    if not any(f & os.O_DIRECT for f in opened):
+        pytest.skip(f"{tmp_path} refuses O_DIRECT (the buffered fallback is tested below)")
+    assert (tmp_path / "k.bin").read_bytes() == data
+    opened.clear()
+    LocalStore(tmp_path, direct=False).write("b.bin", _chunks_of(data, 1 << 20))
+    assert opened and not any(f & os.O_DIRECT for f in opened if f & os.O_WRONLY)
+
+
+def test_direct_write_refused_mid_file_goes_on_buffered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system that takes the O_DIRECT open but refuses the writes (EINVAL) gets the
+    same bytes through the page cache."""
+    real_pwrite = os.pwrite
+    refused: list[int] = []
+
+    def pwrite(fd: int, data: object, offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_mod.os, "pwrite", pwrite)
+    data = os.urandom((8 << 20) + 12345)
+    d = LocalStore(tmp_path, direct=True).write("k.bin", _chunks_of(data, 1 << 20))
+    assert (tmp_path / "k.bin").read_bytes() == data and d.size == len(data)
+    assert len(refused) <= 1  # refused at most once: the rest followed buffered
+
+
+def test_direct_io_is_on_by_default_and_the_env_turns_it_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CHECKPOINT_DIRECT_IO, raising=False)
+    assert LocalStore(tmp_path).direct is hasattr(os, "O_DIRECT")
+    monkeypatch.setenv(CHECKPOINT_DIRECT_IO, "0")
+    assert LocalStore(tmp_path).direct is False
+    monkeypatch.setenv(CHECKPOINT_DIRECT_IO, "yes")
+    with pytest.raises(ValueError, match=CHECKPOINT_DIRECT_IO):
+        LocalStore(tmp_path)

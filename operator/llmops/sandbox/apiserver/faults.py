@@ -13,6 +13,7 @@ which would leave the client and the cluster disagreeing).
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,19 @@ class _Rule:
     name: str | None
     message: str
     after: int = 0  # matching requests still let through before the faults start
+
+
+def created_name(verb: str | None, name: str | None, body: bytes) -> str | None:
+    """The name a request acts on: a create (POST) names its object in the body, not the path,
+    so a rule naming a pod matches its creation as it matches its apply."""
+    if verb != "create" or name is not None or not body:
+        return name
+    try:
+        meta = json.loads(body).get("metadata") or {}
+    except (ValueError, AttributeError):
+        return None
+    found = meta.get("name") if isinstance(meta, dict) else None
+    return found if isinstance(found, str) else None
 
 
 class Faults:

@@ -20,7 +20,7 @@ from . import patching, yamlcompat
 from .core import FIELD_VALIDATION, WRITER, Cluster
 from .counters import NON_RESOURCE, RequestCounter, user_of
 from .errors import ApiError, bad_request, error_response
-from .faults import Faults
+from .faults import Faults, created_name
 from .registry import Resource
 from .requestinfo import parse, truthy
 from .selectors import parse_field_selector, parse_label_selector
@@ -124,7 +124,8 @@ class Handlers:
         method = request.method
         if verb is None:
             raise ApiError(405, f"method {method} not allowed")
-        self.faults.check(verb, res.plural, sub, namespace, name)
+        self.faults.check(verb, res.plural, sub, namespace,
+                          created_name(verb, name, await request.read() if verb == "create" else b""))
         dry_run = q.get("dryRun") == "All"
         FIELD_VALIDATION.set(q.get("fieldValidation", ""))
         # Like the real server: an update's manager defaults to the User-Agent's product name.
