@@ -305,7 +305,7 @@ def _worker(rank: int, world: int, cfg: dict[str, Any]) -> None:
                 dist.barrier()
                 t_cold = float("nan")
                 if local:
-                    gc.collect()  # the restored tensors map the file until collected
+                    gc.collect()  # nothing may map the files any more
                     _evict(v.files())
                     dist.barrier()
                     t1 = time.perf_counter()
