@@ -526,42 +526,46 @@ def restore(skeleton: bytes, tensors: dict[str, torch.Tensor]) -> Any:
         raise CorruptShard(f"skeleton is not JSON: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CorruptShard(f"unknown state format {doc.get('format') if isinstance(doc, dict) else None!r}")
+    return _unflatten(doc["tree"], tensors)
 
-    def tensor(name: str) -> torch.Tensor:
-        try:
-            return tensors[name]
-        except KeyError:
-            raise CorruptShard(f"tensor {name!r} missing from the shard") from None
 
-    def walk(node: Any) -> Any:
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        if not isinstance(node, dict):
-            return node
-        if "__tensor__" in node:
-            t = tensor(node["__tensor__"])
-            if t.dtype != _torch_dtype(node["dtype"]) or list(t.shape) != node["shape"]:
-                raise CorruptShard(f"tensor {node['__tensor__']!r} does not match its description")
-            return t
-        if "__ndarray__" in node:
-            raw = tensor(node["__ndarray__"]).numpy()
-            return raw.view(np.dtype(node["dtype"])).reshape(node["shape"])
-        if len(node) == 1 or "__npscalar__" in node:
-            tag = next(iter(node))
-            payload = node[tag]
-            if tag == "__tuple__":
-                return tuple(walk(v) for v in payload)
-            if tag == "__items__":
-                return {_key(walk(k)): walk(v) for k, v in payload}
-            if tag == "__npscalar__":
-                return np.frombuffer(bytes.fromhex(node["hex"]), dtype=np.dtype(payload))[0]
-            if tag == "__bytes__":
-                return base64.b64decode(payload)
-            if tag == "__dtype__":
-                return _torch_dtype(payload)
-        return {k: walk(v) for k, v in node.items()}
+def _tensor(tensors: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    try:
+        return tensors[name]
+    except KeyError:
+        raise CorruptShard(f"tensor {name!r} missing from the shard") from None
 
-    return walk(doc["tree"])
+
+def _unflatten(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    # A module-level function, not a closure: a recursive closure is a reference cycle that
+    # kept every restored tensor (and a local load's file mapping) alive until the next
+    # garbage collection.
+    if isinstance(node, list):
+        return [_unflatten(v, tensors) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if "__tensor__" in node:
+        t = _tensor(tensors, node["__tensor__"])
+        if t.dtype != _torch_dtype(node["dtype"]) or list(t.shape) != node["shape"]:
+            raise CorruptShard(f"tensor {node['__tensor__']!r} does not match its description")
+        return t
+    if "__ndarray__" in node:
+        raw = _tensor(tensors, node["__ndarray__"]).numpy()
+        return raw.view(np.dtype(node["dtype"])).reshape(node["shape"])
+    if len(node) == 1 or "__npscalar__" in node:
+        tag = next(iter(node))
+        payload = node[tag]
+        if tag == "__tuple__":
+            return tuple(_unflatten(v, tensors) for v in payload)
+        if tag == "__items__":
+            return {_key(_unflatten(k, tensors)): _unflatten(v, tensors) for k, v in payload}
+        if tag == "__npscalar__":
+            return np.frombuffer(bytes.fromhex(node["hex"]), dtype=np.dtype(payload))[0]
+        if tag == "__bytes__":
+            return base64.b64decode(payload)
+        if tag == "__dtype__":
+            return _torch_dtype(payload)
+    return {k: _unflatten(v, tensors) for k, v in node.items()}
 
 
 def _key(k: Any) -> Any:

@@ -7,10 +7,12 @@ resumed, at most one save in flight, and the storage-failure age policy."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import threading
 import time
+import weakref
 from typing import Any
 
 import numpy as np
@@ -373,6 +375,25 @@ def test_loaded_tensors_are_private_copies(tmp_path: Any) -> None:
     assert same(m.load(info), state)
     m.mapped_loads = False
     assert same(m.load(info), state)
+    m.close()
+
+
+def test_a_dropped_restore_is_freed_at_once(tmp_path: Any) -> None:
+    """Nothing keeps a restored state alive once the caller drops it (no reference cycle
+    waiting for the garbage collector): its tensors, and the file mapping under them, go
+    with the last reference."""
+    m = mgr(str(tmp_path / "ckpt"))
+    info = m.save(1, make_state(1)).result()
+    assert info is not None
+    gc.disable()
+    try:
+        loaded = m.load(info)
+        w = weakref.ref(loaded["model"]["w"])
+        exp_avg = weakref.ref(loaded["optimizer"]["state"][0]["exp_avg"])
+        del loaded
+        assert w() is None and exp_avg() is None
+    finally:
+        gc.enable()
     m.close()
 
 
