@@ -40,8 +40,8 @@ GETs with the same transfer settings as ours), since s3fs (fsspec's S3) is not i
 
 from __future__ import annotations
 
-import io
 import gc
+import io
 import json
 import math
 import os
