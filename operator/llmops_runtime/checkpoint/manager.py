@@ -44,8 +44,9 @@ With ``defer`` (background staging) it does not even wait for the copy of the te
 ``defer`` selects: copy-pool threads finish it while the loop runs its next
 forward/backward, and the caller must call :meth:`CheckpointManager.wait_staged` before it
 updates any of them in place (the runtime's session does so in an optimizer step pre-hook).
-The persist thread starts writing only once that copy is complete, so what is written is
-the state at ``save()``, byte for byte; the time the loop spends in ``wait_staged`` counts
+The persist thread writes each tensor once its own copy landed and marks nothing done
+before the whole copy is complete and found untouched, so what is committed is the state
+at ``save()``, byte for byte; the time the loop spends in ``wait_staged`` counts
 as stall. At
 most one save is in flight: a new ``save()`` first waits for the previous one (the wait is
 reported in the handle, so a too-short interval shows up as stall instead of silently
