@@ -442,6 +442,19 @@ def _pwrite_all(fd: int, view: memoryview | np.ndarray, offset: int) -> None:
         mv, offset = mv[n:], offset + n
 
 
+def _create(path: Path, direct: bool) -> tuple[int, bool]:
+    """A new file open for writing, and whether it is open with ``O_DIRECT`` (asked for and
+    taken: a file system without it answers ``EINVAL`` and gets an ordinary descriptor)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    if direct:
+        try:
+            return os.open(path, flags | os.O_DIRECT, 0o644), True
+        except OSError as e:
+            if e.errno != _errno.EINVAL:
+                raise
+    return os.open(path, flags, 0o644), False
+
+
 class _FileWriter:
     """Writes a stream of chunks to ``fd`` from offset 0.
 
@@ -569,17 +582,7 @@ class LocalStore(Store):
         try:
             self._fault("write", key)
             path.parent.mkdir(parents=True, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-            fd, direct = -1, self.direct
-            if direct:
-                try:
-                    fd = os.open(tmp, flags | os.O_DIRECT, 0o644)
-                except OSError as e:
-                    if e.errno != _errno.EINVAL:  # EINVAL: this file system has no O_DIRECT
-                        raise
-                    direct = False
-            if fd < 0:
-                fd = os.open(tmp, flags, 0o644)
+            fd, direct = _create(tmp, self.direct)
             try:
                 with _bounce() as buf:
                     out = _FileWriter(fd, direct, buf)
